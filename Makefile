@@ -1,0 +1,50 @@
+# The two commands the README promises: `make demo` and `make test`. Both set themselves up.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.installed
+OPENCV_HEADLESS := opencv-python-headless==5.0.0.93
+
+export IDENTITY_PIPELINE_DATA_DIR ?= $(CURDIR)/data
+export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
+export PYTHONUNBUFFERED := 1
+
+.PHONY: install demo test ui lint clean-outputs
+
+install: $(STAMP)
+
+# torch first: this exact release's CPU build lies on the machine's disk; letting the resolver
+# pick torch would pull a multi-GB CUDA build. Then the project, then the opencv swap.
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet torch==2.13.0
+	$(PIP) install --quiet -e '.[dev]'
+	@# insightface depends on opencv-python (GUI build); both ship the same cv2/ folder, so keep
+	@# exactly one: the headless build.
+	$(PIP) uninstall --quiet -y opencv-python opencv-contrib-python opencv-contrib-python-headless || true
+	$(PIP) install --quiet --force-reinstall --no-deps $(OPENCV_HEADLESS)
+	@touch $@
+
+$(DAGSTER_HOME)/dagster.yaml: dagster.yaml
+	@mkdir -p $(DAGSTER_HOME)
+	cp dagster.yaml $@
+
+demo: install $(DAGSTER_HOME)/dagster.yaml
+	$(VENV)/bin/identity-pipeline demo
+
+test: install
+	@$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 0; fi; exit $$rc
+
+ui: install $(DAGSTER_HOME)/dagster.yaml
+	$(VENV)/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+
+lint: install
+	$(VENV)/bin/ruff check identity_pipeline identity_pipeline_tests benchmarks
+
+# Asset outputs only; albums, labels and the Dagster history stay.
+clean-outputs:
+	rm -rf data/assets data/cache

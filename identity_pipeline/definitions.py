@@ -1,0 +1,23 @@
+"""The Definitions object Dagster loads (workspace.yaml / `dagster dev`)."""
+
+import dagster as dg
+
+from identity_pipeline.assets import ALL_ASSETS
+from identity_pipeline.io_manager import TableIOManager
+from identity_pipeline.resources import StorageResource
+from identity_pipeline.sensors import album_sensor, automation_sensor
+
+
+def build_definitions(data_dir: str | None = None) -> dg.Definitions:
+    """All assets, sensors and resources; ``data_dir`` overrides the storage root (tests)."""
+    return dg.Definitions(
+        assets=ALL_ASSETS,
+        sensors=[album_sensor, automation_sensor],
+        resources={
+            "storage": StorageResource(data_dir=data_dir),
+            "io_manager": TableIOManager(data_dir=data_dir),
+        },
+    )
+
+
+defs = build_definitions()

@@ -1,0 +1,92 @@
+"""Sensors: new album folders become partitions; changed albums are re-run; the rest follows.
+
+The album sensor only starts ``raw_photos``; downstream assets follow through their automation
+conditions, evaluated by the automation sensor below (both start RUNNING: Dagster's implicit
+automation sensor is stopped by default).
+"""
+
+import json
+
+import dagster as dg
+
+from identity_pipeline.partitions import ALBUMS_PARTITION_NAME, albums_partitions
+from identity_pipeline.photos import album_fingerprint, discover_albums
+from identity_pipeline.resources import StorageResource
+
+ALBUM_SENSOR_INTERVAL_SECONDS = 15
+FINGERPRINT_TAG = "identity_pipeline/album_fingerprint"
+RAW_PHOTOS = dg.AssetKey("raw_photos")
+
+
+def decode_cursor(cursor: str | None) -> dict[str, str]:
+    """The cursor maps album -> fingerprint; an unreadable cursor starts over (one re-run each)."""
+    if not cursor:
+        return {}
+    try:
+        loaded = json.loads(cursor)
+    except json.JSONDecodeError:
+        return {}
+    if not isinstance(loaded, dict):
+        return {}
+    return {str(k): str(v) for k, v in loaded.items()}
+
+
+@dg.sensor(
+    name="album_sensor",
+    asset_selection=dg.AssetSelection.assets(RAW_PHOTOS),
+    minimum_interval_seconds=ALBUM_SENSOR_INTERVAL_SECONDS,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description=(
+        "Watches data/albums/: adds a partition per new album folder and re-runs raw_photos for "
+        "an album whose files changed (names, sizes or modification times)."
+    ),
+)
+def album_sensor(context: dg.SensorEvaluationContext, storage: StorageResource) -> dg.SensorResult:
+    layout = storage.layout
+    discovery = discover_albums(layout.albums_dir)
+    for name, problem in discovery.rejected.items():
+        context.log.warning(f"album folder {name!r} skipped: {problem}")
+
+    known = decode_cursor(context.cursor)
+    existing = set(context.instance.get_dynamic_partitions(ALBUMS_PARTITION_NAME))
+    fingerprints: dict[str, str] = {}
+    run_requests: list[dg.RunRequest] = []
+    for album in discovery.albums:
+        try:
+            fingerprint = album_fingerprint(layout.album_dir(album))
+        except OSError as error:  # a folder vanishing mid-scan must not stop the other albums
+            context.log.warning(f"album {album!r} could not be listed: {error}")
+            continue
+        fingerprints[album] = fingerprint
+        if known.get(album) != fingerprint or album not in existing:
+            run_requests.append(
+                dg.RunRequest(
+                    run_key=f"{album}:{fingerprint}",
+                    partition_key=album,
+                    asset_selection=[RAW_PHOTOS],
+                    tags={FINGERPRINT_TAG: fingerprint},
+                )
+            )
+
+    for album in sorted(set(known) - set(fingerprints)):
+        context.log.warning(
+            f"album {album!r} is gone from {layout.albums_dir}; its partition and outputs are kept "
+            "(delete the partition in the UI to drop them)"
+        )
+
+    new_albums = [album for album in fingerprints if album not in existing]
+    partition_requests = [albums_partitions.build_add_request(new_albums)] if new_albums else []
+    return dg.SensorResult(
+        run_requests=run_requests,
+        dynamic_partitions_requests=partition_requests,
+        cursor=json.dumps(fingerprints, sort_keys=True),
+    )
+
+
+automation_sensor = dg.AutomationConditionSensorDefinition(
+    name="pipeline_automation",
+    target=dg.AssetSelection.all(),
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=ALBUM_SENSOR_INTERVAL_SECONDS,
+    description="Materializes downstream assets when their inputs change (automation conditions).",
+)
