@@ -36,10 +36,14 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     demo = commands.add_parser("demo", help="materialize the whole graph for every album")
-    demo.add_argument("--data-dir", help="storage root (default: $IDENTITY_PIPELINE_DATA_DIR or ./data)")
+    demo.add_argument(
+        "--data-dir", help="storage root (default: $IDENTITY_PIPELINE_DATA_DIR or ./data)"
+    )
     demo.set_defaults(handler=_cmd_demo)
 
-    photos = commands.add_parser("photos", help="inspect album folders like raw_photos (JSON lines)")
+    photos = commands.add_parser(
+        "photos", help="inspect album folders like raw_photos (JSON lines)"
+    )
     photos.add_argument("folders", nargs="+")
     photos.add_argument("--max-pixels", type=int, default=100_000_000)
     photos.set_defaults(handler=_cmd_photos)

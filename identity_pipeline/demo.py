@@ -34,7 +34,9 @@ def run_demo(data_dir: str | None = None, print_fn=print) -> list[StageRun]:
     for name, problem in discovery.rejected.items():
         print_fn(f"skipping album folder {name!r}: {problem}")
     if not discovery.albums:
-        raise SystemExit(f"No albums under {layout.albums_dir}: add a folder of photos there first.")
+        raise SystemExit(
+            f"No albums under {layout.albums_dir}: add a folder of photos there first."
+        )
 
     home = ensure_dagster_home()
     defs = build_definitions(str(layout.root))
@@ -51,12 +53,18 @@ def run_demo(data_dir: str | None = None, print_fn=print) -> list[StageRun]:
         print_fn(f"  {status:6} {keys} {where}  ({time.perf_counter() - started:.1f}s)")
 
     with dg.DagsterInstance.get() as instance:
-        runs = materialize_all(defs, instance, discovery.albums, on_run=report, raise_on_error=False)
+        runs = materialize_all(
+            defs, instance, discovery.albums, on_run=report, raise_on_error=False
+        )
         print_fn("")
         print_fn(summary(instance, defs, discovery.albums))
     failed = [run for run in runs if not run.success]
-    print_fn(f"\n{len(runs) - len(failed)}/{len(runs)} runs succeeded in {time.perf_counter() - started:.1f}s.")
-    print_fn("Look at it in the UI: `make ui`, then open http://127.0.0.1:3000 (Assets -> raw_photos).")
+    print_fn(
+        f"\n{len(runs) - len(failed)}/{len(runs)} runs succeeded in {time.perf_counter() - started:.1f}s."
+    )
+    print_fn(
+        "Look at it in the UI: `make ui`, then open http://127.0.0.1:3000 (Assets -> raw_photos)."
+    )
     if failed:
         raise SystemExit(1)
     return runs
@@ -76,7 +84,9 @@ def summary(instance: dg.DagsterInstance, defs: dg.Definitions, albums: list[str
             )
             records = instance.fetch_materializations(filters, limit=1).records
             if not records:
-                lines.append(f"{key.to_user_string():21} {partition or '-':15} {'-':>5}  not materialized")
+                lines.append(
+                    f"{key.to_user_string():21} {partition or '-':15} {'-':>5}  not materialized"
+                )
                 continue
             metadata = records[0].asset_materialization.metadata
             rows = metadata.get("dagster/row_count")

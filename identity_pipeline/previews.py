@@ -45,7 +45,12 @@ def contact_sheet(
         x0, y0 = col * cell, row * (cell + label_space)
         sheet.paste(thumb, (x0 + (cell - thumb.width) // 2, y0 + (cell - thumb.height) // 2))
         if label_space and item.caption:
-            draw.text((x0 + 2, y0 + cell), _fit(item.caption, cell, font, draw), fill=(230, 230, 230), font=font)
+            draw.text(
+                (x0 + 2, y0 + cell),
+                _fit(item.caption, cell, font, draw),
+                fill=(230, 230, 230),
+                font=font,
+            )
     return sheet
 
 
@@ -72,7 +77,9 @@ def encode_image(image: Image.Image, fmt: str = "JPEG", quality: int = 80) -> by
     return buffer.getvalue()
 
 
-def inline_markdown_image(image: Image.Image, alt: str, max_bytes: int = INLINE_IMAGE_MAX_BYTES) -> str:
+def inline_markdown_image(
+    image: Image.Image, alt: str, max_bytes: int = INLINE_IMAGE_MAX_BYTES
+) -> str:
     """A Markdown image with the picture embedded as a data URI, shrunk until under ``max_bytes``.
 
     JPEG for photos: at these sizes it is 5-10x smaller than PNG, and the UI renders both.
@@ -86,6 +93,8 @@ def inline_markdown_image(image: Image.Image, alt: str, max_bytes: int = INLINE_
         if quality > 55:
             quality -= 10
         else:
-            candidate = candidate.resize((candidate.width * 3 // 4, max(1, candidate.height * 3 // 4)))
+            candidate = candidate.resize(
+                (candidate.width * 3 // 4, max(1, candidate.height * 3 // 4))
+            )
     encoded = base64.b64encode(data).decode("ascii")
     return f"![{alt}](data:image/jpeg;base64,{encoded})"

@@ -28,7 +28,9 @@ class StageRun:
     success: bool
 
 
-def plan_stages(defs: dg.Definitions, selection: Sequence[dg.AssetKey] | None = None) -> list[Stage]:
+def plan_stages(
+    defs: dg.Definitions, selection: Sequence[dg.AssetKey] | None = None
+) -> list[Stage]:
     """Consecutive runs of topologically sorted assets that share their partitioning."""
     graph = defs.resolve_asset_graph()
     wanted = set(selection) if selection is not None else None

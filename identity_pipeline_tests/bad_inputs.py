@@ -43,10 +43,20 @@ def _png_header_only(width: int, height: int) -> bytes:
     """A PNG whose header claims a huge image; opening it must not allocate the pixels."""
 
     def chunk(kind: bytes, payload: bytes) -> bytes:
-        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+        return (
+            struct.pack(">I", len(payload))
+            + kind
+            + payload
+            + struct.pack(">I", zlib.crc32(kind + payload))
+        )
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 16)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(b"\0" * 16))
+        + chunk(b"IEND", b"")
+    )
 
 
 def build_bad_input_album(album_dir: Path, outside_dir: Path) -> dict[str, Expected]:
@@ -67,7 +77,11 @@ def build_bad_input_album(album_dir: Path, outside_dir: Path) -> dict[str, Expec
     put("2024/trip/nested.jpg", _jpeg(_photo(seed=2)), Expected("ok", size=(64, 48)))
     put("été 📷 ünïcode.jpg", _jpeg(_photo(seed=3)), Expected("ok"))
     put("empty.jpg", b"", Expected("skipped: empty file"))
-    put("truncated.jpg", _jpeg(_photo(320, 240, seed=4))[:1500], Expected("skipped: truncated or corrupt"))
+    put(
+        "truncated.jpg",
+        _jpeg(_photo(320, 240, seed=4))[:1500],
+        Expected("skipped: truncated or corrupt"),
+    )
     put("fake.png", b"this is not an image, just text", Expected("skipped: not a valid image"))
     put("notes.txt", b"shopping list", Expected("skipped: not an image file"))
     put("bomb.png", _png_header_only(30_000, 30_000), Expected("skipped: decompression bomb"))
@@ -94,7 +108,11 @@ def build_bad_input_album(album_dir: Path, outside_dir: Path) -> dict[str, Expec
 
     exif = Image.Exif()
     exif[0x0112] = 6  # rotate 90° clockwise on display
-    put("rotated.jpg", _jpeg(_photo(60, 40, seed=8), exif=exif.tobytes()), Expected("ok", size=(40, 60)))
+    put(
+        "rotated.jpg",
+        _jpeg(_photo(60, 40, seed=8), exif=exif.tobytes()),
+        Expected("ok", size=(40, 60)),
+    )
 
     put("gray.jpg", _jpeg(_photo(seed=9).convert("L")), Expected("ok", mode="L"))
 

@@ -27,11 +27,15 @@ def bad_album(tmp_path: Path) -> tuple[Path, dict]:
     return album, expected
 
 
-def test_every_bad_input_gets_its_reason_and_good_photos_survive(bad_album: tuple[Path, dict]) -> None:
+def test_every_bad_input_gets_its_reason_and_good_photos_survive(
+    bad_album: tuple[Path, dict],
+) -> None:
     album, expected = bad_album
     records = {item.record.path: item.record for item in inspect_album(album)}
 
-    assert set(records) == set(expected), "hidden/system files must be ignored, every other file listed"
+    assert set(records) == set(expected), (
+        "hidden/system files must be ignored, every other file listed"
+    )
     for path, want in expected.items():
         record = records[path]
         assert record.status.startswith(want.status_prefix), (path, record.status)
@@ -48,7 +52,9 @@ def test_every_bad_input_gets_its_reason_and_good_photos_survive(bad_album: tupl
         assert record.photo_id == hashlib.sha256(data).hexdigest()
 
 
-def test_symlinks_never_read_outside_the_album(bad_album: tuple[Path, dict], tmp_path: Path) -> None:
+def test_symlinks_never_read_outside_the_album(
+    bad_album: tuple[Path, dict], tmp_path: Path
+) -> None:
     album, _ = bad_album
     secret_id = hashlib.sha256((tmp_path / "outside" / "secret.jpg").read_bytes()).hexdigest()
     records = [item.record for item in inspect_album(album)]
@@ -85,7 +91,18 @@ def test_thumbnails_are_upright_rgb(bad_album: tuple[Path, dict]) -> None:
     assert gray16 is not None and max(gray16.getextrema()[0]) > 200  # 16-bit scaled, not clipped
 
 
-@pytest.mark.parametrize("name", ["cmyk.jpg", "gray16.png", "palette_alpha.png", "alpha.png", "phone.heic", "animated.gif", "rotated.jpg"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "cmyk.jpg",
+        "gray16.png",
+        "palette_alpha.png",
+        "alpha.png",
+        "phone.heic",
+        "animated.gif",
+        "rotated.jpg",
+    ],
+)
 def test_load_photo_gives_8bit_rgb_upright(bad_album: tuple[Path, dict], name: str) -> None:
     album, expected = bad_album
     image = load_photo(album / name)

@@ -15,7 +15,8 @@ from identity_pipeline_tests.bad_inputs import build_bad_input_album
 
 def _latest_metadata(instance: dg.DagsterInstance, partition: str) -> dict:
     records = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=dg.AssetKey("raw_photos"), asset_partitions=[partition]), limit=1
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey("raw_photos"), asset_partitions=[partition]),
+        limit=1,
     ).records
     return records[0].asset_materialization.metadata
 
@@ -24,7 +25,9 @@ def test_bad_input_album_materializes_and_reports_every_reason(
     layout: DataLayout, instance: dg.DagsterInstance, tmp_path: Path
 ) -> None:
     expected = build_bad_input_album(layout.album_dir("bad"), tmp_path / "outside")
-    runs = materialize_all(build_definitions(), instance, ["bad"], selection=[dg.AssetKey("raw_photos")])
+    runs = materialize_all(
+        build_definitions(), instance, ["bad"], selection=[dg.AssetKey("raw_photos")]
+    )
     assert [run.success for run in runs] == [True]
 
     table = pd.read_parquet(layout.table_path("raw_photos", "bad"))
@@ -47,7 +50,10 @@ def test_bad_input_album_materializes_and_reports_every_reason(
     check = instance.event_log_storage.get_latest_asset_check_execution_by_key(
         [dg.AssetCheckKey(dg.AssetKey("raw_photos"), "unique_photo_ids")]
     )
-    assert check[dg.AssetCheckKey(dg.AssetKey("raw_photos"), "unique_photo_ids")].status.value == "SUCCEEDED"
+    assert (
+        check[dg.AssetCheckKey(dg.AssetKey("raw_photos"), "unique_photo_ids")].status.value
+        == "SUCCEEDED"
+    )
 
 
 def test_rerun_is_idempotent_and_follows_album_changes(
@@ -69,7 +75,9 @@ def test_rerun_is_idempotent_and_follows_album_changes(
     by_path = third.set_index("path")["status"]
     assert by_path["zz_copy_of_good.jpg"] == "ok"  # the copy is no longer a duplicate: kept
     assert by_path["link_inside.jpg"] == "skipped: broken symlink"
-    leftovers = [p.name for p in layout.asset_dir("raw_photos", "bad").iterdir() if p.name.endswith(".tmp")]
+    leftovers = [
+        p.name for p in layout.asset_dir("raw_photos", "bad").iterdir() if p.name.endswith(".tmp")
+    ]
     assert leftovers == []
 
 
@@ -78,8 +86,12 @@ def test_missing_album_folder_fails_with_a_clear_message(
 ) -> None:
     instance.add_dynamic_partitions("albums", ["vanished"])
     result = dg.materialize(
-        build_definitions().assets, selection=["raw_photos"], partition_key="vanished",
-        instance=instance, resources=build_definitions().resources, raise_on_error=False,
+        build_definitions().assets,
+        selection=["raw_photos"],
+        partition_key="vanished",
+        instance=instance,
+        resources=build_definitions().resources,
+        raise_on_error=False,
     )
     assert not result.success
     failure = [e for e in result.all_events if e.is_step_failure][0]

@@ -25,7 +25,9 @@ def _apply(instance: dg.DagsterInstance, result: dg.SensorResult) -> None:
         instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
 
 
-def test_new_album_then_quiet_then_changed_file(layout: DataLayout, instance: dg.DagsterInstance) -> None:
+def test_new_album_then_quiet_then_changed_file(
+    layout: DataLayout, instance: dg.DagsterInstance
+) -> None:
     album = layout.album_dir("summer")
     album.mkdir()
     (album / "a.jpg").write_bytes(b"not really a jpeg, the sensor only stats")
@@ -53,7 +55,9 @@ def test_new_album_then_quiet_then_changed_file(layout: DataLayout, instance: dg
     assert [r.partition_key for r in edited.run_requests] == ["summer"]
 
 
-def test_bad_folder_names_are_skipped_not_fatal(layout: DataLayout, instance: dg.DagsterInstance) -> None:
+def test_bad_folder_names_are_skipped_not_fatal(
+    layout: DataLayout, instance: dg.DagsterInstance
+) -> None:
     for name in ["ok album", "bad,name", "new\nline", ".hidden"]:
         (layout.albums_dir / name).mkdir()
     result = _tick(instance, None)
@@ -61,14 +65,18 @@ def test_bad_folder_names_are_skipped_not_fatal(layout: DataLayout, instance: dg
     assert [r.partition_keys for r in result.dynamic_partitions_requests] == [["ok album"]]
 
 
-def test_garbage_cursor_and_missing_albums_dir(layout: DataLayout, instance: dg.DagsterInstance) -> None:
+def test_garbage_cursor_and_missing_albums_dir(
+    layout: DataLayout, instance: dg.DagsterInstance
+) -> None:
     layout.albums_dir.rmdir()
     result = _tick(instance, "{not json")
     assert result.run_requests == []
     assert json.loads(result.cursor) == {}
 
 
-def test_removed_album_is_forgotten_without_requests(layout: DataLayout, instance: dg.DagsterInstance) -> None:
+def test_removed_album_is_forgotten_without_requests(
+    layout: DataLayout, instance: dg.DagsterInstance
+) -> None:
     album = layout.album_dir("gone")
     album.mkdir()
     first = _tick(instance, None)

@@ -84,7 +84,9 @@ def raw_photos(
         "seconds": round(time.perf_counter() - started, 3),
     }
     metadata.update(
-        sheet_metadata(layout.asset_dir("raw_photos", album), "contact_sheet", sheet_items, "photos")
+        sheet_metadata(
+            layout.asset_dir("raw_photos", album), "contact_sheet", sheet_items, "photos"
+        )
     )
     yield dg.Output(frame, metadata=metadata)
 

@@ -135,5 +135,7 @@ def album_fingerprint(album_dir: Path) -> str:
             size, mtime = stat.st_size, stat.st_mtime_ns
         except OSError:  # broken symlink, vanished file: still part of the fingerprint
             size, mtime = -1, -1
-        digest.update(f"{entry.relative_path}\x1f{size}\x1f{mtime}\x1e".encode("utf-8", "surrogateescape"))
+        digest.update(
+            f"{entry.relative_path}\x1f{size}\x1f{mtime}\x1e".encode("utf-8", "surrogateescape")
+        )
     return digest.hexdigest()[:16]

@@ -99,7 +99,9 @@ def mark_duplicates(results: list[InspectedPhoto]) -> list[InspectedPhoto]:
         if record.ok and record.photo_id is not None:
             original = first_path_of.setdefault(record.photo_id, record.path)
             if original != record.path:
-                record = PhotoRecord(**{**record.to_row(), "status": skipped(f"duplicate of {original}")})
+                record = PhotoRecord(
+                    **{**record.to_row(), "status": skipped(f"duplicate of {original}")}
+                )
                 item = InspectedPhoto(record, None)
         marked.append(item)
     return marked
@@ -136,7 +138,9 @@ def inspect_bytes(path: str, data: bytes, extension: str, limits: PhotoLimits) -
     photo_id = sha256_bytes(data)
 
     def fail(reason: str, **known: object) -> InspectedPhoto:
-        record = PhotoRecord(path=path, status=skipped(reason), bytes=size, photo_id=photo_id, **known)  # type: ignore[arg-type]
+        record = PhotoRecord(
+            path=path, status=skipped(reason), bytes=size, photo_id=photo_id, **known
+        )  # type: ignore[arg-type]
         return InspectedPhoto(record)
 
     with warnings.catch_warnings():
@@ -150,7 +154,9 @@ def inspect_bytes(path: str, data: bytes, extension: str, limits: PhotoLimits) -
             if extension in HEIF_EXTENSIONS and not HEIF_SUPPORTED:
                 return fail("unsupported format HEIC (install pillow-heif)")
             if extension in IMAGE_EXTENSIONS:
-                return fail(f"not a valid image: content is not a recognised image format ({extension})")
+                return fail(
+                    f"not a valid image: content is not a recognised image format ({extension})"
+                )
             return fail(f"not an image file ({extension or 'no extension'})")
         except Exception as error:  # noqa: BLE001 - any decoder failure is a per-file reason
             return fail(f"cannot open image ({type(error).__name__}: {error})")
@@ -168,7 +174,11 @@ def inspect_bytes(path: str, data: bytes, extension: str, limits: PhotoLimits) -
                     format=fmt,
                 )
             orientation = _exif_orientation(image)
-            width, height = (raw_height, raw_width) if orientation in TRANSPOSING_ORIENTATIONS else (raw_width, raw_height)
+            width, height = (
+                (raw_height, raw_width)
+                if orientation in TRANSPOSING_ORIENTATIONS
+                else (raw_width, raw_height)
+            )
             frames = int(getattr(image, "n_frames", 1) or 1)
             mode = image.mode
             try:
@@ -176,12 +186,23 @@ def inspect_bytes(path: str, data: bytes, extension: str, limits: PhotoLimits) -
             except Exception as error:  # noqa: BLE001 - truncated/corrupt data surfaces at decode
                 return fail(
                     f"truncated or corrupt image data ({type(error).__name__}: {error})",
-                    format=fmt, width=width, height=height, mode=mode,
+                    format=fmt,
+                    width=width,
+                    height=height,
+                    mode=mode,
                 )
 
     record = PhotoRecord(
-        path=path, status=STATUS_OK, bytes=size, photo_id=photo_id, format=fmt, width=width,
-        height=height, mode=mode, exif_orientation=orientation, frames=frames,
+        path=path,
+        status=STATUS_OK,
+        bytes=size,
+        photo_id=photo_id,
+        format=fmt,
+        width=width,
+        height=height,
+        mode=mode,
+        exif_orientation=orientation,
+        frames=frames,
     )
     return InspectedPhoto(record, thumbnail)
 
@@ -260,4 +281,3 @@ def _display_path(relative_path: str) -> str:
 
 def _skip(path: str, reason: str, size: int = 0) -> InspectedPhoto:
     return InspectedPhoto(PhotoRecord(path=path, status=skipped(reason), bytes=size))
-
