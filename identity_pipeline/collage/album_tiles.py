@@ -1,0 +1,207 @@
+"""photo_tiles for one album: split every usable photo, write each tile once, reuse past work.
+
+A photo's tiles depend only on its bytes, the splitter's settings and its manual hint, so the
+previous table is a cache: a photo whose ``split_key`` matches keeps its rows without being
+decoded again, and tile files are content-addressed (``<tile_id>.jpg``) so none is rewritten.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from identity_pipeline.collage.boxes import Box, SplitResult
+from identity_pipeline.collage.draw import draw_cuts
+from identity_pipeline.collage.hints import Hint, apply_hint, hint_for
+from identity_pipeline.collage.split import DEFAULT_CONFIG, SplitConfig, split_image
+from identity_pipeline.photos import load_photo
+from identity_pipeline.storage import content_id, write_file_once
+
+# Bump when the splitter's behaviour changes, so cached splits are recomputed.
+SPLITTER_VERSION = "1"
+TILE_JPEG_QUALITY = 95
+PREVIEW_SIZE = 256
+
+TILE_DTYPES: dict[str, str] = {
+    "tile_id": "string",
+    "photo_id": "string",
+    "source_path": "string",
+    "tile_index": "Int64",
+    "x0": "Int64",
+    "y0": "Int64",
+    "x1": "Int64",
+    "y1": "Int64",
+    "width": "Int64",
+    "height": "Int64",
+    "layout_kind": "string",
+    "decided_by": "string",
+    "confidence": "Float64",
+    "tile_path": "string",
+    "split_key": "string",
+}
+
+
+@dataclass
+class AlbumTiling:
+    tiles: pd.DataFrame
+    previews: list[tuple[str, Image.Image]] = field(default_factory=list)  # collages, cuts drawn
+    failures: dict[str, str] = field(default_factory=dict)  # source path -> reason
+    reused_photos: int = 0
+    split_photos: int = 0
+    seconds_splitting: float = 0.0
+
+
+def split_key(config: SplitConfig, hint: Hint | None) -> str:
+    return content_id(SPLITTER_VERSION, asdict(config), repr(hint), length=16)
+
+
+def tile_id_for(photo_id: str, box: Box) -> str:
+    return content_id(photo_id, *box.as_list())
+
+
+def tile_album(
+    album_dir: Path,
+    photos: pd.DataFrame,
+    files_dir: Path,
+    relative_to: Path,
+    hints: Mapping[str, Hint],
+    previous: pd.DataFrame | None = None,
+    config: SplitConfig = DEFAULT_CONFIG,
+    max_previews: int = 24,
+    on_photo: Callable[[str, SplitResult], None] | None = None,
+) -> AlbumTiling:
+    """Tiles of every ``ok`` photo of ``photos`` (the raw_photos table)."""
+    cached = _cache_by_photo(previous)
+    rows: list[dict[str, object]] = []
+    result = AlbumTiling(tiles=pd.DataFrame())
+    for photo in photos[photos["status"] == "ok"].itertuples(index=False):
+        hint = hint_for(hints, photo.path)
+        key = split_key(config, hint)
+        reusable = cached.get((photo.photo_id, key))
+        if reusable is not None and _files_exist(reusable, relative_to):
+            rows.extend(_with_source(reusable, photo.path))
+            result.reused_photos += 1
+            continue
+        try:
+            image = load_photo(album_dir / photo.path)
+        except Exception as error:  # noqa: BLE001 - a photo that changed or broke since raw_photos
+            result.failures[photo.path] = f"cannot decode: {type(error).__name__}: {error}"
+            continue
+        started = time.perf_counter()
+        split = (
+            apply_hint(hint, image.width, image.height)
+            if hint
+            else split_image(np.asarray(image), config)
+        )
+        result.seconds_splitting += time.perf_counter() - started
+        result.split_photos += 1
+        if on_photo:
+            on_photo(photo.path, split)
+        rows.extend(
+            _write_tiles(image, photo.photo_id, photo.path, split, key, files_dir, relative_to)
+        )
+        if len(split.boxes) > 1 and len(result.previews) < max_previews:
+            preview = draw_cuts(image, split)
+            preview.thumbnail((PREVIEW_SIZE, PREVIEW_SIZE))
+            result.previews.append((f"{photo.path} ({split.kind})", preview))
+    result.tiles = pd.DataFrame(rows, columns=list(TILE_DTYPES)).astype(TILE_DTYPES)
+    return result
+
+
+def _write_tiles(
+    image: Image.Image,
+    photo_id: str,
+    source_path: str,
+    split: SplitResult,
+    key: str,
+    files_dir: Path,
+    relative_to: Path,
+) -> list[dict[str, object]]:
+    rows = []
+    for index, box in enumerate(split.boxes):
+        tile_id = tile_id_for(photo_id, box)
+        path = files_dir / f"{tile_id}.jpg"
+        crop = image.crop((box.x0, box.y0, box.x1, box.y1))
+        write_file_once(
+            path,
+            lambda handle, crop=crop: crop.save(
+                handle, "JPEG", quality=TILE_JPEG_QUALITY, subsampling=0
+            ),
+        )
+        rows.append(
+            {
+                "tile_id": tile_id,
+                "photo_id": photo_id,
+                "source_path": source_path,
+                "tile_index": index,
+                "x0": box.x0,
+                "y0": box.y0,
+                "x1": box.x1,
+                "y1": box.y1,
+                "width": box.width,
+                "height": box.height,
+                "layout_kind": split.kind,
+                "decided_by": split.decided_by,
+                "confidence": split.confidence,
+                "tile_path": path.relative_to(relative_to).as_posix(),
+                "split_key": key,
+            }
+        )
+    return rows
+
+
+def _cache_by_photo(previous: pd.DataFrame | None) -> dict[tuple[str, str], list[dict]]:
+    if previous is None or previous.empty or "split_key" not in previous.columns:
+        return {}
+    cache: dict[tuple[str, str], list[dict]] = {}
+    for row in previous.to_dict(orient="records"):
+        cache.setdefault((row["photo_id"], row["split_key"]), []).append(row)
+    return cache
+
+
+def _files_exist(rows: list[dict], relative_to: Path) -> bool:
+    return all((relative_to / row["tile_path"]).is_file() for row in rows)
+
+
+def _with_source(rows: list[dict], source_path: str) -> list[dict]:
+    """A renamed photo keeps its tiles (same bytes, same ids) under its new path."""
+    return [{**row, "source_path": source_path} for row in rows]
+
+
+def tiles_file_names(tiles: pd.DataFrame | None) -> list[str]:
+    if tiles is None or tiles.empty:
+        return []
+    return [Path(path).name for path in tiles["tile_path"]]
+
+
+def tiles_problems(tiles: pd.DataFrame, photos: pd.DataFrame) -> list[str]:
+    """Tiles outside their photo, or overlapping a sibling: what the asset check reports."""
+    sizes = photos.set_index("photo_id")[["width", "height"]].to_dict(orient="index")
+    problems: list[str] = []
+    for photo_id, group in tiles.groupby("photo_id"):
+        size = sizes.get(photo_id)
+        boxes = [Box(int(r.x0), int(r.y0), int(r.x1), int(r.y1)) for r in group.itertuples()]
+        for box in boxes:
+            if (
+                size is None
+                or box.x0 < 0
+                or box.y0 < 0
+                or box.x1 > size["width"]
+                or box.y1 > size["height"]
+            ):
+                problems.append(f"{photo_id[:12]}: tile {box.as_list()} outside the photo {size}")
+            if box.area == 0:
+                problems.append(f"{photo_id[:12]}: empty tile {box.as_list()}")
+        for i, first in enumerate(boxes):
+            for second in boxes[i + 1 :]:
+                if first.intersection(second) > 0:
+                    problems.append(
+                        f"{photo_id[:12]}: tiles {first.as_list()} and {second.as_list()} overlap"
+                    )
+    return problems

@@ -1,0 +1,1062 @@
+"""Split a collage into its photos by recursive full-length cuts (guillotine), gutters or not.
+
+One pass over a downscaled copy (the "analysis" image), plus a full-resolution look at the few
+rows around each cut to place it to the pixel:
+
+1. Uniform bands: rows (or columns) that are digitally flat along the whole region. Bands at the
+   region's border whose inner edge is a straight step are margins or frames and are trimmed;
+   interior bands with a photo edge on both sides are gutters (unless the scene visibly goes on
+   behind them, like a window bar; or they repeat closer than photos can be, like blank paper
+   between lines of text).
+2. Seams (no gutter): per pixel, the step between the rows two apart across the line (so a seam
+   blended into one row by resizing still counts), pooled along the line, that is much larger
+   than the step just beside it on at least one side; a seam shows it over most of the line's
+   length. JPEG block edges are weak, texture is on both sides; a seam is strong and full-length.
+3. Straight edges inside one photo are refused: a line crossed by an object that continues on
+   both sides (a pole across a horizon, ascenders across a text line); two parallel lines closer
+   than a photo can be (a wire, a mortar line, a door post, a window bar) unless a flat strip
+   between them makes a thin gutter; one of many regularly spaced lines (bricks, text); a line
+   whose two sides look alike (one palette, one texture) unless its evidence is strong; a cut
+   that leaves a blank piece (an empty sky, a painted wall) or one too small or thin for a photo;
+   a cut through a given face box.
+4. The first cuts set the collage's style: after gutters only gutters of that colour follow,
+   after seams only seams (collages use one or the other throughout).
+5. Cut along the chosen lines of one direction and recurse into each piece, so irregular layouts
+   (a big photo beside a column, rows with different column counts) come out too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+
+import cv2
+import numpy as np
+
+from identity_pipeline.collage.boxes import (
+    CUT_GUTTER,
+    CUT_SEAM,
+    DECIDED_AUTO,
+    Box,
+    Cut,
+    SplitResult,
+    classify_layout,
+    sort_boxes,
+)
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    """Every threshold of the splitter. Colour distances are L1 over RGB (0..765) unless noted."""
+
+    # Analysis happens on a copy whose longer side is at most this; cuts are refined at full size.
+    analysis_max_side: int = 800
+    # Box blur along each candidate line: averages away noise and JPEG speckle, keeps the step.
+    line_blur: int = 5
+    # A photo is at least this big: a fraction of the image's longer side, and absolute pixels.
+    min_tile_fraction: float = 0.05
+    min_tile_px: int = 24
+    # ... and no thinner than 1:max_tile_aspect.
+    max_tile_aspect: float = 6.0
+    max_depth: int = 6
+
+    # Uniform bands (gutters, margins, frames): digitally flat along the line.
+    uniform_max_std: float = 3.0  # per-channel std along a row, analysis scale
+    band_colour_tolerance: float = 24.0  # a row joins a band within this of its mean
+    edge_step: float = 30.0  # a pixel beside a band differs from its colour by at least this
+    gutter_edge_fraction: float = 0.5  # of the line length, on each side of a gutter
+    known_gutter_edge_fraction: float = 0.3  # ... once the collage's gutter colour is known
+    # Detail correlation across a band at or above which the scene continues behind it.
+    gutter_continuity: float = 0.35
+    margin_edge_fraction: float = 0.6  # of the line length, on the inner side of a margin
+
+    # Seams (no gutter).
+    seam_step: float = 24.0  # the step across the line at one position must be at least this
+    seam_step_ratio: float = 2.0  # ... and this many times the step just beside it, on one side
+    seam_pool: int = 9  # steps are averaged over this many pixels along the line
+    seam_fraction: float = 0.75  # of the line length that must show the step
+    # ... plus this much per unit of colour-histogram overlap of the two sides above the floor:
+    # two sides with one palette are more likely one photo.
+    similar_sides_floor: float = 0.7
+    similar_sides_penalty: float = 1.0
+    partner_fraction: float = 0.6  # weakest line that counts as an object's other edge
+    # Analysis rows within which two seam candidates are one line (a thin gutter's two edges).
+    nms_radius: int = 3
+    thin_object_rows: int = 6  # two edges this close: a thin gutter if flat between, else an object
+    thin_gutter_max_std: float = 8.0  # thin gutters blur into the photos: a looser flatness
+    # This many other lines on each side, closer than a photo could be: a periodic structure.
+    periodic_lines: int = 2
+    # A line crossed by this many objects (continuing across it, standing out beside it) is an
+    # edge inside one scene; objects wider than crossing_max_width of the line do not count.
+    crossing_objects: int = 1
+    crossing_max_width: float = 0.15
+    crossing_reach: int = 8  # analysis rows an object must continue on each side of the line
+    # Two strong parallel lines at most object_max_fraction of the image's longer side apart,
+    # with a strip between whose colour only drifts slowly along it (L1 detail at most
+    # object_strip_detail after removing a trend over object_trend_window of the length), are the
+    # two edges of one object: a door post, a window bar, a mortar line.
+    object_max_fraction: float = 0.06
+    object_strip_detail: float = 12.0
+    object_trend_window: float = 0.05
+
+    # A piece left by a seam cut must have detail: this fraction of its pixels differ from their
+    # 5x5 neighbourhood mean by at least blank_detail grey levels (analysis scale).
+    blank_detail: float = 4.0
+    blank_fraction: float = 0.04
+    # Between gutters only a truly empty piece is refused (a painted wall beside a door post):
+    # a photo framed by gutters is one even if it is mostly smooth.
+    blank_fraction_gutter: float = 0.025
+
+    # The first cuts decide the collage's style: after gutters only gutters of their colour,
+    # after seams only seams (collages use gutters everywhere or nowhere).
+    consistent_gutters: bool = True
+
+    # Faces: a line crossing a face box, away from its outer face_margin, is refused.
+    face_margin: float = 0.2
+    face_veto_gutters: bool = False
+
+    # Full-resolution refinement.
+    refine_colour_tolerance: float = 36.0  # a pixel belongs to a band's colour within this
+    refine_band_share: float = 0.85  # a row belongs to a band when this share of it does
+    refine_uniform_std: float = 8.0  # per-channel std of a thin gutter row at full size
+    thin_gutter_share: float = 0.5  # of a full-res row in the known gutter colour: a thin gutter
+
+
+DEFAULT_CONFIG = SplitConfig()
+
+
+@dataclass(frozen=True)
+class _Line:
+    """A candidate cut in analysis coordinates: ``[start, end)`` rows; start == end for a seam."""
+
+    start: int
+    end: int
+    strength: float  # seam: fraction of the line with a step; gutter: 1 + edge fraction
+    gutter: bool
+    colour: tuple[float, float, float] | None = None
+
+    @property
+    def centre(self) -> float:
+        return (self.start + self.end) / 2
+
+
+@dataclass
+class _Decisions:
+    """Margins of every decision taken, for the confidence."""
+
+    margins: list[float] = field(default_factory=list)
+    cuts: list[Cut] = field(default_factory=list)
+
+
+class _Axis:
+    """Line statistics for cuts along rows of ``analysis``; columns use the transposed image."""
+
+    def __init__(
+        self, analysis: np.ndarray, full: np.ndarray, scale: float, config: SplitConfig
+    ) -> None:
+        self.config = config
+        self.full = full  # full-resolution image, oriented like ``analysis``
+        self.scale = scale  # analysis rows per full-resolution row
+        blur = max(1, config.line_blur)
+        img = cv2.blur(analysis, (blur, 1)) if blur > 1 else analysis
+        self.img = img
+        lines, length = img.shape[:2]
+        self.prefix = np.zeros((lines, length + 1, 3), np.float64)
+        np.cumsum(img, axis=1, out=self.prefix[:, 1:])
+        self.prefix_sq = np.zeros((lines, length + 1, 3), np.float64)
+        np.cumsum(np.square(img, dtype=np.float64), axis=1, out=self.prefix_sq[:, 1:])
+        evidence = _seam_evidence(img, config)
+        self.evidence = np.zeros((lines, length + 1), np.int32)
+        np.cumsum(evidence, axis=1, out=self.evidence[:, 1:])
+
+    def row_stats(self, a0: int, a1: int, b0: int, b1: int) -> tuple[np.ndarray, np.ndarray]:
+        """Mean colour and mean per-channel std of rows a0..a1 over columns b0..b1."""
+        count = max(1, b1 - b0)
+        total = self.prefix[a0:a1, b1] - self.prefix[a0:a1, b0]
+        total_sq = self.prefix_sq[a0:a1, b1] - self.prefix_sq[a0:a1, b0]
+        mean = total / count
+        variance = np.maximum(total_sq / count - mean**2, 0.0)
+        return mean, np.sqrt(variance.mean(axis=1))
+
+    def evidence_rows(self, a0: int, a1: int, b0: int, b1: int) -> np.ndarray:
+        """The per-pixel seam evidence of rows a0..a1, columns b0..b1, as booleans."""
+        return np.diff(self.evidence[a0:a1, b0 : b1 + 1], axis=1) > 0
+
+    def seam_fraction(self, a0: int, a1: int, b0: int, b1: int) -> np.ndarray:
+        count = max(1, b1 - b0)
+        return (self.evidence[a0:a1, b1] - self.evidence[a0:a1, b0]) / count
+
+    def edge_fraction(self, rows: range, b0: int, b1: int, colour: np.ndarray) -> float:
+        """Best share, over ``rows``, of a row that differs from ``colour`` by a clear step.
+
+        Several rows because the first row past a band may be a blend of band and photo (resizing,
+        JPEG chroma bleeding).
+        """
+        rows = range(max(rows.start, 0), min(rows.stop, self.img.shape[0]))
+        if b1 <= b0 or not rows:
+            return 0.0
+        distance = np.abs(self.img[rows.start : rows.stop, b0:b1] - colour).sum(axis=2)
+        return float((distance >= self.config.edge_step).mean(axis=1).max())
+
+
+def _seam_evidence(img: np.ndarray, config: SplitConfig) -> np.ndarray:
+    """Per pixel: does a horizontal line through this row look like the boundary of two photos?
+
+    ``step[r]`` compares row r-1 with row r+1, so a seam blended into one row by downscaling still
+    shows up in full; steps are pooled over a short stretch of the line so texture averages out.
+    Evidence: the step across r is large, and much larger than the step two rows above *or* two
+    rows below (a textured photo beside a smooth one is a seam even if the texture is strong).
+    A thin line (a narrow gutter) shows up as two such edges one or two rows apart.
+    """
+    step = np.zeros(img.shape[:2], np.float32)
+    if img.shape[0] < 5:
+        return step.astype(bool)
+    step[1:-1] = np.abs(img[2:] - img[:-2]).sum(axis=2)
+    if config.seam_pool > 1:
+        step = cv2.blur(step, (config.seam_pool, 1))
+    big = np.float32(1e9)
+    above = np.full_like(step, big)
+    below = np.full_like(step, big)
+    above[2:] = step[:-2]
+    below[:-2] = step[2:]
+    beside = np.minimum(above, below)
+    return (step >= config.seam_step) & (step >= config.seam_step_ratio * beside)
+
+
+class _Splitter:
+    def __init__(self, image: np.ndarray, config: SplitConfig, face_boxes: Sequence[Box]) -> None:
+        self.config = config
+        self.image = image
+        height, width = image.shape[:2]
+        self.height, self.width = height, width
+        factor = min(1.0, config.analysis_max_side / max(height, width))
+        size = (max(1, round(width * factor)), max(1, round(height * factor)))
+        small = image if factor == 1.0 else cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+        analysis = small.astype(np.float32)
+        self.sx, self.sy = size[0] / width, size[1] / height
+        self.axes = {
+            "h": _Axis(analysis, image, self.sy, config),
+            "v": _Axis(
+                np.ascontiguousarray(analysis.transpose(1, 0, 2)),
+                image.transpose(1, 0, 2),
+                self.sx,
+                config,
+            ),
+        }
+        self.detail = _detail_integral(analysis, config)
+        self.min_tile = max(config.min_tile_px, config.min_tile_fraction * max(height, width))
+        self.faces = tuple(face_boxes)
+        self.decisions = _Decisions()
+        self.trace: list[str] | None = None  # set to a list to record why each line was kept
+        # A collage uses gutters everywhere or nowhere. The first cuts (across the whole image)
+        # decide: after gutters, a straight edge without one is inside a photo; after seams, a
+        # flat band is part of a photo (a mortar line, a window bar).
+        self.style: str | None = None  # None until the first cut, then CUT_GUTTER or CUT_SEAM
+        self.gutter_colour: np.ndarray | None = None
+
+    def _note(self, message: str) -> None:
+        if self.trace is not None:
+            self.trace.append(message)
+
+    # --- recursion --------------------------------------------------------------------------
+
+    def split(self) -> list[Box]:
+        return self._split_region(Box(0, 0, self.width, self.height), depth=0)
+
+    def _split_region(self, region: Box, depth: int) -> list[Box]:
+        region = self._trim_margins(region)
+        if region.width < 2 or region.height < 2:
+            return []
+        if depth >= self.config.max_depth:
+            return [region]
+        choices = {name: self._lines(name, region) for name in ("h", "v")}
+        name = max(choices, key=lambda key: _orientation_score(choices[key]))
+        lines = choices[name]
+        if not lines:
+            return [region]
+        pieces = self._cut(name, region, lines)
+        if self.style is None and self.config.consistent_gutters:
+            self.style = CUT_GUTTER if self.gutter_colour is not None else CUT_SEAM
+        boxes: list[Box] = []
+        for piece in pieces:
+            boxes.extend(self._split_region(piece, depth + 1))
+        return boxes
+
+    # --- coordinates ------------------------------------------------------------------------
+
+    def _oriented(self, name: str, region: Box) -> tuple[int, int, int, int]:
+        """Region as (line start, line end, along start, along end) in full-res coordinates."""
+        if name == "h":
+            return region.y0, region.y1, region.x0, region.x1
+        return region.x0, region.x1, region.y0, region.y1
+
+    def _analysis_span(self, name: str, start: int, end: int, limit: int) -> tuple[int, int]:
+        """Full-res [start, end) to analysis rows, dropping a row at inner edges (blended)."""
+        scale = self.axes[name].scale
+        lo = int(np.ceil(start * scale - 1e-6)) + (1 if start > 0 else 0)
+        hi = int(np.floor(end * scale + 1e-6)) - (1 if end < limit else 0)
+        return lo, max(lo, hi)
+
+    def _analysis_region(self, name: str, region: Box) -> tuple[int, int, int, int]:
+        f0, f1, g0, g1 = self._oriented(name, region)
+        other = "v" if name == "h" else "h"
+        line_limit, along_limit = (
+            (self.height, self.width) if name == "h" else (self.width, self.height)
+        )
+        a0, a1 = self._analysis_span(name, f0, f1, line_limit)
+        b0, b1 = self._analysis_span(other, g0, g1, along_limit)
+        return a0, a1, b0, b1
+
+    def _box(self, name: str, f0: int, f1: int, g0: int, g1: int) -> Box:
+        return Box(g0, f0, g1, f1) if name == "h" else Box(f0, g0, f1, g1)
+
+    # --- margins ----------------------------------------------------------------------------
+
+    def _trim_margins(self, region: Box) -> Box:
+        for _ in range(2):  # trimming one direction changes the rows the other one sees
+            before = region
+            for name in ("h", "v"):
+                region = self._trim_direction(name, region)
+            if region == before:
+                break
+        return region
+
+    def _trim_direction(self, name: str, region: Box) -> Box:
+        axis = self.axes[name]
+        a0, a1, b0, b1 = self._analysis_region(name, region)
+        if a1 - a0 < 3 or b1 - b0 < 3:
+            return region
+        mean, std = axis.row_stats(a0, a1, b0, b1)
+        bands = _bands(mean, std, self.config)
+        f0, f1, g0, g1 = self._oriented(name, region)
+        for start, end, colour in bands:
+            if start == 0 and end == a1 - a0:
+                return region  # entirely flat: nothing to trim towards
+            if start == 0:
+                inner = range(a0 + end, min(a0 + end + 3, a1))
+                if axis.edge_fraction(inner, b0, b1, colour) >= self.config.margin_edge_fraction:
+                    f0 = self._refine_band_end(
+                        name, f0, (a0 + end + 1) / axis.scale, g0, g1, colour
+                    )
+            elif end == a1 - a0:
+                inner = range(max(a0 + start - 3, a0), a0 + start)
+                if axis.edge_fraction(inner, b0, b1, colour) >= self.config.margin_edge_fraction:
+                    f1 = self._refine_band_start(
+                        name, (a0 + start - 1) / axis.scale, f1, g0, g1, colour
+                    )
+        if f1 - f0 < 2:
+            return region
+        return self._box(name, f0, f1, g0, g1)
+
+    # --- candidate lines --------------------------------------------------------------------
+
+    def _lines(self, name: str, region: Box) -> list[_Line]:
+        axis = self.axes[name]
+        a0, a1, b0, b1 = self._analysis_region(name, region)
+        min_rows = self.min_tile * axis.scale
+        if a1 - a0 < 2 * min_rows or b1 - b0 < 4:
+            return []
+        mean, std = axis.row_stats(a0, a1, b0, b1)
+        gutters = _drop_crowded(self._gutters(axis, a0, a1, b0, b1, mean, std), min_rows)
+        seams = self._seams(name, region, a0, a1, b0, b1, [])
+        beside_gutter = [
+            line
+            for line in seams
+            if not line.gutter and any(g.start - 3 <= line.start <= g.end + 2 for g in gutters)
+        ]
+        plain_seams = [line for line in seams if not line.gutter and line not in beside_gutter]
+        if self.style is None and gutters and len(plain_seams) > len(gutters):
+            # More seams than flat bands across the whole image: a borderless collage with a
+            # flat stretch (night sky, blank paper) in one photo, not a gutter collage.
+            gutters = []
+        if self.style == CUT_SEAM or (self.style is None and not gutters):
+            gutters, seams = [], [line for line in seams if not line.gutter]
+        elif self.style == CUT_GUTTER and self.gutter_colour is not None:
+            colour = tuple(float(v) for v in self.gutter_colour)
+            seams = [
+                replace(line, gutter=True, colour=colour)
+                for line in seams
+                if line not in beside_gutter
+                and (
+                    self._known_gutter_near(name, region, line.start)
+                    or self._known_gutter_near(name, region, line.end)
+                )
+            ]
+        else:
+            seams = [line for line in seams if line.gutter]
+        candidates = [
+            line
+            for line in gutters + seams
+            if line.start - a0 >= min_rows
+            and a1 - line.end >= min_rows
+            and not self._crosses_face(name, region, line)
+        ]
+        chosen = _space_out(candidates, a0, a1, min_rows)
+        chosen = self._drop_implausible_pieces(name, region, a0, a1, chosen)
+        self._note(
+            f"{name} {region.as_list()} rows {a0}-{a1} gutters "
+            f"{[(g.start, g.end, round(g.strength, 2)) for g in gutters]} seams "
+            f"{[(c.start, round(c.strength, 2)) for c in seams]} chosen "
+            f"{[(c.start, c.end) for c in chosen]}"
+        )
+        rejected = [c for c in seams if c not in chosen]
+        if rejected and not chosen:
+            best = max(c.strength for c in rejected)
+            self.decisions.margins.append(
+                max(0.0, (self.config.seam_fraction - best) / self.config.seam_fraction)
+                if best < self.config.seam_fraction
+                else 0.0
+            )
+        return chosen
+
+    def _gutters(
+        self,
+        axis: _Axis,
+        a0: int,
+        a1: int,
+        b0: int,
+        b1: int,
+        mean: np.ndarray,
+        std: np.ndarray,
+    ) -> list[_Line]:
+        """Interior flat bands with a photo edge on both sides.
+
+        An edge: the rows beside the band differ from its colour along most of the line, or the
+        seam evidence says a full-length boundary is there (a white gutter beside a white cup).
+        """
+        config = self.config
+        found = []
+        for start, end, colour in _bands(mean, std, config):
+            if start == 0 or end == a1 - a0:
+                continue  # margins were trimmed before; a band here touching the edge is content
+            if not self._gutter_colour_fits(colour):
+                continue
+            before = range(max(a0, a0 + start - 3), a0 + start)
+            after = range(a0 + end, min(a1, a0 + end + 3))
+            edges, distinct_edges = [], []
+            for rows, boundary in ((before, a0 + start), (after, a0 + end - 1)):
+                distinct = axis.edge_fraction(rows, b0, b1, colour)
+                evidence = axis.seam_fraction(
+                    max(0, boundary - 2), min(axis.img.shape[0], boundary + 3), b0, b1
+                ).max()
+                distinct_edges.append(distinct)
+                edges.append(max(distinct, evidence if evidence >= config.seam_fraction else 0.0))
+            if max(distinct_edges) < config.gutter_edge_fraction and self.gutter_colour is None:
+                continue  # neither side stands apart from it: blank paper between lines of text
+            needed = (
+                config.known_gutter_edge_fraction
+                if self.gutter_colour is not None
+                else config.gutter_edge_fraction
+            )
+            # Rows a few away from the band: JPEG ringing along its edges is alike on both sides.
+            continuity = _continuity(axis.img, a0 + start - 4, a0 + end + 3, b0, b1)
+            if continuity >= config.gutter_continuity:
+                continue  # the scene goes on behind it: a window bar, not a gutter
+            if min(edges) >= needed:
+                found.append(
+                    _Line(
+                        a0 + start,
+                        a0 + end,
+                        1.0 + min(edges),
+                        True,
+                        tuple(float(v) for v in colour),
+                    )
+                )
+        return found
+
+    def _gutter_colour_fits(self, colour: np.ndarray) -> bool:
+        if self.gutter_colour is None:
+            return True
+        distance = np.abs(np.asarray(colour) - self.gutter_colour).sum()
+        return bool(distance <= self.config.refine_colour_tolerance)
+
+    def _seams(
+        self,
+        name: str,
+        region: Box,
+        a0: int,
+        a1: int,
+        b0: int,
+        b1: int,
+        gutters: list[_Line],
+    ) -> list[_Line]:
+        """Seam candidates; thin gutters seen as two close edges; object edges left out."""
+        config = self.config
+        axis = self.axes[name]
+        fraction = axis.seam_fraction(a0, a1, b0, b1)
+        edge = config.nms_radius + 1  # rows next to the region's border see its blended edge
+        peaks = [
+            (a0 + index, value)
+            for index, value in _peaks(fraction, config.partner_fraction, config.nms_radius)
+            if edge <= index < len(fraction) - edge
+            and not any(g.start - 3 <= a0 + index <= g.end + 2 for g in gutters)
+        ]
+        object_rows = config.object_max_fraction * max(axis.img.shape[:2])
+        min_rows = self.min_tile * axis.scale
+        lines: list[_Line] = []
+        paired: set[int] = set()
+        for row, value in peaks:
+            if value < config.seam_fraction or row in paired:
+                continue
+            near = [(r, v) for r, v in peaks if config.nms_radius < abs(r - row) < min_rows]
+            before = sum(1 for r, _ in near if r < row)
+            if min(before, len(near) - before) >= config.periodic_lines:
+                # Many parallel lines closer than photos can be: brick courses, text, blinds.
+                self._note(f"{name} seam {row} {value:.2f} is one of periodic lines {near}")
+                continue
+            verdict = self._pair_verdict(name, axis, row, near, peaks, object_rows, b0, b1)
+            if isinstance(verdict, _Line):
+                lines.append(verdict)
+                paired.update((verdict.start, verdict.end))
+                continue
+            if verdict is not None:
+                self._note(f"{name} seam {row} {value:.2f} is an object edge: {verdict}")
+                continue
+            crossings = self._crossing_objects(axis, row, b0, b1)
+            similarity = self._side_similarity(axis, row, a0, a1, b0, b1)
+            needed = config.seam_fraction + config.similar_sides_penalty * max(
+                0.0, similarity - config.similar_sides_floor
+            )
+            self._note(
+                f"{name} seam {row} {value:.2f} crossed by {crossings} "
+                f"similarity {similarity:.2f} needs {needed:.2f}"
+            )
+            if crossings < config.crossing_objects and value >= needed:
+                lines.append(_Line(row, row, float(value), False))
+        return lines
+
+    def _side_similarity(self, axis: _Axis, row: int, a0: int, a1: int, b0: int, b1: int) -> float:
+        """Appearance-histogram intersection (0..1) of the strips on the two sides of a line.
+
+        Two photos side by side usually differ in palette; the two sides of an edge inside one
+        photo (a shelf, a text line) usually share it, so such a line needs stronger evidence.
+        """
+        depth = int(max(2 * self.min_tile * axis.scale, 0.2 * (a1 - a0)))
+        above = axis.img[max(a0, row - 1 - depth) : row - 1, b0:b1:2]
+        below = axis.img[row + 2 : min(a1, row + 2 + depth), b0:b1:2]
+        if above.size == 0 or below.size == 0:
+            return 0.0
+        return float(np.minimum(_appearance(above), _appearance(below)).sum())
+
+    def _pair_verdict(
+        self,
+        name: str,
+        axis: _Axis,
+        row: int,
+        near: list[tuple[int, float]],
+        peaks: list[tuple[int, float]],
+        object_rows: float,
+        b0: int,
+        b1: int,
+    ) -> _Line | str | None:
+        """What a parallel line close to ``row`` makes of it: a thin gutter (the two are its
+        edges), an object edge (a reason), or nothing (None).
+
+        A close line that belongs to a periodic structure on its far side (brick courses, lines
+        of text) says nothing about ``row``: ``row`` is where that structure ends.
+        """
+        config = self.config
+        min_rows = self.min_tile * axis.scale
+        value = float(axis.seam_fraction(row, row + 1, b0, b1)[0])
+        for other, other_value in sorted(near, key=lambda item: abs(item[0] - row)):
+            lo, hi = sorted((row, other))
+            direction = 1 if other > row else -1
+            beyond = sum(
+                1
+                for r, _ in peaks
+                if 0 < (r - other) * direction < min_rows and abs(r - other) > config.nms_radius
+            )
+            if beyond >= config.periodic_lines:
+                continue
+            if hi - lo <= config.thin_object_rows:
+                colour = self._thin_band(axis, lo, hi, b0, b1)
+                if colour is None:
+                    return f"thin object {lo}-{hi}"
+                edges = axis.seam_fraction(lo, hi + 1, b0, b1)
+                return _Line(lo, hi, 1.0 + float(min(edges[0], edges[-1])), True, colour)
+            if (
+                hi - lo <= object_rows
+                and min(value, other_value) >= config.seam_fraction
+                and self._object_strip(axis, lo, hi, b0, b1)
+            ):
+                return f"object strip {lo}-{hi}"
+        return None
+
+    def _thin_band(
+        self, axis: _Axis, lo: int, hi: int, b0: int, b1: int
+    ) -> tuple[float, float, float] | None:
+        """Colour of a thin gutter between two close edges at rows lo and hi, if it is one: a
+        flat row between them whose colour differs from the photo rows beyond both edges."""
+        lo, hi = max(lo, 2), min(hi, axis.img.shape[0] - 3)
+        if hi - lo < 2:
+            return None
+        mean, std = axis.row_stats(lo + 1, hi, b0, b1)
+        flattest = int(np.argmin(std))
+        if std[flattest] > self.config.thin_gutter_max_std:
+            return None
+        colour = mean[flattest]
+        before = axis.edge_fraction(range(lo - 2, lo), b0, b1, colour)
+        after = axis.edge_fraction(range(hi + 1, hi + 3), b0, b1, colour)
+        if min(before, after) < self.config.gutter_edge_fraction:
+            return None
+        return tuple(float(v) for v in colour)
+
+    def _crossing_objects(self, axis: _Axis, row: int, b0: int, b1: int) -> int:
+        """Objects that continue across the line (a pole across a horizon): one scene, not two.
+
+        A stretch of the line where the colour is the same just above, just below, and a few rows
+        further on both sides, and that stands out from its neighbours along the line both above
+        and below. Two unrelated photos rarely line up like that by chance.
+        """
+        config = self.config
+        reach = config.crossing_reach
+        if row < reach + 2 or row + reach + 2 > axis.img.shape[0]:
+            return 0
+        img = axis.img
+        near_above = img[row - 4 : row - 1, b0:b1].mean(axis=0)
+        near_below = img[row + 2 : row + 5, b0:b1].mean(axis=0)
+        far_above = img[row - reach - 2 : row - reach + 1, b0:b1].mean(axis=0)
+        far_below = img[row + reach : row + reach + 3, b0:b1].mean(axis=0)
+        step = config.seam_step
+        continuous = (
+            (np.abs(near_above - near_below).sum(axis=1) < step)
+            & (np.abs(near_above - far_above).sum(axis=1) < step)
+            & (np.abs(near_below - far_below).sum(axis=1) < step)
+        )
+        max_width = config.crossing_max_width * (b1 - b0)
+        count = 0
+        for g0, g1 in _runs(continuous):
+            width = g1 - g0
+            if width < 2 or width > max_width:
+                continue
+            context = max(3, width)
+            if g0 - context < 0 or g1 + context > len(continuous):
+                continue
+            if _stands_out(near_above, g0, g1, context, config.edge_step) and _stands_out(
+                near_below, g0, g1, context, config.edge_step
+            ):
+                count += 1
+        return count
+
+    def _object_strip(self, axis: _Axis, lo: int, hi: int, b0: int, b1: int) -> bool:
+        """Is the strip between two close parallel lines one object (a post, a bar, mortar)?
+
+        An object's colour changes only slowly along its length (shading); a strip of photo
+        content between a seam and an edge inside the photo has detail.
+        """
+        if hi - lo < 3:
+            return True
+        strip = axis.img[lo + 2 : hi - 1, b0:b1]
+        window = max(3, int(self.config.object_trend_window * (b1 - b0)) | 1)
+        trend = cv2.blur(strip, (window, 1))
+        detail = float(np.abs(strip - trend).sum(axis=2).mean())
+        return detail <= self.config.object_strip_detail
+
+    def _crosses_face(self, name: str, region: Box, line: _Line) -> bool:
+        if not self.faces or (line.gutter and not self.config.face_veto_gutters):
+            return False
+        axis = self.axes[name]
+        position = (line.centre + 0.5) / axis.scale
+        _, _, g0, g1 = self._oriented(name, region)
+        margin = self.config.face_margin
+        for face in self.faces:
+            f0, f1, h0, h1 = self._oriented(name, face)
+            inset = margin * (f1 - f0)
+            if h0 < g1 and h1 > g0 and f0 + inset < position < f1 - inset:
+                return True
+        return False
+
+    def _drop_implausible_pieces(
+        self, name: str, region: Box, a0: int, a1: int, lines: list[_Line]
+    ) -> list[_Line]:
+        """Drop the weakest line beside a piece that is blank or too thin, until none is.
+
+        A blank piece (a painted wall beside a door post, an empty sky) is not a photo.
+        """
+        lines = sorted(lines, key=lambda line: line.start)
+        while lines:
+            edges = [a0] + [x for line in lines for x in (line.start, line.end)] + [a1]
+            bad_piece = None
+            for index in range(len(lines) + 1):
+                lo, hi = edges[2 * index], edges[2 * index + 1]
+                beside = [lines[i] for i in (index - 1, index) if 0 <= i < len(lines)]
+                if not self._plausible_piece(name, region, lo, hi, beside):
+                    bad_piece = beside
+                    break
+            if bad_piece is None:
+                return lines
+            weakest = min(bad_piece, key=lambda line: line.strength)
+            lines = [line for line in lines if line is not weakest]
+        return lines
+
+    def _plausible_piece(
+        self, name: str, region: Box, lo: int, hi: int, beside: list[_Line]
+    ) -> bool:
+        axis = self.axes[name]
+        _, _, g0, g1 = self._oriented(name, region)
+        across = (hi - lo) / axis.scale
+        along = g1 - g0
+        if max(across, along) > self.config.max_tile_aspect * max(1.0, min(across, along)):
+            return False
+        _, _, b0, b1 = self._analysis_region(name, region)
+        needed = (
+            self.config.blank_fraction_gutter
+            if all(line.gutter for line in beside)
+            else self.config.blank_fraction
+        )
+        return self._detail_share(name, lo + 1, hi - 1, b0, b1) >= needed
+
+    def _detail_share(self, name: str, a0: int, a1: int, b0: int, b1: int) -> float:
+        if a1 <= a0 or b1 <= b0:
+            return 0.0
+        y0, y1, x0, x1 = (a0, a1, b0, b1) if name == "h" else (b0, b1, a0, a1)
+        table = self.detail
+        total = table[y1, x1] - table[y0, x1] - table[y1, x0] + table[y0, x0]
+        return float(total) / ((y1 - y0) * (x1 - x0))
+
+    # --- cutting ----------------------------------------------------------------------------
+
+    def _cut(self, name: str, region: Box, lines: list[_Line]) -> list[Box]:
+        f0, f1, g0, g1 = self._oriented(name, region)
+        pieces: list[Box] = []
+        start = f0
+        for line in sorted(lines, key=lambda item: item.start):
+            lo, hi, source, margin = self._place_cut(name, line, g0, g1, f0, f1)
+            self.decisions.margins.append(margin)
+            middle = (lo + hi) // 2
+            self.decisions.cuts.append(
+                Cut(g0, middle, g1, middle, source)
+                if name == "h"
+                else Cut(middle, g0, middle, g1, source)
+            )
+            if lo > start:
+                pieces.append(self._box(name, start, lo, g0, g1))
+            start = max(start, hi)
+        if f1 > start:
+            pieces.append(self._box(name, start, f1, g0, g1))
+        return pieces
+
+    def _place_cut(
+        self, name: str, line: _Line, g0: int, g1: int, f0: int, f1: int
+    ) -> tuple[int, int, str, float]:
+        """Full-res rows [lo, hi) the cut removes (empty for a seam), its source, its margin."""
+        if line.gutter and (line.end > line.start or self.gutter_colour is not None):
+            lo, hi = self._refine_gutter(name, line, g0, g1, f0, f1)
+            self._adopt_gutter(self._full_colour(name, lo, hi, g0, g1) if hi > lo else line.colour)
+            return lo, hi, CUT_GUTTER, 1.0
+        lo, hi = self._refine_seam(name, line, g0, g1, f0, f1)
+        if line.gutter or hi > lo:  # a gutter thinner than a row or two: located like a seam
+            if hi > lo:
+                self._adopt_gutter(self._full_colour(name, lo, hi, g0, g1))
+            else:
+                self._adopt_gutter(self._thin_core_colour(name, lo, g0, g1))
+            return lo, hi, CUT_GUTTER, 1.0
+        margin = (line.strength - self.config.seam_fraction) / (1.0 - self.config.seam_fraction)
+        return lo, hi, CUT_SEAM, min(1.0, max(0.0, margin))
+
+    def _thin_core_colour(self, name: str, position: int, g0: int, g1: int) -> np.ndarray:
+        """Colour of the flattest full-res row around a thin gutter (its least blended row)."""
+        lo = max(0, position - 3)
+        rows = self._full_rows(name, lo, position + 3, g0, g1).astype(np.float32)
+        if len(rows) == 0:
+            return self._full_colour(name, position, position + 1, g0, g1)
+        return rows[int(np.argmin(rows.std(axis=1).mean(axis=1)))].mean(axis=0)
+
+    def _known_gutter_near(self, name: str, region: Box, row: int) -> bool:
+        """Do full-res rows around analysis row ``row`` show the collage's gutter colour?"""
+        if self.gutter_colour is None:
+            return False
+        axis = self.axes[name]
+        f0, f1, g0, g1 = self._oriented(name, region)
+        lo = max(f0, int(np.floor((row - 3) / axis.scale)))
+        hi = min(f1, int(np.ceil((row + 4) / axis.scale)))
+        if hi <= lo:
+            return False
+        rows = self._full_rows(name, lo, hi, g0, g1)
+        distance = np.abs(rows - self.gutter_colour.astype(np.int16)).sum(axis=2)
+        share = (distance <= self.config.refine_colour_tolerance).mean(axis=1)
+        return bool(share.max() >= self.config.thin_gutter_share)
+
+    def _adopt_gutter(self, colour: tuple[float, float, float] | np.ndarray | None) -> None:
+        """Remember the collage's gutter colour: later gutters must have it."""
+        if self.config.consistent_gutters and self.gutter_colour is None and colour is not None:
+            self.gutter_colour = np.asarray(colour, dtype=np.float64)
+
+    def _full_colour(self, name: str, lo: int, hi: int, g0: int, g1: int) -> np.ndarray:
+        return self._full_rows(name, lo, hi, g0, g1).reshape(-1, 3).mean(axis=0)
+
+    def _full_rows(self, name: str, lo: int, hi: int, g0: int, g1: int) -> np.ndarray:
+        return self.axes[name].full[lo:hi, g0:g1].astype(np.int16)
+
+    def _refine_seam(
+        self, name: str, line: _Line, g0: int, g1: int, f0: int, f1: int
+    ) -> tuple[int, int]:
+        """Full-res position of a seam (lo == hi), or the rows of a thin gutter found there."""
+        axis = self.axes[name]
+        reach = self.config.nms_radius + 1.5
+        lo = max(f0 + 1, int(np.floor((line.start - reach) / axis.scale)))
+        hi = min(f1 - 1, int(np.ceil((line.start + reach + 1) / axis.scale)))
+        if hi <= lo:
+            position = int(round((line.start + 0.5) / axis.scale))
+            return position, position
+        rows = self._full_rows(name, lo - 1, hi + 1, g0, g1)
+        steps = np.abs(rows[1:] - rows[:-1]).sum(axis=2).mean(axis=1)  # boundary lo..hi
+        position = lo + int(np.argmax(steps))
+        return self._thin_gutter_around(rows, lo - 1, position)
+
+    def _thin_gutter_around(self, rows: np.ndarray, first: int, position: int) -> tuple[int, int]:
+        """Flat rows right after (or right before) the strongest step form a thin gutter when a
+        photo edge bounds them on the other side too; else the cut is the step itself."""
+        config = self.config
+        flat = rows.std(axis=1).mean(axis=1) <= config.refine_uniform_std
+        index = position - first
+        for step in (1, -1):
+            begin = index if step == 1 else index - 1
+            end = begin
+            while 0 <= end < len(flat) and flat[end] and _similar(rows, begin, end, config):
+                end += step
+            if end == begin or not 0 <= end < len(flat):
+                continue  # no flat run, or it runs out of the window: a smooth photo edge
+            colour = rows[begin:end:step].reshape(-1, 3).mean(axis=0)
+            beyond = np.abs(rows[end] - colour).sum(axis=1) >= config.edge_step
+            if beyond.mean() < config.gutter_edge_fraction:
+                continue  # the flat run fades into the photo: part of it, not a gutter
+            lo, hi = sorted((begin, end - step))
+            return first + lo, first + hi + 1
+        return position, position
+
+    def _refine_gutter(
+        self, name: str, line: _Line, g0: int, g1: int, f0: int, f1: int
+    ) -> tuple[int, int]:
+        axis = self.axes[name]
+        colour = np.asarray(line.colour, dtype=np.float32)
+        lo = max(f0, int(np.floor((line.start - 3) / axis.scale)))
+        hi = min(f1, int(np.ceil((line.end + 4) / axis.scale)))
+        member = self._band_member_rows(name, lo, hi, g0, g1, colour)
+        if not member.any():  # thin gutters are blended with the photos beside them
+            member = self._band_member_rows(
+                name, lo, hi, g0, g1, colour, self.config.thin_gutter_share
+            )
+        centre = min(len(member) - 1, max(0, int(round(line.centre / axis.scale)) - lo))
+        if not member.any():  # too blended to match the analysis colour: find the edges instead
+            return self._refine_seam(name, replace(line, end=line.start), g0, g1, f0, f1)
+        if not member[centre]:
+            centre = int(np.argmin(np.abs(np.flatnonzero(member) - centre)))
+            centre = int(np.flatnonzero(member)[centre])
+        start = centre
+        while start > 0 and member[start - 1]:
+            start -= 1
+        end = centre
+        while end < len(member) and member[end]:
+            end += 1
+        return lo + start, lo + end
+
+    def _band_member_rows(
+        self,
+        name: str,
+        lo: int,
+        hi: int,
+        g0: int,
+        g1: int,
+        colour: np.ndarray,
+        share_needed: float | None = None,
+    ) -> np.ndarray:
+        rows = self._full_rows(name, lo, hi, g0, g1)
+        distance = np.abs(rows - colour.astype(np.int16)).sum(axis=2)
+        share = (distance <= self.config.refine_colour_tolerance).mean(axis=1)
+        return share >= (self.config.refine_band_share if share_needed is None else share_needed)
+
+    def _refine_band_end(
+        self, name: str, f0: int, approx: float, g0: int, g1: int, colour: np.ndarray
+    ) -> int:
+        """First full-res row after a margin that starts at f0."""
+        axis = self.axes[name]
+        hi = min(self._line_limit(name), int(np.ceil(approx + 2.0 / axis.scale)))
+        member = self._band_member_rows(name, f0, hi, g0, g1, colour.astype(np.float32))
+        end = 0
+        while end < len(member) and member[end]:
+            end += 1
+        return f0 + end if end > 0 else int(round(approx))
+
+    def _refine_band_start(
+        self, name: str, approx: float, f1: int, g0: int, g1: int, colour: np.ndarray
+    ) -> int:
+        """First full-res row of a margin that ends at f1."""
+        axis = self.axes[name]
+        lo = max(0, int(np.floor(approx - 2.0 / axis.scale)))
+        member = self._band_member_rows(name, lo, f1, g0, g1, colour.astype(np.float32))
+        start = len(member)
+        while start > 0 and member[start - 1]:
+            start -= 1
+        return lo + start if start < len(member) else int(round(approx))
+
+    def _line_limit(self, name: str) -> int:
+        return self.height if name == "h" else self.width
+
+
+def _similar(rows: np.ndarray, a: int, b: int, config: SplitConfig) -> bool:
+    difference = np.abs(rows[a].mean(axis=0) - rows[b].mean(axis=0)).sum()
+    return bool(difference <= config.band_colour_tolerance * 2)
+
+
+def _bands(
+    mean: np.ndarray, std: np.ndarray, config: SplitConfig
+) -> list[tuple[int, int, np.ndarray]]:
+    """Runs of flat rows of one colour: (start, end, colour), indices relative to the region.
+
+    Rows with std up to ``uniform_max_std`` seed a band; next to a seed, rows up to twice that
+    join too (JPEG noise peaks near photo edges), as long as the colour stays near the band's
+    running mean. A run of one or two rows touching a longer band is the blend between band and
+    photo and is folded into it.
+    """
+    seed = std <= config.uniform_max_std
+    loose = std <= 2 * config.uniform_max_std
+    runs: list[list] = []  # [start, end, colour sum, has seed]
+    for index in np.flatnonzero(loose):
+        if runs and runs[-1][1] == index:
+            start, end, total, seeded = runs[-1]
+            if np.abs(mean[index] - total / (end - start)).sum() <= config.band_colour_tolerance:
+                runs[-1] = [start, index + 1, total + mean[index], seeded or bool(seed[index])]
+                continue
+        runs.append([int(index), int(index) + 1, mean[index].astype(np.float64), bool(seed[index])])
+    runs = [run for run in runs if run[3]]
+    merged: list[list] = []
+    for run in runs:
+        if (
+            merged
+            and merged[-1][1] == run[0]
+            and min(merged[-1][1] - merged[-1][0], run[1] - run[0]) <= 2
+        ):
+            previous = merged[-1]
+            longer = previous if previous[1] - previous[0] >= run[1] - run[0] else run
+            colour = longer[2] / (longer[1] - longer[0])
+            merged[-1] = [previous[0], run[1], colour * (run[1] - previous[0]), True]
+        else:
+            merged.append(run)
+    return [(start, end, total / (end - start)) for start, end, total, _ in merged]
+
+
+def _appearance(pixels: np.ndarray) -> np.ndarray:
+    """What a photo looks like, coarsely: histograms of brightness (16 bins), of colour
+    (4 x 4 opponent-colour bins) and of local contrast (8 bins), each normalised, concatenated.
+
+    Brightness and contrast tell two grey photos apart; colour tells two colour photos apart.
+    """
+    pixels = pixels.astype(np.float32)
+    red, green, blue = pixels[..., 0], pixels[..., 1], pixels[..., 2]
+    brightness = (red + green + blue) / 3
+    red_green = np.clip((red - green) / 64 + 2, 0, 3.999).astype(np.int32)
+    yellow_blue = np.clip(((red + green) / 2 - blue) / 64 + 2, 0, 3.999).astype(np.int32)
+    contrast = np.abs(np.diff(brightness, axis=1))
+    parts = (
+        np.bincount(np.clip(brightness / 16, 0, 15).astype(np.int32).ravel(), minlength=16),
+        np.bincount((red_green * 4 + yellow_blue).ravel(), minlength=16),
+        np.bincount(np.clip(np.log2(contrast + 1), 0, 7.999).astype(np.int32).ravel(), minlength=8),
+    )
+    return np.concatenate([part / max(1, part.sum()) for part in parts]) / len(parts)
+
+
+def _continuity(img: np.ndarray, row_a: int, row_b: int, b0: int, b1: int) -> float:
+    """Correlation of the detail along two rows (e.g. either side of a band): a scene seen
+    through a window bar continues across it, two photos on either side of a gutter do not."""
+    if min(row_a, row_b) < 0 or max(row_a, row_b) >= img.shape[0] or b1 - b0 < 16:
+        return 0.0
+    profiles = img[[row_a, row_b], b0:b1]
+    detail = profiles - cv2.blur(profiles, (15, 1))
+    a, b = detail[0].ravel(), detail[1].ravel()
+    if min(a.std(), b.std()) < 3.0:  # a smooth side carries no evidence either way
+        return 0.0
+    scale = float(np.sqrt((a * a).sum() * (b * b).sum()))
+    return float((a * b).sum()) / scale if scale > 1e-6 else 0.0
+
+
+def _peaks(values: np.ndarray, floor: float, radius: int) -> list[tuple[int, float]]:
+    """Local maxima at or above ``floor``; on a plateau, the first index."""
+    peaks = []
+    for index in np.flatnonzero(values >= floor):
+        value = values[index]
+        before = values[max(0, index - radius) : index]
+        after = values[index + 1 : index + radius + 1]
+        if (before.size and before.max() >= value) or (after.size and after.max() > value):
+            continue
+        peaks.append((int(index), float(value)))
+    return peaks
+
+
+def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
+    """[start, end) of each run of True."""
+    padded = np.concatenate(([False], mask, [False]))
+    changes = np.flatnonzero(padded[1:] != padded[:-1])
+    return list(zip(changes[::2].tolist(), changes[1::2].tolist(), strict=True))
+
+
+def _stands_out(strip: np.ndarray, g0: int, g1: int, context: int, step: float) -> bool:
+    """The stretch g0..g1 of a strip differs from the stretches just left and right of it."""
+    inside = strip[g0:g1].mean(axis=0)
+    left = strip[g0 - context : g0].mean(axis=0)
+    right = strip[g1 : g1 + context].mean(axis=0)
+    return bool(np.abs(inside - left).sum() >= step and np.abs(inside - right).sum() >= step)
+
+
+def _drop_crowded(gutters: list[_Line], min_rows: float) -> list[_Line]:
+    """Flat bands closer together than a photo can be tall are not gutters (the paper between
+    lines of text, the mortar between bricks)."""
+    crowded = set()
+    ordered = sorted(gutters, key=lambda line: line.start)
+    for first, second in zip(ordered, ordered[1:], strict=False):
+        if 3 < second.start - first.end < min_rows:
+            crowded.update((id(first), id(second)))
+    return [line for line in ordered if id(line) not in crowded]
+
+
+def _space_out(candidates: list[_Line], a0: int, a1: int, min_rows: float) -> list[_Line]:
+    """Strongest first, keep a line only if every piece stays at least ``min_rows`` long."""
+    chosen: list[_Line] = []
+    for line in sorted(candidates, key=lambda item: -item.strength):
+        if all(
+            line.start - other.end >= min_rows or other.start - line.end >= min_rows
+            for other in chosen
+        ):
+            chosen.append(line)
+    return sorted(chosen, key=lambda item: item.start)
+
+
+def _orientation_score(lines: list[_Line]) -> float:
+    return max((line.strength for line in lines), default=0.0)
+
+
+def _detail_integral(analysis: np.ndarray, config: SplitConfig) -> np.ndarray:
+    """Integral image of 'this pixel differs from its 5x5 neighbourhood': where photos have detail."""
+    grey = analysis.mean(axis=2)
+    detail = np.abs(grey - cv2.blur(grey, (5, 5))) >= config.blank_detail
+    return cv2.integral(detail.astype(np.uint8))
+
+
+def split_image(
+    image: np.ndarray,
+    config: SplitConfig = DEFAULT_CONFIG,
+    face_boxes: Sequence[Box] = (),
+) -> SplitResult:
+    """Tile boxes of one image (H x W x 3 uint8 RGB, EXIF-upright), sorted top-to-bottom.
+
+    ``face_boxes`` (full-image pixel boxes) are evidence: no cut passes through a face.
+    """
+    array = np.asarray(image)
+    if array.ndim != 3 or array.shape[2] != 3 or array.dtype != np.uint8:
+        raise ValueError(f"expected an H x W x 3 uint8 RGB array, got {array.dtype} {array.shape}")
+    height, width = array.shape[:2]
+    if height < 2 or width < 2:
+        box = Box(0, 0, width, height)
+        return SplitResult((box,), "single", 1.0, DECIDED_AUTO)
+    splitter = _Splitter(np.ascontiguousarray(array), config, face_boxes)
+    boxes = sort_boxes(box for box in splitter.split() if box.area > 0)
+    if not boxes:
+        boxes = (Box(0, 0, width, height),)
+    confidence = min(splitter.decisions.margins, default=1.0)
+    return SplitResult(
+        boxes,
+        classify_layout(boxes),
+        round(float(confidence), 3),
+        DECIDED_AUTO,
+        tuple(splitter.decisions.cuts),
+    )

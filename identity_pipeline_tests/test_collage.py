@@ -1,0 +1,396 @@
+"""Collage splitter: each layout kind, singles that must stay whole, hints, faces, the CLI."""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+from collections.abc import Sequence
+from contextlib import redirect_stdout
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from identity_pipeline.collage import (
+    Box,
+    SplitConfig,
+    apply_hint,
+    classify_layout,
+    draw_cuts,
+    find_hints_file,
+    hint_for,
+    parse_hints,
+    split_image,
+)
+from identity_pipeline.collage.cli import add_split_command
+from identity_pipeline.collage.synthetic import (
+    Collage,
+    big_beside_column,
+    compose_collage,
+    degrade,
+    door_scene,
+    framed_single,
+    grid_layout,
+    horizon_scene,
+    rows_layout,
+    sample_photos,
+    stack_layout,
+    window_scene,
+)
+
+MATCH_IOU = 0.95
+
+
+@pytest.fixture(scope="module")
+def photos() -> dict[str, Image.Image]:
+    return dict(sample_photos())
+
+
+def pick(photos: dict[str, Image.Image], *names: str) -> list[Image.Image]:
+    return [photos[name] for name in names]
+
+
+def assert_same_tiles(found: Sequence[Box], truth: Sequence[Box]) -> None:
+    """Same count, and each true tile matched one-to-one at IoU >= 0.95."""
+    assert len(found) == len(truth), (
+        [b.as_list() for b in found],
+        [b.as_list() for b in truth],
+    )
+    unused = list(found)
+    for box in truth:
+        best = max(unused, key=box.iou)
+        assert box.iou(best) >= MATCH_IOU, (box.as_list(), best.as_list())
+        unused.remove(best)
+
+
+def split(collage: Collage, **kwargs) -> tuple:
+    result = split_image(np.asarray(collage.image), **kwargs)
+    return result, collage.boxes
+
+
+# --- layout kinds ---------------------------------------------------------------------------------
+
+
+def test_grid_with_thin_gutters_and_outer_margin(photos) -> None:
+    names = (
+        "astronaut",
+        "coffee",
+        "chelsea",
+        "rocket",
+        "china",
+        "flower",
+        "camera",
+        "coins",
+        "moon",
+    )
+    collage = compose_collage(
+        pick(photos, *names), grid_layout(3, 3), (1500, 1200), 6, 24, (255, 255, 255), seed=1
+    )
+    result, truth = split(degrade(collage, 0.8, 70, seed=1))
+    assert_same_tiles(result.boxes, truth)
+    assert result.kind == "grid 3x3"
+    assert result.decided_by == "auto"
+    assert {cut.source for cut in result.cuts} == {"gutter"}
+
+
+def test_borderless_grid(photos) -> None:
+    names = ("astronaut", "hubble_deep_field", "coffee", "china")
+    collage = compose_collage(pick(photos, *names), grid_layout(2, 2), (1400, 1000), seed=2)
+    result, truth = split(degrade(collage, 0.9, 80, seed=2))
+    assert_same_tiles(result.boxes, truth)
+    assert result.kind == "grid 2x2"
+    assert {cut.source for cut in result.cuts} == {"seam"}
+
+
+def test_borderless_phone_stack_with_different_heights(photos) -> None:
+    names = ("chelsea", "rocket", "flower", "coins", "astronaut")
+    layout = stack_layout((0.8, 1.3, 0.6, 1.0, 0.7))
+    collage = compose_collage(pick(photos, *names), layout, (700, 2400), seed=3)
+    result, truth = split(degrade(collage, 0.66, 75, seed=3))
+    assert_same_tiles(result.boxes, truth)
+    assert result.kind == "stack 5"
+
+
+def test_irregular_big_photo_beside_a_column(photos) -> None:
+    names = ("coffee", "china", "camera", "astronaut")
+    collage = compose_collage(
+        pick(photos, *names), big_beside_column(3), (1500, 1000), 10, 0, (20, 20, 20), seed=4
+    )
+    result, truth = split(degrade(collage, 1.0, 85, seed=4))
+    assert_same_tiles(result.boxes, truth)
+    assert result.kind == "irregular"
+
+
+def test_borderless_rows_with_different_column_counts(photos) -> None:
+    names = ("rocket", "coffee", "chelsea", "china", "hubble_deep_field")
+    collage = compose_collage(pick(photos, *names), rows_layout((2, 3)), (1500, 1000), seed=5)
+    result, truth = split(degrade(collage, 0.8, 80, seed=5))
+    assert_same_tiles(result.boxes, truth)
+    assert result.kind == "irregular"
+
+
+def test_photo_in_a_uniform_frame_is_one_tile_without_the_frame(photos) -> None:
+    collage = framed_single(photos["china"], (1200, 900), (40, 30, 40, 90), (250, 250, 245), seed=6)
+    result, truth = split(degrade(collage, 0.9, 80, seed=6))
+    assert_same_tiles(result.boxes, truth)
+    assert result.kind == "single"
+    assert result.boxes[0] != Box(0, 0, *collage.image.size)
+
+
+@pytest.mark.parametrize(
+    ("scene", "photo", "seed"),
+    [
+        (horizon_scene, "coins", 11),
+        (horizon_scene, "gravel", 12),
+        (door_scene, "motorcycle_left", 13),
+        (door_scene, "china", 14),
+        (window_scene, "china", 15),
+        (window_scene, "coffee", 16),
+    ],
+)
+def test_single_scenes_with_strong_straight_edges_are_not_cut(photos, scene, photo, seed) -> None:
+    collage = scene(photos[photo], (1400, 1000), seed=seed)
+    result, _ = split(degrade(collage, 0.9, 80, seed=seed))
+    assert len(result.boxes) == 1, [b.as_list() for b in result.boxes]
+    assert result.boxes[0].iou(Box(0, 0, 1260, 900)) >= MATCH_IOU
+
+
+@pytest.mark.parametrize("name", ["camera", "rocket", "brick", "page", "coffee", "astronaut"])
+def test_real_photos_with_straight_lines_stay_whole(photos, name) -> None:
+    image = np.asarray(photos[name].convert("RGB").resize((1024, 1024)))
+    result = split_image(image)
+    assert [b.as_list() for b in result.boxes] == [[0, 0, 1024, 1024]]
+    assert result.kind == "single"
+
+
+# --- faces ----------------------------------------------------------------------------------------
+
+
+def test_a_cut_through_a_given_face_is_refused(photos) -> None:
+    collage = compose_collage(
+        pick(photos, "chelsea", "coffee"), stack_layout((1.0, 1.0)), (800, 1200), seed=21
+    )
+    image = np.asarray(degrade(collage, 1.0, 85, seed=21).image)
+    seam_y = collage.boxes[1].y0
+    assert len(split_image(image).boxes) == 2  # the seam is found without faces ...
+    face = Box(300, seam_y - 80, 460, seam_y + 90)
+    result = split_image(image, face_boxes=[face])
+    assert len(result.boxes) == 1  # ... and refused through a face
+    beside = Box(300, 100, 460, 260)  # a face away from the seam changes nothing
+    assert len(split_image(image, face_boxes=[beside]).boxes) == 2
+
+
+# --- hints ----------------------------------------------------------------------------------------
+
+
+def test_csv_hints_parse_every_form(tmp_path: Path) -> None:
+    path = tmp_path / "split_hints.csv"
+    path.write_text(
+        "file,split\n"
+        "# comment\n"
+        "\n"
+        "a.jpg,single\n"
+        "b.jpg,rows=2 cols=3\n"
+        "c.jpg,rows=2,cols=2,gutter=10,margin=20\n"
+        "d.jpg,0 0 60 40; 60 0 120 40\n"
+        'e.jpg,"0 0 0.5 1; 0.5 0 1 1"\n'
+        "sub/f.jpg,cols=2\n",
+        encoding="utf-8",
+    )
+    hints = parse_hints(path)
+    assert set(hints) == {"a.jpg", "b.jpg", "c.jpg", "d.jpg", "e.jpg", "sub/f.jpg"}
+    assert apply_hint(hints["a.jpg"], 120, 40).boxes == (Box(0, 0, 120, 40),)
+    grid = apply_hint(hints["b.jpg"], 300, 200)
+    assert [b.as_list() for b in grid.boxes] == [
+        [0, 0, 100, 100],
+        [100, 0, 200, 100],
+        [200, 0, 300, 100],
+        [0, 100, 100, 200],
+        [100, 100, 200, 200],
+        [200, 100, 300, 200],
+    ]
+    assert grid.kind == "manual" and grid.decided_by == "manual"
+    spaced = apply_hint(hints["c.jpg"], 230, 230)
+    assert [b.as_list() for b in spaced.boxes] == [
+        [20, 20, 110, 110],
+        [120, 20, 210, 110],
+        [20, 120, 110, 210],
+        [120, 120, 210, 210],
+    ]
+    assert [b.as_list() for b in apply_hint(hints["d.jpg"], 120, 40).boxes] == [
+        [0, 0, 60, 40],
+        [60, 0, 120, 40],
+    ]
+    assert [b.as_list() for b in apply_hint(hints["e.jpg"], 200, 100).boxes] == [
+        [0, 0, 100, 100],
+        [100, 0, 200, 100],
+    ]
+    assert hint_for(hints, "f.jpg") is None  # only sub/f.jpg was named
+    assert hint_for(hints, "sub/f.jpg") is hints["sub/f.jpg"]
+    assert hint_for(hints, "other/a.jpg") is hints["a.jpg"]  # a bare name matches anywhere
+
+
+def test_yaml_hints(tmp_path: Path) -> None:
+    path = tmp_path / "split_hints.yaml"
+    path.write_text(
+        "a.jpg: single\n"
+        "b.jpg: {rows: 1, cols: 2}\n"
+        "c.jpg: [[0, 0, 50, 50], [50, 0, 100, 50]]\n"
+        "d.jpg: rows=2\n",
+        encoding="utf-8",
+    )
+    hints = parse_hints(path)
+    assert len(apply_hint(hints["b.jpg"], 100, 50).boxes) == 2
+    assert apply_hint(hints["c.jpg"], 100, 50).boxes == (Box(0, 0, 50, 50), Box(50, 0, 100, 50))
+    assert len(apply_hint(hints["d.jpg"], 100, 100).boxes) == 2
+    assert find_hints_file(tmp_path) == path
+
+
+@pytest.mark.parametrize(
+    ("suffix", "text", "where"),
+    [
+        (".csv", "a.jpg,single\nb.jpg,rows=two\n", "split_hints.csv:2"),
+        (".csv", "a.jpg,single\n\nb.jpg,0 0 10\n", "split_hints.csv:3"),
+        (".csv", "a.jpg,\n", "split_hints.csv:1"),
+        (".csv", "a.jpg,single\na.jpg,cols=2\n", "split_hints.csv:2"),
+        (".csv", "a.jpg,wide=3\n", "split_hints.csv:1"),
+        (".csv", "a.jpg,10 10 5 20\n", "split_hints.csv:1"),
+        (".yaml", "a.jpg: single\nb.jpg: {rows: 2, colz: 3}\n", "split_hints.yaml:2"),
+        (".yaml", "a.jpg: single\nb.jpg: [[0, 0, 1]]\n", "split_hints.yaml:2"),
+        (".yaml", "a.jpg: single\nb.jpg: [unclosed\n", "split_hints.yaml:"),
+    ],
+)
+def test_malformed_hints_name_the_line(tmp_path: Path, suffix, text, where) -> None:
+    path = tmp_path / f"split_hints{suffix}"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(ValueError, match=where.replace(".", r"\.")):
+        parse_hints(path)
+
+
+def test_two_hints_files_in_one_album_are_refused(tmp_path: Path) -> None:
+    (tmp_path / "split_hints.csv").write_text("a.jpg,single\n")
+    (tmp_path / "split_hints.yaml").write_text("a.jpg: single\n")
+    with pytest.raises(ValueError, match="keep one"):
+        find_hints_file(tmp_path)
+
+
+def test_hint_box_outside_the_image_is_an_error(tmp_path: Path) -> None:
+    path = tmp_path / "split_hints.csv"
+    path.write_text("a.jpg,500 500 600 600\n")
+    with pytest.raises(ValueError, match="outside the 100x100 image"):
+        apply_hint(parse_hints(path)["a.jpg"], 100, 100)
+
+
+# --- CLI ------------------------------------------------------------------------------------------
+
+
+def run_cli(*argv: str) -> tuple[int, list[dict]]:
+    parser = argparse.ArgumentParser()
+    add_split_command(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["split", *argv])
+    out = io.StringIO()
+    with redirect_stdout(out):
+        status = args.handler(args)
+    return status, [json.loads(line) for line in out.getvalue().splitlines()]
+
+
+def test_cli_prints_one_json_line_per_image_with_hints_overriding(photos, tmp_path: Path) -> None:
+    collage = compose_collage(
+        pick(photos, "coffee", "rocket", "china"),
+        stack_layout((1.0, 0.8, 1.2)),
+        (600, 1500),
+        seed=31,
+    )
+    stack = tmp_path / "stack.jpg"
+    collage.image.save(stack, quality=90)
+    single = tmp_path / "hinted.jpg"
+    collage.image.save(single, quality=90)
+    hints = tmp_path / "split_hints.csv"
+    hints.write_text("hinted.jpg,single\n")
+
+    status, lines = run_cli(
+        str(stack), str(single), str(tmp_path / "missing.jpg"), "--hints", str(hints)
+    )
+
+    assert status == 1  # the missing file
+    assert [line["image"] for line in lines] == [
+        str(stack),
+        str(single),
+        str(tmp_path / "missing.jpg"),
+    ]
+    assert set(lines[0]) == {"image", "tiles", "kind"}
+    assert lines[0]["kind"] == "stack 3"
+    tiles = [Box(*tile) for tile in lines[0]["tiles"]]
+    assert_same_tiles(tiles, collage.boxes)
+    assert lines[0]["tiles"] == sorted(lines[0]["tiles"], key=lambda t: (t[1], t[0]))
+    assert lines[1] == {"image": str(single), "tiles": [[0, 0, 600, 1500]], "kind": "manual"}
+    assert "error" in lines[2]
+
+
+def test_cli_boxes_are_in_exif_upright_coordinates(photos, tmp_path: Path) -> None:
+    collage = compose_collage(
+        pick(photos, "astronaut", "china"), stack_layout((1.0, 1.0)), (600, 1000), seed=41
+    )
+    # Store the upright stack rotated on disk with EXIF orientation 6 ("rotate 90 CW to view").
+    stored = collage.image.transpose(Image.Transpose.ROTATE_90)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    path = tmp_path / "rotated.jpg"
+    stored.save(path, quality=92, exif=exif.tobytes())
+    _, lines = run_cli(str(path))
+    assert_same_tiles([Box(*tile) for tile in lines[0]["tiles"]], collage.boxes)
+    assert lines[0]["kind"] == "stack 2"
+
+
+# --- small pieces ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("boxes", "kind"),
+    [
+        ([Box(0, 0, 10, 10)], "single"),
+        ([Box(0, 0, 10, 10), Box(0, 10, 10, 30), Box(0, 30, 10, 35)], "stack 3"),
+        (
+            [Box(0, 0, 10, 10), Box(10, 0, 20, 10), Box(0, 10, 10, 20), Box(10, 10, 20, 20)],
+            "grid 2x2",
+        ),
+        ([Box(0, 0, 10, 10), Box(10, 0, 20, 10), Box(20, 0, 30, 10)], "grid 1x3"),
+        ([Box(0, 0, 20, 20), Box(20, 0, 30, 10), Box(20, 10, 30, 20)], "irregular"),
+    ],
+)
+def test_layout_kind_names(boxes, kind) -> None:
+    assert classify_layout(boxes) == kind
+
+
+def test_draw_cuts_marks_the_cut_lines(photos) -> None:
+    collage = compose_collage(
+        pick(photos, "coffee", "china"), grid_layout(1, 2), (800, 400), seed=51
+    )
+    result = split_image(np.asarray(collage.image))
+    drawn = np.asarray(draw_cuts(collage.image, result)).astype(int)
+    original = np.asarray(collage.image).astype(int)
+    seam_x = collage.boxes[1].x0
+    assert drawn.shape == original.shape
+    assert (
+        np.abs(drawn[:, seam_x - 1 : seam_x + 1] - original[:, seam_x - 1 : seam_x + 1]).sum() > 0
+    )
+    assert np.array_equal(drawn[50:350, 100:300], original[50:350, 100:300])  # inside untouched
+
+
+def test_every_threshold_is_configurable() -> None:
+    strict = SplitConfig(seam_fraction=1.01)  # no seam can reach it
+    image = np.zeros((400, 400, 3), np.uint8)
+    image[:, 200:] = 255
+    assert len(split_image(image).boxes) == 1  # a blank side is not a photo ...
+    rng = np.random.default_rng(0)
+    image[:, :200] = rng.integers(0, 120, (400, 200, 3))
+    image[:, 200:] = rng.integers(130, 255, (400, 200, 3))
+    assert len(split_image(image).boxes) == 2  # ... two textured halves are
+    assert len(split_image(image, strict).boxes) == 1
+
+
+def test_rejects_non_rgb_input() -> None:
+    with pytest.raises(ValueError, match="H x W x 3 uint8"):
+        split_image(np.zeros((10, 10), np.uint8))
