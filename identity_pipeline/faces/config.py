@@ -1,0 +1,63 @@
+"""Every threshold of face detection and scoring, in one frozen dataclass with its defaults.
+
+The config's hash is part of the cache key: changing any value re-computes cached tiles.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from functools import cached_property
+
+# Bump when code changes alter results for the same config (new merge rule, new quality formula):
+# it is part of the cache key, so old cache entries stop matching.
+PIPELINE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class FaceConfig:
+    # Sizes are the longer side of a face box in tile pixels.
+    min_face_px: float = 20.0  # the smallest face that must be found; scales are chosen for it
+    discard_below_px: float = 12.0  # smaller detections are dropped (too small to embed)
+    det_score_threshold: float = 0.6  # calibrated on faces-dev (see benchmarks/faces.py)
+    nms_iou: float = 0.4  # merge detections of one face from different scales/crops
+    nms_containment: float = 0.6  # ...and a part-face box mostly inside a bigger face box
+    coarse_side: int = 320  # the whole-tile pass: longest side, for faces filling the tile
+    pyramid_step: float = 4.0  # scale ratio between passes (detector range is ~20x)
+    max_upscale: float = 2.0  # never enlarge a tile more than this to reach min_face_px
+    max_detect_side: int = 4096  # larger passes are split into overlapping crops
+    crop_edge_px: float = 2.0  # boxes this close to an inner crop edge are cut faces: dropped
+    # Quality: weighted mean of three [0, 1] scores.
+    quality_weight_blur: float = 0.4
+    quality_weight_pose: float = 0.4
+    quality_weight_size: float = 0.2
+    blur_reference: float = 300.0  # Laplacian variance of the aligned crop that scores 1.0
+    good_face_px: float = 112.0  # faces at least this big score 1.0 on size (the embed crop)
+    max_yaw: float = 0.6  # nose offset / eye distance where the pose score reaches 0
+    max_pitch: float = 0.5  # deviation of the nose's eye-to-mouth position where it reaches 0
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.min_face_px <= 0 or self.discard_below_px < 0:
+            problems.append("face sizes must be positive")
+        if self.pyramid_step <= 1.0:
+            problems.append("pyramid_step must be > 1")
+        if self.coarse_side < 32 or self.max_detect_side < 64:
+            problems.append("coarse_side must be >= 32 and max_detect_side >= 64")
+        if not all(
+            0.0 <= v <= 1.0 for v in (self.det_score_threshold, self.nms_iou, self.nms_containment)
+        ):
+            problems.append("scores and overlaps must be within [0, 1]")
+        if problems:
+            raise ValueError(f"invalid FaceConfig: {'; '.join(problems)}")
+
+    @cached_property
+    def digest(self) -> str:
+        """A short, stable digest of every field and the pipeline version (computed once)."""
+        return self.hash()
+
+    def hash(self) -> str:
+        """A short, stable digest of every field and the pipeline version."""
+        payload = json.dumps({"pipeline_version": PIPELINE_VERSION, **asdict(self)}, sort_keys=True)
+        return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:16]
