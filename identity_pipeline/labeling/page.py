@@ -1,0 +1,201 @@
+"""The labeling page: one HTML file with its CSS and script inline (no front-end build)."""
+
+PAGE_HTML = """<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>Name the faces - identity-pipeline</title>
+<style>
+  body { font: 14px system-ui, sans-serif; margin: 0; background: #1e1f22; color: #ddd; }
+  header { position: sticky; top: 0; z-index: 2; background: #2b2d31; padding: 8px 16px;
+           display: flex; gap: 12px; align-items: center; flex-wrap: wrap;
+           border-bottom: 1px solid #444; }
+  header h1 { font-size: 16px; margin: 0 12px 0 0; }
+  main { padding: 12px 16px; }
+  .summary { color: #aaa; }
+  .error { background: #6b1d1d; color: #fff; padding: 8px 16px; }
+  .error:empty { display: none; }
+  .card { background: #2b2d31; border-radius: 6px; margin: 0 0 14px; padding: 8px 10px; }
+  .card.named { border-left: 4px solid #3c9; }
+  .card.unnamed { border-left: 4px solid #888; }
+  .card h2 { font-size: 14px; margin: 0 0 6px; display: flex; gap: 8px; align-items: center;
+             flex-wrap: wrap; font-weight: normal; }
+  .badge { background: #444; border-radius: 3px; padding: 1px 6px; font-size: 12px; }
+  .badge.warn { background: #8a3b12; }
+  .grid { display: flex; flex-wrap: wrap; gap: 4px; }
+  .face { position: relative; width: 96px; height: 96px; cursor: pointer;
+          border: 3px solid transparent; border-radius: 4px; }
+  .face img { width: 96px; height: 96px; display: block; border-radius: 2px; }
+  .face.outlier { border-color: #e5533d; }
+  .face.selected { border-color: #4aa3ff; }
+  .face .tag { position: absolute; left: 0; bottom: 0; right: 0; font-size: 10px;
+               background: rgba(0,0,0,.65); padding: 1px 3px; white-space: nowrap;
+               overflow: hidden; text-overflow: ellipsis; }
+  .face.outlier .tag { background: rgba(170,40,20,.85); }
+  input, select, button { font: inherit; }
+  button { cursor: pointer; }
+  details > summary { cursor: pointer; margin: 6px 0; }
+</style>
+</head>
+<body>
+<header>
+  <h1>Name the faces</h1>
+  <span class="summary" id="summary"></span>
+  <span id="selection" data-testid="selection">0 selected</span>
+  <select id="move-target" data-testid="move-target"></select>
+  <button id="move" data-testid="move">Move selected</button>
+  <button id="ignore" data-testid="ignore">Ignore selected</button>
+  <button id="clear" data-testid="clear">Clear their labels</button>
+</header>
+<div class="error" id="error" data-testid="error"></div>
+<main id="main"><p>Loading...</p></main>
+<script>
+"use strict";
+let state = null;
+const selected = new Set();
+
+function el(tag, attrs = {}, children = []) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs)) {
+    if (key === "text") node.textContent = value;
+    else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
+    else node.setAttribute(key, value);
+  }
+  for (const child of children) node.append(child);
+  return node;
+}
+
+function showError(message) { document.getElementById("error").textContent = message || ""; }
+
+async function post(path, body) {
+  const response = await fetch(path, {
+    method: "POST", headers: {"Content-Type": "application/json"}, body: JSON.stringify(body),
+  });
+  const reply = await response.json().catch(() => ({error: response.statusText}));
+  if (response.status === 409 && reply.needs_name) {
+    const name = window.prompt(reply.error + "\\nName:");
+    if (name && name.trim()) return post(path, {...body, name: name.trim()});
+    return false;
+  }
+  if (!response.ok) { showError(reply.error || response.statusText); return false; }
+  showError("");
+  selected.clear();
+  await load();
+  return true;
+}
+
+function faceTile(face) {
+  const classes = ["face"];
+  if (face.outlier) classes.push("outlier");
+  if (selected.has(face.id)) classes.push("selected");
+  const tag = face.outlier ? "outlier " + face.cosine : (face.label || "");
+  const node = el("div", {class: classes.join(" "), "data-face": face.id,
+                          title: `cos ${face.cosine} | quality ${face.quality} | ${face.status}`},
+    [el("img", {src: `/crop/${face.id}.jpg`, loading: "lazy", alt: ""}),
+     el("span", {class: "tag", text: tag})]);
+  node.addEventListener("click", () => {
+    if (selected.has(face.id)) selected.delete(face.id); else selected.add(face.id);
+    node.classList.toggle("selected");
+    updateSelection();
+  });
+  return node;
+}
+
+function groupOptions(select, excludeKey) {
+  select.append(el("option", {value: "", text: "choose..."}));
+  for (const name of state.names) select.append(el("option", {value: "name:" + name, text: name}));
+  for (const group of state.groups) {
+    if (group.key === excludeKey || group.name) continue;
+    select.append(el("option", {value: "group:" + group.key,
+                                text: `unnamed cluster ${group.cluster_id} (${group.size})`}));
+  }
+  select.append(el("option", {value: "ignore", text: "ignore (no one)"}));
+}
+
+function card(group) {
+  const nameInput = el("input", {type: "text", value: group.name || "", placeholder: "Name this person",
+                                 "data-testid": "name-input", list: "known-names"});
+  const save = el("button", {"data-testid": "name-save", text: "Save name",
+    onclick: () => nameInput.value.trim() &&
+      post("/api/name", {group: group.key, name: nameInput.value.trim()})});
+  nameInput.addEventListener("keydown", (event) => { if (event.key === "Enter") save.click(); });
+  const mergeSelect = el("select", {"data-testid": "merge-target"});
+  groupOptions(mergeSelect, group.key);
+  const merge = el("button", {text: "Merge into", "data-testid": "merge", onclick: () => {
+    const value = mergeSelect.value;
+    if (value.startsWith("group:")) post("/api/merge", {source: group.key, target: value.slice(6)});
+    else if (value.startsWith("name:")) post("/api/move", {faces: group.faces.map(f => f.id), name_target: value.slice(5)});
+    else if (value === "ignore") post("/api/ignore", {faces: group.faces.map(f => f.id)});
+  }});
+  const badges = [el("span", {class: "badge", text: `${group.size} faces`}),
+                  el("span", {class: "badge", text: `cluster ${group.cluster_id}`})];
+  if (group.outliers) badges.push(el("span", {class: "badge warn", text: `${group.outliers} suspected outliers`}));
+  return el("section", {class: "card " + (group.name ? "named" : "unnamed"), "data-group": group.key,
+                        "data-testid": "group"},
+    [el("h2", {}, [nameInput, save, ...badges, mergeSelect, merge]),
+     el("div", {class: "grid"}, group.faces.map(faceTile))]);
+}
+
+function updateSelection() {
+  document.getElementById("selection").textContent = `${selected.size} selected`;
+}
+
+function render() {
+  const main = document.getElementById("main");
+  main.replaceChildren();
+  const s = state.summary;
+  document.getElementById("summary").textContent =
+    `${s.faces} faces, ${s.identities} named people, ${s.unnamed_clusters} unnamed clusters, ` +
+    `${s.unnamed_singletons} singletons, ${s.ignored_faces} ignored` +
+    (s.conflicts ? `, ${s.conflicts} clusters with conflicting names` : "");
+  const datalist = el("datalist", {id: "known-names"}, state.names.map(n => el("option", {value: n})));
+  main.append(datalist);
+  for (const conflict of state.conflicts) {
+    main.append(el("p", {class: "error", text:
+      `Cluster ${conflict.cluster_id} holds faces named ${conflict.names.join(" and ")}: shown split by name.`}));
+  }
+  for (const group of state.groups) main.append(card(group));
+  if (state.singletons.length) {
+    main.append(el("section", {class: "card unnamed", "data-testid": "singletons"},
+      [el("h2", {text: `Faces alone (${state.singletons.length}): select, then move or ignore`}),
+       el("div", {class: "grid"}, state.singletons.map(faceTile))]));
+  }
+  if (state.ignored.length) {
+    main.append(el("details", {"data-testid": "ignored"},
+      [el("summary", {text: `Ignored faces (${state.ignored.length})`}),
+       el("div", {class: "grid"}, state.ignored.map(faceTile))]));
+  }
+  const target = document.getElementById("move-target");
+  target.replaceChildren();
+  groupOptions(target, null);
+  updateSelection();
+}
+
+async function load() {
+  const response = await fetch("/api/state");
+  const reply = await response.json();
+  if (!response.ok) {
+    showError(reply.error);
+    document.getElementById("main").replaceChildren(el("p", {text: reply.error}));
+    return;
+  }
+  state = reply;
+  render();
+  document.body.dataset.loaded = "1";
+}
+
+document.getElementById("move").addEventListener("click", () => {
+  const value = document.getElementById("move-target").value;
+  const faces = [...selected];
+  if (!faces.length || !value) return;
+  if (value.startsWith("group:")) post("/api/move", {faces, target: value.slice(6)});
+  else if (value.startsWith("name:")) post("/api/move", {faces, name_target: value.slice(5)});
+  else if (value === "ignore") post("/api/ignore", {faces});
+});
+document.getElementById("ignore").addEventListener("click", () => selected.size && post("/api/ignore", {faces: [...selected]}));
+document.getElementById("clear").addEventListener("click", () => selected.size && post("/api/clear", {faces: [...selected]}));
+load();
+</script>
+</body>
+</html>
+"""
