@@ -1,0 +1,119 @@
+"""Every threshold of person masks, face blurring and backend selection, with its defaults.
+
+Lengths that depend on how big a person is are fractions of the face size (the longer side of the
+face box), so one config works for a 30 px face in a group photo and a 400 px portrait face.
+The config's hash belongs in any cache key of masks: changing a value re-computes them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+
+# Bump when code changes alter masks for the same config: it is part of the hash.
+MASKS_VERSION = 1
+
+# Flag names (also the values of ``MaskConfig.exclude_flags``).
+FLAG_EMPTY = "empty_mask"
+FLAG_FACE_NOT_COVERED = "face_not_covered"
+FLAG_AREA_LOW = "mask_area_low"
+FLAG_AREA_HIGH = "mask_area_high"
+FLAG_TOUCHES_OTHER_FACE = "touches_other_face"
+FLAG_OTHER_FACE_OVER_TARGET = "other_face_overlaps_target"
+FLAG_DUPLICATE_IDENTITY = "duplicate_identity"
+ALL_FLAGS = (
+    FLAG_EMPTY,
+    FLAG_FACE_NOT_COVERED,
+    FLAG_AREA_LOW,
+    FLAG_AREA_HIGH,
+    FLAG_TOUCHES_OTHER_FACE,
+    FLAG_OTHER_FACE_OVER_TARGET,
+    FLAG_DUPLICATE_IDENTITY,
+)
+
+BACKEND_SAM = "sam"
+BACKEND_SELFIE = "selfie"
+BACKEND_GRABCUT = "grabcut"
+
+
+@dataclass(frozen=True)
+class MaskConfig:
+    # Segmentation runs on the tile shrunk to this longest side; masks are resized back up.
+    work_max_side: int = 768
+
+    # Body prior (fractions of face width/height): where a person's head and torso are expected.
+    hair_up: float = 0.6  # the head region reaches this many face heights above the face box
+    hair_side: float = 0.3  # ...and this many face widths beside it
+    shoulder_half_width: float = 1.6  # torso half-width below the chin, in face widths
+    torso_length: float = 4.0  # vertical scale of the torso in the split cost, face heights
+    reach_half_width: float = 2.5  # beyond this many face widths from the face centre: not them
+    reach_above: float = 0.9  # ...and above this many face heights over the face box
+    reach_below: float = 8.0  # ...and below this many face heights under the chin
+    # A person's pixels may lie this far out (face widths) and up (face heights above the face
+    # box) when connected to their body: arms spread wide, hands raised.
+    arms_half_width: float = 4.0
+    raised_hands_above: float = 2.5
+
+    # GrabCut.
+    grabcut_iterations: int = 5
+    grabcut_max_side: int = 480  # per-person crop shrunk to this before GrabCut (speed)
+    neck_strip_width: float = 0.3  # sure-foreground strip under the chin, face widths
+    neck_strip_length: float = 0.5  # ...and its length, face heights
+    grabcut_beside_head: float = 1.5  # sure background beyond this many face widths from the
+    # face centre, from the top down to the face centre's height (0 turns it off)
+
+    # Selfie model: one square crop per person, between these many face widths wide.
+    selfie_crop_width: float = 5.0
+    selfie_crop_max_width: float = 8.0
+    selfie_crop_above: float = 2.5  # the crop's top, face heights above the face centre
+
+    # SAM prompts: a body box around head and torso, a point on the face, one on the chest.
+    sam_box_half_width: float = 1.8  # face widths
+    sam_box_below: float = 5.0  # face heights under the chin
+
+    # Clean-up of each person's region before feathering.
+    core_cost: float = 0.5  # pieces of a region not reaching the core (cost below this) go
+    fill_holes_max_face_areas: float = 0.5  # holes smaller than this x face area are filled
+    fill_face_min_coverage: float = 0.25  # fill the face ellipse when this much of it is covered
+
+    # Soft edges: grow into the background, then blur; both as fractions of the face size.
+    dilation: float = 0.04
+    feather: float = 0.05
+    other_face_margin: float = 0.15  # other faces, grown by this, are cut out of a mask
+
+    # Quality flags (ratios are mask area / face box area).
+    empty_max_face_areas: float = 0.05  # a mask smaller than this x face area is empty
+    min_face_coverage: float = 0.6  # part of the face ellipse the mask must cover
+    min_area_ratio: float = 1.5
+    max_area_ratio: float = 40.0
+    touch_margin: float = 0.25  # mask within this x face size of another face box touches it
+    touch_min_fraction: float = 0.02  # ...on at least this fraction of that face box's area
+    exclude_flags: tuple[str, ...] = (FLAG_EMPTY, FLAG_FACE_NOT_COVERED)
+
+    # Selector: backends are tried in this order; the first plausible one is used.
+    backend_order: tuple[str, ...] = (BACKEND_SAM, BACKEND_SELFIE, BACKEND_GRABCUT)
+    # A backend whose region covers more than this of another person's face merged two people.
+    max_other_face_claim: float = 0.5
+    # A region whose perimeter^2 / (4 pi area) exceeds this is speckle, not a person.
+    max_raggedness: float = 25.0
+    # Gradient on a region's outline / gradient around the person: ~1 is an outline that ignores
+    # the picture (a broken model), real silhouettes measured 2.3-3.6 on the composed scenes.
+    min_edge_contrast: float = 1.5
+
+    # Blur of other faces: an ellipse grown around the box, pixelated, blurred, noised.
+    blur_grow_width: float = 1.35
+    blur_grow_height: float = 1.5
+    blur_blocks_across: float = 5.0  # pixelation blocks across the ellipse
+    blur_sigma: float = 0.1  # Gaussian sigma after pixelation, in face sizes
+    blur_noise_std: float = 12.0  # grey levels
+    blur_seed: int = 0
+
+    def hash(self) -> str:
+        """A short, stable digest of every field and the masks version."""
+        payload = json.dumps({"masks_version": MASKS_VERSION, **asdict(self)}, sort_keys=True)
+        return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:16]
+
+
+# The defaults, shared as argument defaults (a frozen dataclass, so sharing one is safe).
+DEFAULT_MASK_CONFIG = MaskConfig()
