@@ -1,0 +1,153 @@
+"""Every knob of the fidelity evaluation, in one frozen dataclass with its defaults.
+
+``hash()`` keys the per-checkpoint results on disk: changing a prompt, a seed or the sampler
+settings re-generates, changing only how checkpoints are ranked re-scores from what is stored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+# The dataset's caption placeholder (identity_pipeline.dataset.config.NAME_PLACEHOLDER): prompts
+# here use the same one, so a caption template can be pasted in as is.
+NAME_PLACEHOLDER = "{name}"
+
+# Bump when code changes alter generated images or their faces for the same config.
+EVALUATION_VERSION = 1
+
+BestRule = Literal["likeness_minus_bleed", "likeness", "identification"]
+BEST_RULES: tuple[str, ...] = ("likeness_minus_bleed", "likeness", "identification")
+
+# Prompt kinds, in the order they are generated and shown.
+DEFAULT_COPY_THRESHOLD = 0.85
+
+KIND_CAPTION = "caption"
+KIND_SOLO = "solo"
+KIND_PAIR = "pair"
+PROMPT_KINDS = (KIND_CAPTION, KIND_SOLO, KIND_PAIR)
+
+
+@dataclass(frozen=True)
+class FidelityConfig:
+    # Prompts, ``{name}`` replaced by the identity. "caption": the identity's most frequent
+    # training caption (what the LoRA was trained on); "solo": one person; "pair": the identity
+    # and someone else, whose face shows whether the identity leaks onto other people.
+    use_training_caption: bool = True
+    solo_prompt: str | None = "A close-up photo of {name}, looking at the camera"
+    pair_prompt: str | None = "A photo of {name} standing next to another person"
+    # One image per seed and prompt: K = len(seeds) images per (checkpoint, identity, prompt).
+    seeds: tuple[int, ...] = (0, 1, 2, 3)
+    # Sampler settings; None: the training run's sample settings (samples.* in its config).
+    num_inference_steps: int | None = None
+    guidance_scale: float | None = None
+    negative_prompt: str | None = None
+    # Image size; None: the most frequent training bucket (both rounded down to what the model
+    # accepts).
+    width: int | None = None
+    height: int | None = None
+    # Without an explicit size, images generated on a CPU (tiny test/demo models only: a real
+    # model would take hours) are scaled down to this longer side; None: never.
+    cpu_max_side: int | None = 256
+    # Identities evaluated (alphabetical order); None: all of the training set.
+    max_identities: int | None = None
+    # Checkpoints scored: evenly spaced over the saved ones, the last always included.
+    max_checkpoints: int = 8
+    # Also score the base model without any LoRA (step 0): the "before" point of the curves.
+    include_base_model: bool = True
+
+    # Scores. A generated face whose nearest training photo is at least this similar counts as
+    # a copy. faces-dev with SFace (benchmarks/fidelity.py): two photos of one person median
+    # 0.67, p99 0.83; one photo mirrored and re-encoded p5 0.91, median 0.95.
+    copy_threshold: float = DEFAULT_COPY_THRESHOLD
+    # A real photo's face must lie this much inside the identity's mask to be that identity's.
+    min_mask_coverage: float = 0.3
+    # Identities without held-out photos (too few photos for a holdout) have no likeness; with
+    # this set their training photos stand in as the reference (flagged "training" in the
+    # report; their copy-paste scores are then undefined, and likeness is inflated by
+    # memorisation).
+    fallback_to_training_photos: bool = False
+
+    # Checkpoint choice. "likeness_minus_bleed": likeness - bleed_weight * bleed -
+    # no_face_weight * (share of images without a face); "likeness": likeness -
+    # no_face_weight * no-face share; "identification": share of images whose face is
+    # recognised as the prompted identity - no_face_weight * no-face share. Ties go to the
+    # earlier step (less training, less memorisation).
+    best_rule: BestRule = "likeness_minus_bleed"
+    bleed_weight: float = 1.0
+    no_face_weight: float = 0.25
+
+    # Report: generated images kept on disk (JPEG) and how many go into the inline sheet.
+    save_images: bool = True
+    max_sample_images: int = 24
+
+    def __post_init__(self) -> None:
+        problems: list[str] = []
+        if not self.seeds:
+            problems.append("seeds must not be empty")
+        if self.max_checkpoints < 1:
+            problems.append("max_checkpoints must be >= 1")
+        if self.best_rule not in BEST_RULES:
+            problems.append(f"best_rule must be one of {BEST_RULES}, got {self.best_rule!r}")
+        for name in ("solo_prompt", "pair_prompt"):
+            value = getattr(self, name)
+            if value is not None and NAME_PLACEHOLDER not in value:
+                problems.append(f"{name} must contain {NAME_PLACEHOLDER}")
+        if not (self.use_training_caption or self.solo_prompt or self.pair_prompt):
+            problems.append("no prompt left: enable the caption, a solo or a pair prompt")
+        if self.num_inference_steps is not None and self.num_inference_steps < 1:
+            problems.append("num_inference_steps must be >= 1")
+        if not -1.0 <= self.copy_threshold <= 1.0:
+            problems.append("copy_threshold is a cosine, within [-1, 1]")
+        if problems:
+            raise ValueError("invalid FidelityConfig: " + "; ".join(problems))
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> FidelityConfig:
+        known = {field.name for field in dataclasses.fields(cls)}
+        unknown = sorted(set(raw) - known)
+        if unknown:
+            raise ValueError(f"unknown FidelityConfig key(s): {', '.join(unknown)}")
+        values = dict(raw)
+        if "seeds" in values:
+            values["seeds"] = tuple(int(seed) for seed in values["seeds"])
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        values = asdict(self)
+        values["seeds"] = list(self.seeds)
+        return values
+
+    def generation_hash(self) -> str:
+        """What the generated images depend on (not how they are scored or ranked)."""
+        keys = (
+            "use_training_caption",
+            "solo_prompt",
+            "pair_prompt",
+            "seeds",
+            "num_inference_steps",
+            "guidance_scale",
+            "negative_prompt",
+            "width",
+            "height",
+            "cpu_max_side",
+        )
+        values = {key: self.to_dict()[key] for key in keys}
+        payload = json.dumps({"version": EVALUATION_VERSION, **values}, sort_keys=True)
+        return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:16]
+
+    def hash(self) -> str:
+        payload = json.dumps({"version": EVALUATION_VERSION, **self.to_dict()}, sort_keys=True)
+        return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:16]
+
+
+def fill_name(template: str, identity: str) -> str:
+    """Plain substitution (like the dataset's captions): other braces are taken literally."""
+    return template.replace(NAME_PLACEHOLDER, identity.strip())
+
+
+DEFAULT_FIDELITY_CONFIG = FidelityConfig()
