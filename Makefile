@@ -6,12 +6,13 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 OPENCV_HEADLESS := opencv-python-headless==5.0.0.93
+MEDIAPIPE_MODEL_WHEEL := mediapipe==0.10.14
 
 export IDENTITY_PIPELINE_DATA_DIR ?= $(CURDIR)/data
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install demo test ui lint clean-outputs
+.PHONY: install demo test ui label lint clean-outputs
 
 install: $(STAMP)
 
@@ -26,14 +27,28 @@ $(STAMP): pyproject.toml
 	@# exactly one: the headless build.
 	$(PIP) uninstall --quiet -y opencv-python opencv-contrib-python opencv-contrib-python-headless || true
 	$(PIP) install --quiet --force-reinstall --no-deps $(OPENCV_HEADLESS)
+	@# The offline person segmenter: MediaPipe's selfie model (Apache-2.0, 250 KB) ships inside
+	@# this wheel. Only the .tflite file is used (run by cv2.dnn); --no-deps keeps mediapipe's own
+	@# pins (protobuf<5, opencv-contrib, jax) out of the environment. Never imported.
+	$(PIP) install --quiet --no-deps $(MEDIAPIPE_MODEL_WHEEL)
 	@touch $@
 
 $(DAGSTER_HOME)/dagster.yaml: dagster.yaml
 	@mkdir -p $(DAGSTER_HOME)
 	cp dagster.yaml $@
 
-demo: install $(DAGSTER_HOME)/dagster.yaml
+# The CPU demo's base model: a tiny random Qwen-Image (transformer, VAE, text encoder and
+# tokenizer) built offline from configs in seconds; data/pipeline.yaml points training at it.
+TINY_MODEL := models/tiny-qwen-image
+
+$(TINY_MODEL)/model_index.json: | $(STAMP)
+	$(PY) -m identity_pipeline.training.tiny_models --out models --family qwen-image
+
+demo: install $(DAGSTER_HOME)/dagster.yaml $(TINY_MODEL)/model_index.json
 	$(VENV)/bin/identity-pipeline demo
+
+label: install
+	$(VENV)/bin/identity-pipeline label
 
 test: install
 	@$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \

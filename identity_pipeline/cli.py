@@ -47,6 +47,22 @@ def build_parser() -> argparse.ArgumentParser:
     photos.add_argument("folders", nargs="+")
     photos.add_argument("--max-pixels", type=int, default=100_000_000)
     photos.set_defaults(handler=_cmd_photos)
+
+    # Each stage's command lives beside its logic (same code as the asset).
+    from identity_pipeline.clustering.cli import add_cluster_command
+    from identity_pipeline.collage.cli import add_split_command
+    from identity_pipeline.evaluation.cli import add_fidelity_command
+    from identity_pipeline.faces.cli import add_faces_command
+    from identity_pipeline.labeling.cli import add_label_command
+
+    for add_command in (
+        add_split_command,
+        add_faces_command,
+        add_cluster_command,
+        add_label_command,
+        add_fidelity_command,
+    ):
+        add_command(commands)
     return parser
 
 

@@ -27,19 +27,24 @@ class TableIOManager(dg.ConfigurableIOManager):
     def _path(self, asset_key: dg.AssetKey, partition: str | None) -> Path:
         return self.layout.table_path("/".join(asset_key.path), partition)
 
-    def handle_output(self, context: dg.OutputContext, obj: pd.DataFrame | None) -> None:
+    def handle_output(self, context: dg.OutputContext, obj: pd.DataFrame | pa.Table | None) -> None:
+        """DataFrames are converted; an Arrow table is written as is (for exact list types)."""
         if obj is None:
             return
-        if not isinstance(obj, pd.DataFrame):
+        if isinstance(obj, pd.DataFrame):
+            table = pa.Table.from_pandas(obj, preserve_index=False)
+        elif isinstance(obj, pa.Table):
+            table = obj
+        else:
             raise TypeError(
                 f"{context.asset_key.to_user_string()} returned {type(obj).__name__}; "
-                "the table IO manager stores pandas DataFrames only"
+                "the table IO manager stores pandas DataFrames and Arrow tables only"
             )
         partition = context.asset_partition_key if context.has_asset_partitions else None
         path = self._path(context.asset_key, partition)
-        atomic_write_table(path, pa.Table.from_pandas(obj, preserve_index=False))
+        atomic_write_table(path, table)
         context.add_output_metadata(
-            {"table_path": dg.MetadataValue.path(str(path)), "dagster/row_count": len(obj)}
+            {"table_path": dg.MetadataValue.path(str(path)), "dagster/row_count": table.num_rows}
         )
 
     def load_input(self, context: dg.InputContext) -> pd.DataFrame | dict[str, pd.DataFrame]:

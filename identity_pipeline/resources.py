@@ -1,5 +1,7 @@
 """Dagster resources: where the data lives."""
 
+from pathlib import Path
+
 import dagster as dg
 
 from identity_pipeline.storage import DataLayout
@@ -17,3 +19,52 @@ class StorageResource(dg.ConfigurableResource):
     @property
     def layout(self) -> DataLayout:
         return DataLayout.from_env(self.data_dir)
+
+
+class FaceBackendResource(dg.ConfigurableResource):
+    """The face detector + embedder, loaded once per process and shared by every asset using it.
+
+    ``backend``: ``offline`` (YuNet + SFace from a registry wheel, runs anywhere), ``insightface``
+    (a model pack such as buffalo_l in ``<insightface_root>/models/<pack>/``), or empty for the
+    default: insightface where onnxruntime has CUDA, offline elsewhere.
+    """
+
+    backend: str = ""
+    insightface_pack: str = "buffalo_l"
+    insightface_root: str | None = None
+
+    def get(self):  # -> identity_pipeline.faces.FaceBackend (imported lazily: onnxruntime is heavy)
+        from identity_pipeline.faces import INSIGHTFACE, default_backend_name, get_backend
+
+        name = self.backend or default_backend_name()
+        key = (name, self.insightface_pack, self.insightface_root)
+        if key not in _LOADED_BACKENDS:
+            options = {}
+            if name == INSIGHTFACE:
+                options = {"pack": self.insightface_pack}
+                if self.insightface_root:
+                    options["root"] = self.insightface_root
+            _LOADED_BACKENDS[key] = get_backend(name, **options)
+        return _LOADED_BACKENDS[key]
+
+
+_LOADED_BACKENDS: dict[tuple, object] = {}
+
+
+class SettingsResource(dg.ConfigurableResource):
+    """Stage settings from ``<data root>/pipeline.yaml`` (or ``$IDENTITY_PIPELINE_SETTINGS``).
+
+    Read on every use, so an edited file applies to the next run without reloading the code.
+    """
+
+    path: str | None = None
+
+    def sections(self, layout: DataLayout) -> dict:
+        from identity_pipeline.settings import load_settings, settings_path
+
+        return load_settings(Path(self.path) if self.path else settings_path(layout.root))
+
+    def section(self, layout: DataLayout, name: str, config_type: type):
+        from identity_pipeline.settings import section_config
+
+        return section_config(self.sections(layout), name, config_type)

@@ -6,7 +6,7 @@ stages of consecutive assets with the same partitioning; partitioned stages run 
 Runs go through the given Dagster instance, so they show up in the UI like any other run.
 """
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
 import dagster as dg
@@ -29,9 +29,12 @@ class StageRun:
 
 
 def plan_stages(
-    defs: dg.Definitions, selection: Sequence[dg.AssetKey] | None = None
+    defs: dg.Definitions,
+    selection: Sequence[dg.AssetKey] | None = None,
+    split_before: Collection[dg.AssetKey] = (),
 ) -> list[Stage]:
-    """Consecutive runs of topologically sorted assets that share their partitioning."""
+    """Consecutive runs of topologically sorted assets that share their partitioning; a new
+    stage also starts at each key of ``split_before``."""
     graph = defs.resolve_asset_graph()
     wanted = set(selection) if selection is not None else None
     stages: list[Stage] = []
@@ -42,7 +45,7 @@ def plan_stages(
         if not node.is_materializable or (wanted is not None and key not in wanted):
             continue
         partitioned = node.is_partitioned
-        if current and partitioned != current_partitioned:
+        if current and (partitioned != current_partitioned or key in split_before):
             stages.append(Stage(tuple(current), bool(current_partitioned)))
             current = []
         current.append(key)
@@ -59,8 +62,13 @@ def materialize_all(
     selection: Sequence[dg.AssetKey] | None = None,
     on_run: Callable[[StageRun], None] | None = None,
     raise_on_error: bool = True,
+    before_stage: Callable[[Stage], None] | None = None,
+    split_before: Collection[dg.AssetKey] = (),
 ) -> list[StageRun]:
-    """Register ``albums`` as partitions and materialize every stage, in process."""
+    """Register ``albums`` as partitions and materialize every stage, in process.
+
+    ``before_stage`` runs before each stage (the demo names faces there, as a person would).
+    """
     existing = set(instance.get_dynamic_partitions(ALBUMS_PARTITION_NAME))
     missing = [album for album in albums if album not in existing]
     if missing:
@@ -68,7 +76,9 @@ def materialize_all(
     assets = list(defs.assets or [])
     resources = dict(defs.resources or {})
     runs: list[StageRun] = []
-    for stage in plan_stages(defs, selection):
+    for stage in plan_stages(defs, selection, split_before):
+        if before_stage:
+            before_stage(stage)
         for album in albums if stage.partitioned else [None]:
             result = dg.materialize(
                 assets,

@@ -90,3 +90,26 @@ automation_sensor = dg.AutomationConditionSensorDefinition(
     minimum_interval_seconds=ALBUM_SENSOR_INTERVAL_SECONDS,
     description="Materializes downstream assets when their inputs change (automation conditions).",
 )
+
+
+@dg.sensor(
+    name="labels_sensor",
+    asset_selection=dg.AssetSelection.assets("labeled_identities"),
+    minimum_interval_seconds=ALBUM_SENSOR_INTERVAL_SECONDS,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Re-runs labeled_identities when data/labels.csv changes (the labeling page "
+    "writes it); masks, training set and the rest follow through automation.",
+)
+def labels_sensor(context: dg.SensorEvaluationContext, storage: StorageResource) -> dg.SensorResult:
+    path = storage.layout.labels_path
+    try:
+        stat = path.stat()
+        fingerprint = f"{stat.st_size}:{stat.st_mtime_ns}"
+    except FileNotFoundError:
+        fingerprint = "absent"
+    if context.cursor is None or context.cursor == fingerprint:
+        # First tick: remember the file; labeled_identities already follows face_clusters.
+        return dg.SensorResult(cursor=fingerprint)
+    return dg.SensorResult(
+        run_requests=[dg.RunRequest(run_key=f"labels:{fingerprint}")], cursor=fingerprint
+    )

@@ -18,6 +18,7 @@ import contextlib
 import hashlib
 import io
 import os
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -148,17 +149,22 @@ def content_id(*parts: object, length: int = 32) -> str:
     return hashlib.sha256(joined.encode("utf-8")).hexdigest()[:length]
 
 
-def prune_files(folder: Path, keep: set[str]) -> list[str]:
-    """Delete files in ``folder`` (not recursive) whose names are not in ``keep``.
+def prune_files(folder: Path, keep: set[str], min_age_seconds: float = 3600.0) -> list[str]:
+    """Delete files in ``folder`` (not recursive) that are not in ``keep`` and are old enough.
 
-    Called after a table is committed so files of photos that left the album disappear too.
-    Temporary files of writes still in flight in another run are left alone.
+    Called with ``keep`` = files named by the committed table and by the one being written, so
+    files of photos that left the album disappear one run later. The age grace protects files a
+    concurrent run of the same partition has just written but not yet committed.
     """
     removed: list[str] = []
     if not folder.is_dir():
         return removed
+    cutoff = time.time() - min_age_seconds
     for entry in folder.iterdir():
-        if entry.is_file() and entry.name not in keep and not entry.name.startswith("."):
-            entry.unlink(missing_ok=True)
-            removed.append(entry.name)
+        if entry.name in keep or entry.name.startswith(".") or not entry.is_file():
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            if entry.stat().st_mtime < cutoff:
+                entry.unlink()
+                removed.append(entry.name)
     return sorted(removed)

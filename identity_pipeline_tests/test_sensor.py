@@ -84,3 +84,22 @@ def test_removed_album_is_forgotten_without_requests(
     album.rmdir()
     after = _tick(instance, first.cursor)
     assert after.run_requests == [] and json.loads(after.cursor) == {}
+
+
+def test_labels_sensor_requests_a_run_only_when_the_file_changes(
+    layout: DataLayout, instance: dg.DagsterInstance
+) -> None:
+    from identity_pipeline.sensors import labels_sensor
+
+    def tick(cursor: str | None) -> dg.SensorResult:
+        context = dg.build_sensor_context(
+            instance=instance, cursor=cursor, resources={"storage": StorageResource()}
+        )
+        return labels_sensor(context)
+
+    first = tick(None)
+    assert not first.run_requests and first.cursor == "absent"
+    layout.labels_path.write_text("face_id,name\n")
+    changed = tick(first.cursor)
+    assert len(changed.run_requests) == 1
+    assert not tick(changed.cursor).run_requests

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import dagster as dg
 import pandas as pd
+from PIL import Image
 
 from identity_pipeline.previews import SheetItem, contact_sheet, encode_image, inline_markdown_image
 from identity_pipeline.storage import atomic_write_bytes
@@ -68,3 +69,10 @@ def sheet_metadata(
         name: dg.MetadataValue.md(inline_markdown_image(sheet, alt)),
         f"{name}_path": dg.MetadataValue.path(str(path)),
     }
+
+
+def image_metadata(name: str, path: Path, alt: str | None = None) -> dict[str, dg.MetadataValue]:
+    """An image file already written beside the asset: inline (small) and its path."""
+    with Image.open(path) as image:
+        inline = inline_markdown_image(image.convert("RGB"), alt or name)
+    return {name: dg.MetadataValue.md(inline), f"{name}_path": dg.MetadataValue.path(str(path))}

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -58,7 +58,9 @@ class AlbumTiling:
 
 
 def split_key(config: SplitConfig, hint: Hint | None) -> str:
-    return content_id(SPLITTER_VERSION, asdict(config), repr(hint), length=16)
+    """What a photo's tiles depend on besides its bytes (a hint's line number does not count)."""
+    what = repr(replace(hint, source="")) if hint else ""
+    return content_id(SPLITTER_VERSION, asdict(config), what, length=16)
 
 
 def tile_id_for(photo_id: str, box: Box) -> str:

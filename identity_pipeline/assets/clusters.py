@@ -1,0 +1,223 @@
+"""face_clusters and labeled_identities: from faces to named people, over all albums."""
+
+import time
+
+import dagster as dg
+import pandas as pd
+
+from identity_pipeline.assets.metadata import table_metadata
+from identity_pipeline.clustering import ClusterConfigError, cluster_faces, load_cluster_config
+from identity_pipeline.clustering.cluster import arrow_table, face_clusters_table
+from identity_pipeline.labeling import LabelsFileError, apply_labels, read_labels
+from identity_pipeline.labeling.crops import TableCropper
+from identity_pipeline.labeling.server import label_page_url
+from identity_pipeline.labeling.sheets import cluster_sheets
+from identity_pipeline.previews import inline_markdown_image
+from identity_pipeline.resources import SettingsResource, StorageResource
+from identity_pipeline.settings import SettingsError
+from identity_pipeline.storage import atomic_write_bytes
+
+CLUSTERS_ASSET = "face_clusters"
+IDENTITIES_ASSET = "labeled_identities"
+MAX_CLUSTER_SHEETS = 8
+TILE_CONTEXT_COLUMNS = ["tile_id", "tile_path", "source_path"]
+
+
+@dg.asset(
+    name=CLUSTERS_ASSET,
+    group_name="identities",
+    kinds={"python", "parquet", "hdbscan"},
+    automation_condition=dg.AutomationCondition.eager(),
+    ins={
+        "face_embeddings": dg.AssetIn(partition_mapping=dg.AllPartitionMapping()),
+        "photo_tiles": dg.AssetIn(partition_mapping=dg.AllPartitionMapping()),
+    },
+    description="Faces of one person together, over all albums: HDBSCAN on good faces, then a "
+    "second round merging clusters that agree and attaching leftovers only when confidently "
+    "close. Two faces of one tile never share a cluster. Thresholds per face backend.",
+    check_specs=[
+        dg.AssetCheckSpec(
+            "no_two_faces_of_one_tile",
+            asset=CLUSTERS_ASSET,
+            description="Cannot-link: no cluster holds two faces of the same tile.",
+        )
+    ],
+)
+def face_clusters(
+    context: dg.AssetExecutionContext,
+    storage: StorageResource,
+    settings: SettingsResource,
+    face_embeddings: dict[str, pd.DataFrame],
+    photo_tiles: dict[str, pd.DataFrame],
+):
+    layout = storage.layout
+    faces = _faces_with_tiles(face_embeddings, photo_tiles)
+    backend = str(faces["backend"].iloc[0]) if len(faces) else "offline-yunet-sface"
+    try:
+        overrides = settings.sections(layout).get("clustering", {})
+        config = load_cluster_config(backend, **overrides)
+    except (ClusterConfigError, SettingsError) as error:
+        raise dg.Failure(description=str(error)) from error
+    started = time.perf_counter()
+    result = cluster_faces(faces, config)
+    table = face_clusters_table(faces, result)
+    seconds = time.perf_counter() - started
+
+    labels = _labels_or_empty(layout.labels_path, context)
+    names = _cluster_names(table, labels)
+    metadata: dict[str, object] = {
+        "faces": len(table),
+        "clusters": int((result.clusters["size"] >= 2).sum()),
+        "singletons": int((result.clusters["size"] == 1).sum()),
+        "named_clusters": len(names),
+        "backend": backend,
+        "summary": dg.MetadataValue.json({k: _plain(v) for k, v in result.summary.items()}),
+        "clusters_table": table_metadata(
+            result.clusters[
+                [
+                    "cluster_id",
+                    "size",
+                    "n_photos",
+                    "mean_intra_cosine",
+                    "quality_mean",
+                    "quality_std",
+                    "n_outliers",
+                ]
+            ]
+        ),
+        "label_faces": dg.MetadataValue.url(label_page_url()),
+        "how_to_label": dg.MetadataValue.md(
+            "Run `identity-pipeline label` (or `make label`), open the link above, name the "
+            "clusters. Names are saved to `data/labels.csv`; `labeled_identities` re-runs."
+        ),
+        "seconds": round(seconds, 3),
+    }
+    metadata.update(_sheets_metadata(table, layout, names))
+    yield dg.Output(arrow_table(table), metadata=metadata)
+
+    conflicts = table.groupby(["cluster_id", "tile_id"]).size()
+    yield dg.AssetCheckResult(
+        check_name="no_two_faces_of_one_tile",
+        passed=bool((conflicts <= 1).all()),
+        metadata={"violations": int((conflicts > 1).sum())},
+    )
+
+
+@dg.asset(
+    name=IDENTITIES_ASSET,
+    group_name="identities",
+    kinds={"python", "parquet"},
+    automation_condition=dg.AutomationCondition.eager(),
+    description="Who every face is: names from data/labels.csv (attached to faces, so they "
+    "survive re-clustering) spread to their clusters; conflicting names inside a cluster split "
+    "it by name; unnamed clusters stay unnamed and are listed.",
+    check_specs=[
+        dg.AssetCheckSpec(
+            "no_empty_identity",
+            asset=IDENTITIES_ASSET,
+            description="Every named identity has at least one face.",
+        )
+    ],
+)
+def labeled_identities(
+    context: dg.AssetExecutionContext, storage: StorageResource, face_clusters: pd.DataFrame
+):
+    layout = storage.layout
+    try:
+        labels = read_labels(layout.labels_path)
+    except LabelsFileError as error:
+        raise dg.Failure(
+            description=f"{error}. The file was not changed; fix the line and re-run."
+        ) from error
+    resolved = apply_labels(face_clusters, face_clusters, labels)
+    faces = resolved.faces
+    if resolved.stale_labels:
+        context.log.info(f"{len(resolved.stale_labels)} labelled faces are not in any album now")
+    for row in resolved.conflicts.itertuples():
+        context.log.warning(
+            f"cluster {row.cluster_id} has conflicting names {row.names}: split by name"
+        )
+    identities = resolved.identities
+    metadata: dict[str, object] = {
+        "named_identities": len(identities),
+        "named_faces": int(faces["identity"].notna().sum()),
+        "unnamed_clusters": len(resolved.unnamed_clusters),
+        "ignored_faces": int((faces["status"] == "ignored").sum()),
+        "conflicts": len(resolved.conflicts),
+        "stale_labels": len(resolved.stale_labels),
+        "identities_table": table_metadata(
+            identities[["name", "n_faces", "n_photos", "n_albums", "n_labelled", "n_inherited"]]
+        ),
+        "unnamed_clusters_table": table_metadata(
+            resolved.unnamed_clusters[["cluster_id", "n_faces", "n_photos"]]
+        ),
+        "conflicts_table": table_metadata(resolved.conflicts.astype(str)),
+        "labels_file": dg.MetadataValue.path(str(layout.labels_path)),
+        "label_faces": dg.MetadataValue.url(label_page_url()),
+    }
+    yield dg.Output(faces, metadata=metadata)
+    yield dg.AssetCheckResult(
+        check_name="no_empty_identity",
+        passed=bool((identities["n_faces"] > 0).all()) if len(identities) else True,
+        metadata={"identities": len(identities)},
+    )
+
+
+def _faces_with_tiles(
+    faces: dict[str, pd.DataFrame], tiles: dict[str, pd.DataFrame]
+) -> pd.DataFrame:
+    """All albums' faces, with the album and the tile image each face was found in."""
+    frames = []
+    for album, frame in sorted(faces.items()):
+        context = tiles.get(album)
+        if context is not None and len(frame):
+            frame = frame.merge(context[TILE_CONTEXT_COLUMNS], on="tile_id", how="left")
+        frames.append(frame.assign(album=album))
+    if not frames:
+        return pd.DataFrame(columns=["face_id", "tile_id", "embedding", "album"])
+    return pd.concat(frames, ignore_index=True)
+
+
+def _labels_or_empty(path, context) -> dict[str, str]:
+    try:
+        return dict(read_labels(path).names)
+    except LabelsFileError as error:
+        context.log.warning(f"labels file ignored for previews: {error}")
+        return {}
+
+
+def _cluster_names(table: pd.DataFrame, labels: dict[str, str]) -> dict[int, str]:
+    if not labels or table.empty:
+        return {}
+    resolved = apply_labels(table, table, labels).faces
+    named = resolved.dropna(subset=["identity"])
+    return {
+        int(c): str(n)
+        for c, n in named.groupby("cluster_id")["identity"].agg(lambda s: s.mode().iat[0]).items()
+    }
+
+
+def _sheets_metadata(
+    table: pd.DataFrame, layout, names: dict[int, str]
+) -> dict[str, dg.MetadataValue]:
+    cropper = TableCropper(table, layout.root)
+    folder = layout.asset_dir(CLUSTERS_ASSET) / "sheets"
+    metadata: dict[str, dg.MetadataValue] = {}
+    for cluster_id, title, sheet in cluster_sheets(
+        table, cropper, clusters=MAX_CLUSTER_SHEETS, names=names
+    ):
+        path = atomic_write_bytes(folder / f"cluster_{cluster_id}.jpg", _jpeg(sheet))
+        metadata[f"cluster_{cluster_id}"] = dg.MetadataValue.md(
+            f"**{title}** (`{path}`)\n\n" + inline_markdown_image(sheet, title, max_bytes=24 * 1024)
+        )
+    return metadata
+
+
+def _jpeg(image) -> bytes:
+    from identity_pipeline.previews import encode_image
+
+    return encode_image(image, "JPEG", 85)
+
+
+def _plain(value):
+    return value.item() if hasattr(value, "item") else value

@@ -1,0 +1,142 @@
+"""identity_masks: per tile and named person, the person's soft mask and a copy of the tile with
+every other face blurred."""
+
+import time
+
+import dagster as dg
+import pandas as pd
+
+from identity_pipeline.assets.metadata import table_metadata
+from identity_pipeline.masks import MaskConfig, masks_contact_sheet, select_segmenter
+from identity_pipeline.masks.album_masks import SegmentationOptions, mask_album, sample_file_names
+from identity_pipeline.partitions import albums_partitions
+from identity_pipeline.previews import encode_image, inline_markdown_image
+from identity_pipeline.resources import SettingsResource, StorageResource
+from identity_pipeline.settings import SettingsError
+from identity_pipeline.storage import atomic_write_bytes, prune_files
+
+MASKS_ASSET = "identity_masks"
+_SEGMENTERS: dict[tuple, object] = {}
+
+
+@dg.asset(
+    name=MASKS_ASSET,
+    partitions_def=albums_partitions,
+    group_name="training",
+    kinds={"python", "parquet", "opencv"},
+    automation_condition=dg.AutomationCondition.eager(),
+    description="One sample per (tile, named person): the person's soft mask (8-bit PNG, other "
+    "people and background excluded, feathered edges) and a training copy of the tile with every "
+    "other face blurred. Segmentation: SAM when configured, else MediaPipe's selfie model, else "
+    "face-seeded GrabCut, chosen per tile with the reason recorded.",
+    check_specs=[
+        dg.AssetCheckSpec(
+            "no_empty_kept_mask",
+            asset=MASKS_ASSET,
+            description="No kept sample has an empty mask.",
+        ),
+        dg.AssetCheckSpec(
+            "other_faces_blurred",
+            asset=MASKS_ASSET,
+            description="In every training copy, every other face has lost its fine detail.",
+        ),
+    ],
+)
+def identity_masks(
+    context: dg.AssetExecutionContext,
+    storage: StorageResource,
+    settings: SettingsResource,
+    photo_tiles: pd.DataFrame,
+    face_embeddings: pd.DataFrame,
+    labeled_identities: pd.DataFrame,
+):
+    album = context.partition_key
+    layout = storage.layout
+    try:
+        config = settings.section(layout, "masks", MaskConfig)
+        segmentation = settings.section(layout, "segmentation", SegmentationOptions)
+    except SettingsError as error:
+        raise dg.Failure(description=str(error)) from error
+    names = {
+        str(face_id): (str(name) if isinstance(name, str) else None)
+        for face_id, name in zip(
+            labeled_identities["face_id"], labeled_identities["identity"], strict=True
+        )
+    }
+    files_dir = layout.files_dir(MASKS_ASSET, album)
+    previous_path = layout.table_path(MASKS_ASSET, album)
+    previous = pd.read_parquet(previous_path) if previous_path.exists() else None
+    started = time.perf_counter()
+    result = mask_album(
+        album,
+        photo_tiles,
+        face_embeddings,
+        names,
+        layout.root,
+        files_dir,
+        previous,
+        config,
+        _segmenter(config, segmentation),
+    )
+    for tile_id, reason in result.failures.items():
+        context.log.warning(f"tile {tile_id}: {reason}")
+    samples = result.samples
+    prune_files(files_dir, sample_file_names(samples) | sample_file_names(previous))
+
+    flagged = samples[samples["flags"] != ""]
+    metadata: dict[str, object] = {
+        "album": album,
+        "samples": len(samples),
+        "kept_samples": int(samples["kept"].sum()),
+        "excluded_samples": int((~samples["kept"]).sum()),
+        "identities": int(samples["identity"].nunique()),
+        "tiles_built": result.built_tiles,
+        "tiles_reused_from_cache": result.reused_tiles,
+        "tiles_failed": len(result.failures),
+        "backends": dg.MetadataValue.json(samples["backend"].value_counts().to_dict()),
+        "flagged_samples": table_metadata(
+            flagged[["identity", "tile_id", "flags", "kept", "backend", "selector_reason"]]
+        ),
+        "seconds_per_built_tile": round(
+            float(samples.drop_duplicates("tile_id")["segment_seconds"].mean())
+            if len(samples)
+            else 0.0,
+            3,
+        ),
+        "seconds": round(time.perf_counter() - started, 3),
+    }
+    if result.previews:
+        sheet = masks_contact_sheet(result.previews, cell=160, columns=6)
+        path = atomic_write_bytes(
+            layout.asset_dir(MASKS_ASSET, album) / "overlays.jpg", encode_image(sheet)
+        )
+        metadata["overlays"] = dg.MetadataValue.md(inline_markdown_image(sheet, "mask overlays"))
+        metadata["overlays_path"] = dg.MetadataValue.path(str(path))
+    yield dg.Output(samples, metadata=metadata)
+
+    kept = samples[samples["kept"]]
+    empty = kept[
+        kept["mask_area_fraction"] <= config.empty_max_face_areas * kept["face_area_fraction"]
+    ]
+    yield dg.AssetCheckResult(
+        check_name="no_empty_kept_mask", passed=empty.empty, metadata={"empty": len(empty)}
+    )
+    unblurred = int(samples["unblurred_other_faces"].sum())
+    yield dg.AssetCheckResult(
+        check_name="other_faces_blurred",
+        passed=unblurred == 0,
+        metadata={"unblurred_faces": unblurred},
+    )
+
+
+def _segmenter(config: MaskConfig, options: SegmentationOptions):
+    """One selector per process and settings: loading models is not free."""
+    key = (config, options.sam_model, options.device)
+    if key not in _SEGMENTERS:
+        sam = None
+        if options.sam_model:
+            from identity_pipeline.masks import SamSegmenter
+
+            sam = SamSegmenter(options.sam_model, device=options.device)
+        _SEGMENTERS[key] = select_segmenter(config, sam=sam)
+    return _SEGMENTERS[key]
