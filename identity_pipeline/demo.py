@@ -6,14 +6,51 @@ import time
 from pathlib import Path
 
 import dagster as dg
+import pandas as pd
 
 from identity_pipeline.definitions import build_definitions
+from identity_pipeline.labeling import update_labels
 from identity_pipeline.photos import discover_albums
-from identity_pipeline.runner import StageRun, materialize_all
+from identity_pipeline.runner import Stage, StageRun, materialize_all
 from identity_pipeline.storage import DataLayout
 
 DEFAULT_DAGSTER_HOME = ".dagster_home"
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+DEMO_ALBUM = "demo"
+DEMO_PEOPLE_FILE = "demo_people.csv"  # beside albums/: who is in each single-person demo photo
+LABELED_IDENTITIES = dg.AssetKey("labeled_identities")
+
+
+def seed_demo_labels(layout: DataLayout) -> int:
+    """Name the demo album's clusters the way a person would on the labeling page.
+
+    Only when there is no labels file yet (your own labels are never touched) and only for the
+    demo album: each cluster holding a face from a known single-person photo
+    (``data/demo_people.csv``) gets that person's name for all its faces (the majority, if the
+    cluster were mixed); the cameraman is marked ``ignore``. Returns the faces labelled.
+    """
+    people_path = layout.root / DEMO_PEOPLE_FILE
+    clusters_path = layout.table_path("face_clusters")
+    photos_path = layout.table_path("raw_photos", DEMO_ALBUM)
+    if layout.labels_path.exists() or not people_path.exists() or not clusters_path.exists():
+        return 0
+    if not photos_path.exists():
+        return 0
+    people = pd.read_csv(people_path)
+    photos = pd.read_parquet(photos_path, columns=["photo_id", "path"])
+    person_of_photo = photos.merge(people, on="path")[["photo_id", "person"]]
+    clusters = pd.read_parquet(
+        clusters_path, columns=["face_id", "cluster_id", "album", "photo_id"]
+    )
+    known = clusters[clusters["album"] == DEMO_ALBUM].merge(person_of_photo, on="photo_id")
+    names: dict[str, str] = {}
+    for cluster_id, group in known.groupby("cluster_id"):
+        name = str(group["person"].mode().iat[0])
+        for face_id in clusters.loc[clusters["cluster_id"] == cluster_id, "face_id"]:
+            names[str(face_id)] = name
+    if names:
+        update_labels(layout.labels_path, set_names=names)
+    return len(names)
 
 
 def ensure_dagster_home() -> Path:
@@ -52,9 +89,23 @@ def run_demo(data_dir: str | None = None, print_fn=print) -> list[StageRun]:
         status = "ok" if run.success else "FAILED"
         print_fn(f"  {status:6} {keys} {where}  ({time.perf_counter() - started:.1f}s)")
 
+    def before_stage(stage: Stage) -> None:
+        if LABELED_IDENTITIES in stage.asset_keys:
+            labelled = seed_demo_labels(layout)
+            if labelled:
+                print_fn(
+                    f"  named {labelled} demo faces in {layout.labels_path} (as the labeling page would)"
+                )
+
     with dg.DagsterInstance.get() as instance:
         runs = materialize_all(
-            defs, instance, discovery.albums, on_run=report, raise_on_error=False
+            defs,
+            instance,
+            discovery.albums,
+            on_run=report,
+            raise_on_error=False,
+            before_stage=before_stage,
+            split_before=[LABELED_IDENTITIES],
         )
         print_fn("")
         print_fn(summary(instance, defs, discovery.albums))
