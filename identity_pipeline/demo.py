@@ -106,6 +106,7 @@ def run_demo(data_dir: str | None = None, print_fn=print) -> list[StageRun]:
             raise_on_error=False,
             before_stage=before_stage,
             split_before=[LABELED_IDENTITIES],
+            console_log_level="WARNING",  # the full event log is in the UI
         )
         print_fn("")
         print_fn(summary(instance, defs, discovery.albums))
@@ -142,7 +143,9 @@ def summary(instance: dg.DagsterInstance, defs: dg.Definitions, albums: list[str
             metadata = records[0].asset_materialization.metadata
             rows = metadata.get("dagster/row_count")
             details = ", ".join(
-                f"{name}={entry.value}"
+                f"{name}={entry.value:.4g}"
+                if isinstance(entry.value, float)
+                else f"{name}={entry.value}"
                 for name, entry in metadata.items()
                 if isinstance(entry, dg.IntMetadataValue | dg.FloatMetadataValue)
                 and name not in {"dagster/row_count", "seconds"}

@@ -64,6 +64,7 @@ def materialize_all(
     raise_on_error: bool = True,
     before_stage: Callable[[Stage], None] | None = None,
     split_before: Collection[dg.AssetKey] = (),
+    console_log_level: str = "DEBUG",
 ) -> list[StageRun]:
     """Register ``albums`` as partitions and materialize every stage, in process.
 
@@ -87,6 +88,7 @@ def materialize_all(
                 instance=instance,
                 resources=resources,
                 raise_on_error=raise_on_error,
+                run_config={"loggers": {"console": {"config": {"log_level": console_log_level}}}},
                 tags={"identity_pipeline/launched_by": "runner"},
             )
             run = StageRun(stage, album, result.run_id, result.success)

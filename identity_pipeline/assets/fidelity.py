@@ -17,6 +17,7 @@ from identity_pipeline.assets.gpu import gpu_asset
 from identity_pipeline.assets.metadata import image_metadata, table_metadata
 from identity_pipeline.assets.run_config import with_settings
 from identity_pipeline.evaluation.config import FidelityConfig
+from identity_pipeline.evaluation.report import SHOWN_COLUMNS
 from identity_pipeline.resources import FaceBackendResource, SettingsResource, StorageResource
 from identity_pipeline.storage import DataLayout, content_id
 
@@ -47,26 +48,13 @@ CHECKPOINT_COLUMNS = (
     "images_without_face",
     "faces_per_image",
 )
+# The report's own columns, with where the reference photos came from after the identity.
 IDENTITY_COLUMNS = (
     "identity",
     "reference_source",
     "reference_photos",
     "training_photos",
-    "images",
-    "images_without_face",
-    "faces_per_image",
-    "likeness",
-    "real_baseline",
-    "identified",
-    "train_nn",
-    "holdout_nn",
-    "copy_gap",
-    "copy_rate",
-    "others_like_identity",
-    "confusion_sim",
-    "confused_with",
-    "bleed",
-    "real_cross",
+    *SHOWN_COLUMNS[1:],
 )
 
 
@@ -150,6 +138,8 @@ def output_dir(layout: DataLayout, run_dir: Path) -> Path:
     name=ASSET_NAME,
     deps=[LORA_ASSET],
     group_name="training",
+    # Every new LoRA is evaluated, however its training was started (launched or on a schedule).
+    automation_condition=dg.AutomationCondition.eager(),
     kinds={"pytorch", "onnx", "parquet"},
     description="Identity fidelity of every saved LoRA checkpoint: K images per identity from "
     "fixed prompts/seeds (training caption, solo, two-person), faces embedded with the face "

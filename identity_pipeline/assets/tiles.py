@@ -7,11 +7,17 @@ import pandas as pd
 
 from identity_pipeline.assets.metadata import sheet_metadata, table_metadata
 from identity_pipeline.collage import DEFAULT_CONFIG
-from identity_pipeline.collage.album_tiles import tile_album, tiles_file_names, tiles_problems
+from identity_pipeline.collage.album_tiles import (
+    face_evidence_key,
+    face_finder,
+    tile_album,
+    tiles_file_names,
+    tiles_problems,
+)
 from identity_pipeline.collage.hints import find_hints_file, parse_hints
 from identity_pipeline.partitions import albums_partitions
 from identity_pipeline.previews import SheetItem
-from identity_pipeline.resources import StorageResource
+from identity_pipeline.resources import FaceBackendResource, StorageResource
 from identity_pipeline.storage import prune_files
 
 TILES_ASSET = "photo_tiles"
@@ -19,6 +25,8 @@ TILES_ASSET = "photo_tiles"
 
 class PhotoTilesConfig(dg.Config):
     max_previews: int = 24
+    # Detect faces on each photo first, so the splitter never cuts a seam through a face.
+    use_face_evidence: bool = True
 
 
 @dg.asset(
@@ -42,6 +50,7 @@ def photo_tiles(
     context: dg.AssetExecutionContext,
     config: PhotoTilesConfig,
     storage: StorageResource,
+    face_backend: FaceBackendResource,
     raw_photos: pd.DataFrame,
 ):
     album = context.partition_key
@@ -53,6 +62,7 @@ def photo_tiles(
     except ValueError as error:
         raise dg.Failure(description=f"{hints_path}: {error}") from error
 
+    backend = face_backend.get()
     previous_path = layout.table_path(TILES_ASSET, album)
     previous = pd.read_parquet(previous_path) if previous_path.exists() else None
     started = time.perf_counter()
@@ -65,6 +75,8 @@ def photo_tiles(
         previous,
         DEFAULT_CONFIG,
         max_previews=config.max_previews,
+        find_faces=face_finder(backend) if config.use_face_evidence else None,
+        face_evidence=face_evidence_key(backend) if config.use_face_evidence else "",
     )
     referenced = set(tiles_file_names(tiling.tiles)) | set(tiles_file_names(previous))
     pruned = prune_files(layout.files_dir(TILES_ASSET, album), keep=referenced)

@@ -8,10 +8,11 @@ decoded again, and tile files are content-addressed (``<tile_id>.jpg``) so none 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pandas as pd
 from PIL import Image
@@ -24,7 +25,7 @@ from identity_pipeline.photos import load_photo
 from identity_pipeline.storage import content_id, write_file_once
 
 # Bump when the splitter's behaviour changes, so cached splits are recomputed.
-SPLITTER_VERSION = "1"
+SPLITTER_VERSION = "2"
 TILE_JPEG_QUALITY = 95
 PREVIEW_SIZE = 256
 
@@ -57,10 +58,37 @@ class AlbumTiling:
     seconds_splitting: float = 0.0
 
 
-def split_key(config: SplitConfig, hint: Hint | None) -> str:
+FaceFinder = Callable[[np.ndarray], Sequence[Box]]
+FACE_EVIDENCE_SIDE = 800  # faces big enough to matter for a cut are found at this size
+
+
+def face_finder(backend, side: int = FACE_EVIDENCE_SIDE) -> FaceFinder:
+    """Face boxes of a photo in its own pixels, from a copy shrunk to ``side`` (any object with
+    the face backends' ``detect(image_rgb)``)."""
+
+    def find(pixels: np.ndarray) -> list[Box]:
+        scale = min(1.0, side / max(pixels.shape[:2]))
+        small = pixels
+        if scale < 1:
+            small = cv2.resize(pixels, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        height, width = pixels.shape[:2]
+        return [
+            Box(*(int(round(v / scale)) for v in face.box)).clipped(width, height)
+            for face in backend.detect(small)
+        ]
+
+    return find
+
+
+def face_evidence_key(backend, side: int = FACE_EVIDENCE_SIDE) -> str:
+    """Which detector gave the evidence: part of the split cache key."""
+    return f"{backend.name}:{backend.model_sha256[:12]}:{side}"
+
+
+def split_key(config: SplitConfig, hint: Hint | None, face_evidence: str = "") -> str:
     """What a photo's tiles depend on besides its bytes (a hint's line number does not count)."""
     what = repr(replace(hint, source="")) if hint else ""
-    return content_id(SPLITTER_VERSION, asdict(config), what, length=16)
+    return content_id(SPLITTER_VERSION, asdict(config), what, face_evidence, length=16)
 
 
 def tile_id_for(photo_id: str, box: Box) -> str:
@@ -77,14 +105,20 @@ def tile_album(
     config: SplitConfig = DEFAULT_CONFIG,
     max_previews: int = 24,
     on_photo: Callable[[str, SplitResult], None] | None = None,
+    find_faces: FaceFinder | None = None,
+    face_evidence: str = "",
 ) -> AlbumTiling:
-    """Tiles of every ``ok`` photo of ``photos`` (the raw_photos table)."""
+    """Tiles of every ``ok`` photo of ``photos`` (the raw_photos table).
+
+    ``find_faces`` (photo pixels -> face boxes) gives the splitter evidence: no seam is cut
+    through a face. ``face_evidence`` names that detector for the cache key.
+    """
     cached = _cache_by_photo(previous)
     rows: list[dict[str, object]] = []
     result = AlbumTiling(tiles=pd.DataFrame())
     for photo in photos[photos["status"] == "ok"].itertuples(index=False):
         hint = hint_for(hints, photo.path)
-        key = split_key(config, hint)
+        key = split_key(config, hint, face_evidence if find_faces else "")
         reusable = cached.get((photo.photo_id, key))
         if reusable is not None and _files_exist(reusable, relative_to):
             rows.extend(_with_source(reusable, photo.path))
@@ -96,11 +130,12 @@ def tile_album(
             result.failures[photo.path] = f"cannot decode: {type(error).__name__}: {error}"
             continue
         started = time.perf_counter()
-        split = (
-            apply_hint(hint, image.width, image.height)
-            if hint
-            else split_image(np.asarray(image), config)
-        )
+        if hint:
+            split = apply_hint(hint, image.width, image.height)
+        else:
+            pixels = np.asarray(image)
+            faces = tuple(find_faces(pixels)) if find_faces else ()
+            split = split_image(pixels, config, faces)
         result.seconds_splitting += time.perf_counter() - started
         result.split_photos += 1
         if on_photo:
