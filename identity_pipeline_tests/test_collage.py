@@ -380,7 +380,7 @@ def test_draw_cuts_marks_the_cut_lines(photos) -> None:
 
 
 def test_every_threshold_is_configurable() -> None:
-    strict = SplitConfig(seam_fraction=1.01)  # no seam can reach it
+    strict = SplitConfig(seam_score=1.01)  # no seam can reach it
     image = np.zeros((400, 400, 3), np.uint8)
     image[:, 200:] = 255
     assert len(split_image(image).boxes) == 1  # a blank side is not a photo ...
@@ -394,3 +394,61 @@ def test_every_threshold_is_configurable() -> None:
 def test_rejects_non_rgb_input() -> None:
     with pytest.raises(ValueError, match="H x W x 3 uint8"):
         split_image(np.zeros((10, 10), np.uint8))
+
+
+# --- the demo album (real photos, public domain) --------------------------------------------------
+
+DEMO_ALBUM = Path(__file__).resolve().parents[1] / "data" / "albums" / "demo"
+DEMO_COLLAGES = {
+    "collages/grid 2x2 white gutters.jpg": "grid 2x2",
+    "collages/borderless 1x3.jpg": "grid 1x3",
+    "collages/big beside column.jpg": "irregular",
+    "collages/phone stack.jpg": "stack 4",  # borderless, 540x1800, JPEG q75: once cut into 5
+}
+DEMO_PHOTOS = sorted(
+    path.relative_to(DEMO_ALBUM).as_posix()
+    for path in DEMO_ALBUM.rglob("*")
+    if path.suffix.lower() in (".jpg", ".jpeg", ".png", ".webp", ".heic")
+)
+
+
+def demo_split(relative: str):
+    from identity_pipeline.photos import load_photo
+
+    image = load_photo(DEMO_ALBUM / relative).convert("RGB")
+    return split_image(np.asarray(image)), image.size
+
+
+@pytest.mark.parametrize("relative", DEMO_PHOTOS)
+def test_demo_album_photos_split_as_expected(relative) -> None:
+    result, (width, height) = demo_split(relative)
+    expected = DEMO_COLLAGES.get(relative, "single")
+    assert result.kind == expected, [b.as_list() for b in result.boxes]
+    if expected == "single":  # plain photos: the whole image, nothing trimmed
+        assert [b.as_list() for b in result.boxes] == [[0, 0, width, height]]
+    if relative == "collages/big beside column.jpg":
+        assert len(result.boxes) == 4
+
+
+def test_demo_podium_edge_is_not_a_seam() -> None:
+    """Regression: the straight, full-width top edge of the podium was cut as a seam."""
+    result, size = demo_split("2009-09 obama speech.jpg")
+    assert result.boxes == (Box(0, 0, *size),)
+
+
+def test_demo_borderless_phone_stack_has_four_full_width_tiles() -> None:
+    """Regression: the flag's edge in the last photo was cut too (5 tiles)."""
+    result, (width, height) = demo_split("collages/phone stack.jpg")
+    assert result.kind == "stack 4"
+    assert all(box.x0 == 0 and box.x1 == width for box in result.boxes)
+    assert result.boxes[0].y0 == 0 and result.boxes[-1].y1 == height
+    assert {cut.source for cut in result.cuts} == {"seam"}
+
+
+def test_seam_scorer_file_is_small_readable_json() -> None:
+    from identity_pipeline.collage import split as split_module
+
+    data = json.loads(split_module.SCORER_FILE.read_text(encoding="utf-8"))
+    assert tuple(data["features"]) == split_module.SCORER_FEATURES
+    assert len(data["coef"]) == len(data["mean"]) == len(data["scale"]) == len(data["features"])
+    assert "seeds" in data["trained_on"]  # which synthetic seeds it was fitted on

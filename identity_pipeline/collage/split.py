@@ -8,27 +8,32 @@ rows around each cut to place it to the pixel:
    interior bands with a photo edge on both sides are gutters (unless the scene visibly goes on
    behind them, like a window bar; or they repeat closer than photos can be, like blank paper
    between lines of text).
-2. Seams (no gutter): per pixel, the step between the rows two apart across the line (so a seam
-   blended into one row by resizing still counts), pooled along the line, that is much larger
-   than the step just beside it on at least one side; a seam shows it over most of the line's
-   length. JPEG block edges are weak, texture is on both sides; a seam is strong and full-length.
-3. Straight edges inside one photo are refused: a line crossed by an object that continues on
-   both sides (a pole across a horizon, ascenders across a text line); two parallel lines closer
-   than a photo can be (a wire, a mortar line, a door post, a window bar) unless a flat strip
-   between them makes a thin gutter; one of many regularly spaced lines (bricks, text); a line
-   whose two sides look alike (one palette, one texture) unless its evidence is strong; a cut
-   that leaves a blank piece (an empty sky, a painted wall) or one too small or thin for a photo;
-   a cut through a given face box.
+2. Seams (no gutter): candidate lines are local maxima of the share of the line showing a step
+   much larger than the step just beside it (``_seam_evidence``), or of the step profile (the
+   step across the line against the steps 3 rows away, per stretch of the line). Each is judged
+   by a small learned logistic scorer (``seam_scorer.json``, trained by
+   ``benchmarks/train_collage_scorer.py`` on synthetic collages of seeds the benchmark does not
+   evaluate) over a dozen features: evidence share, step ratios, a periodic structure around it
+   (bricks, text), an object's other edge close by (a post, a bar), objects crossing it (a pole
+   across a horizon), how alike the two sides look, and the pieces it would leave (size, aspect,
+   detail). A line whose step is no larger than the steps beside it is never a seam.
+3. Hard limits stay rules: a cut through a given face box, a piece too small, thin or blank for a
+   photo; a thin flat strip between two close edges is a thin gutter.
 4. The first cuts set the collage's style: after gutters only gutters of that colour follow,
    after seams only seams (collages use one or the other throughout).
 5. Cut along the chosen lines of one direction and recurse into each piece, so irregular layouts
-   (a big photo beside a column, rows with different column counts) come out too.
+   (a big photo beside a column, rows with different column counts) come out too. Grid prior:
+   lines taken across the whole region in the other direction are cut in every piece, and after
+   a borderless split a weaker line continuing a seam cut elsewhere is taken too.
 """
 
 from __future__ import annotations
 
+import functools
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -80,6 +85,22 @@ class SplitConfig:
     similar_sides_floor: float = 0.7
     similar_sides_penalty: float = 1.0
     partner_fraction: float = 0.6  # weakest line that counts as an object's other edge
+    # Learned line scorer (seam_scorer.json, trained by benchmarks/train_collage_scorer.py on
+    # synthetic collages of other seeds than the benchmark's): a line is a seam at this score.
+    seam_score: float = 0.5
+    # Candidates: lines with at least this share of step evidence, or this log step ratio
+    # (median over profile_segments stretches; steps get profile_floor added, so flat rows
+    # beside flat rows are not a ratio of noise).
+    seam_candidate_fraction: float = 0.5
+    seam_candidate_profile: float = 0.5
+    # Lines taken across a whole region in the direction not cut first are cut in each piece.
+    inherit_lines: bool = True
+    # A seam's step is at least the steps 3 rows beside it (median log ratio over the line).
+    seam_min_step_ratio: float = 0.0
+    # A line continuing a seam already cut elsewhere in the collage needs only this score.
+    aligned_seam_score: float = 0.15
+    profile_segments: int = 8
+    profile_floor: float = 6.0
     # Analysis rows within which two seam candidates are one line (a thin gutter's two edges).
     nms_radius: int = 3
     thin_object_rows: int = 6  # two edges this close: a thin gutter if flat between, else an object
@@ -123,6 +144,49 @@ class SplitConfig:
 
 
 DEFAULT_CONFIG = SplitConfig()
+SCORER_FILE = Path(__file__).with_name("seam_scorer.json")
+SCORER_FEATURES = (
+    "evidence share",
+    "step ratio median",
+    "step ratio q25",
+    "step ratio to calmer side",
+    "periodic lines",
+    "object edge",
+    "crossing objects",
+    "side similarity",
+    "log smaller piece share",
+    "log worse aspect",
+    "smaller detail share",
+    "style is seams",
+    "close parallel lines",
+)
+
+
+@dataclass(frozen=True)
+class _Scorer:
+    """Logistic regression over standardised line features, from a small readable JSON file."""
+
+    mean: np.ndarray
+    scale: np.ndarray
+    coef: np.ndarray
+    intercept: float
+
+    def score(self, features: np.ndarray) -> float:
+        z = float(((features - self.mean) / self.scale) @ self.coef + self.intercept)
+        return 1.0 / (1.0 + np.exp(-np.clip(z, -40.0, 40.0)))
+
+
+@functools.cache
+def _scorer() -> _Scorer:
+    data = json.loads(SCORER_FILE.read_text(encoding="utf-8"))
+    if tuple(data["features"]) != SCORER_FEATURES:
+        raise ValueError(f"{SCORER_FILE.name} was trained on other features; retrain it")
+    return _Scorer(
+        np.asarray(data["mean"], np.float64),
+        np.asarray(data["scale"], np.float64),
+        np.asarray(data["coef"], np.float64),
+        float(data["intercept"]),
+    )
 
 
 @dataclass(frozen=True)
@@ -138,6 +202,17 @@ class _Line:
     @property
     def centre(self) -> float:
         return (self.start + self.end) / 2
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    """A possible seam at analysis row ``row``: its evidence share, what a close parallel line
+    makes of it (a thin gutter, an object edge's reason, or None) and its scorer features."""
+
+    row: int
+    value: float
+    verdict: _Line | str | None
+    features: np.ndarray
 
 
 @dataclass
@@ -165,9 +240,13 @@ class _Axis:
         np.cumsum(img, axis=1, out=self.prefix[:, 1:])
         self.prefix_sq = np.zeros((lines, length + 1, 3), np.float64)
         np.cumsum(np.square(img, dtype=np.float64), axis=1, out=self.prefix_sq[:, 1:])
-        evidence = _seam_evidence(img, config)
+        evidence, step = _seam_evidence(img, config)
         self.evidence = np.zeros((lines, length + 1), np.int32)
         np.cumsum(evidence, axis=1, out=self.evidence[:, 1:])
+        # Step across each row (row r-1 against row r+1), summed along the line: for the
+        # step profile of a line against the lines beside it, per stretch of the line.
+        self.step = np.zeros((lines, length + 1), np.float64)
+        np.cumsum(step, axis=1, out=self.step[:, 1:])
 
     def row_stats(self, a0: int, a1: int, b0: int, b1: int) -> tuple[np.ndarray, np.ndarray]:
         """Mean colour and mean per-channel std of rows a0..a1 over columns b0..b1."""
@@ -199,7 +278,7 @@ class _Axis:
         return float((distance >= self.config.edge_step).mean(axis=1).max())
 
 
-def _seam_evidence(img: np.ndarray, config: SplitConfig) -> np.ndarray:
+def _seam_evidence(img: np.ndarray, config: SplitConfig) -> tuple[np.ndarray, np.ndarray]:
     """Per pixel: does a horizontal line through this row look like the boundary of two photos?
 
     ``step[r]`` compares row r-1 with row r+1, so a seam blended into one row by downscaling still
@@ -210,8 +289,9 @@ def _seam_evidence(img: np.ndarray, config: SplitConfig) -> np.ndarray:
     """
     step = np.zeros(img.shape[:2], np.float32)
     if img.shape[0] < 5:
-        return step.astype(bool)
+        return step.astype(bool), step
     step[1:-1] = np.abs(img[2:] - img[:-2]).sum(axis=2)
+    raw = step
     if config.seam_pool > 1:
         step = cv2.blur(step, (config.seam_pool, 1))
     big = np.float32(1e9)
@@ -220,7 +300,7 @@ def _seam_evidence(img: np.ndarray, config: SplitConfig) -> np.ndarray:
     above[2:] = step[:-2]
     below[:-2] = step[2:]
     beside = np.minimum(above, below)
-    return (step >= config.seam_step) & (step >= config.seam_step_ratio * beside)
+    return (step >= config.seam_step) & (step >= config.seam_step_ratio * beside), raw
 
 
 class _Splitter:
@@ -253,6 +333,7 @@ class _Splitter:
         # flat band is part of a photo (a mortar line, a window bar).
         self.style: str | None = None  # None until the first cut, then CUT_GUTTER or CUT_SEAM
         self.gutter_colour: np.ndarray | None = None
+        self.best_refused_score: float | None = None  # the best seam score below the threshold
 
     def _note(self, message: str) -> None:
         if self.trace is not None:
@@ -261,15 +342,91 @@ class _Splitter:
     # --- recursion --------------------------------------------------------------------------
 
     def split(self) -> list[Box]:
-        return self._split_region(Box(0, 0, self.width, self.height), depth=0)
+        boxes = self._split_region(Box(0, 0, self.width, self.height), depth=0)
+        if self.style == CUT_SEAM and self.config.aligned_seam_score < self.config.seam_score:
+            boxes = self._aligned_pass(boxes)
+        return boxes
 
-    def _split_region(self, region: Box, depth: int) -> list[Box]:
+    def _aligned_pass(self, boxes: list[Box]) -> list[Box]:
+        """Grid prior: a weaker seam in one tile that continues a seam cut elsewhere in the
+        collage (the same row or column) is taken too; collage tools line tiles up.
+
+        Two similar photos side by side show little evidence, but the line it lies on is
+        already known from the neighbouring tiles.
+        """
+        pending = list(boxes)
+        done: list[Box] = []
+        while pending:
+            box = pending.pop()
+            pieces = None
+            for name in ("h", "v"):
+                pieces = self._aligned_cut(name, box)
+                if pieces:
+                    break
+            if pieces:
+                pending.extend(pieces)
+            else:
+                done.append(box)
+        return done
+
+    def _aligned_cut(self, name: str, region: Box) -> list[Box] | None:
+        axis = self.axes[name]
+        a0, a1, b0, b1 = self._analysis_region(name, region)
+        min_rows = self.min_tile * axis.scale
+        if a1 - a0 < 2 * min_rows or b1 - b0 < 4:
+            return None
+        positions = sorted(
+            {
+                cut.y0 if name == "h" else cut.x0
+                for cut in self.decisions.cuts
+                if cut.source == CUT_SEAM and cut.horizontal == (name == "h")
+            }
+        )
+        rows = [
+            round(position * axis.scale - 0.5)
+            for position in positions
+            if a0 + min_rows <= position * axis.scale <= a1 - min_rows
+        ]
+        if not rows:
+            return None
+        scorer = _scorer()
+        lines = []
+        for candidate in self._seam_candidates(name, region, a0, a1, b0, b1, [], rows):
+            if candidate.features.size == 0 or not (
+                a0 + min_rows <= candidate.row <= a1 - min_rows
+            ):
+                continue
+            score = self._score(scorer, candidate)
+            self._note(
+                f"{name} aligned seam {candidate.row} in {region.as_list()} score {score:.2f}"
+            )
+            line = _Line(candidate.row, candidate.row, score, False)
+            if score >= self.config.aligned_seam_score and not self._crosses_face(
+                name, region, line
+            ):
+                lines.append(line)
+        lines = _space_out(lines, a0, a1, min_rows)
+        lines = self._drop_implausible_pieces(name, region, a0, a1, lines)
+        if not lines:
+            return None
+        return self._cut(name, region, lines)
+
+    def _split_region(
+        self, region: Box, depth: int, inherited: tuple[str, Sequence[_Line]] | None = None
+    ) -> list[Box]:
+        """``inherited``: lines taken across the parent region in the direction it was not cut
+        (full-length there, so full-length across this piece too: a grid's other cuts)."""
         region = self._trim_margins(region)
         if region.width < 2 or region.height < 2:
             return []
         if depth >= self.config.max_depth:
             return [region]
-        choices = {name: self._lines(name, region) for name in ("h", "v")}
+        choices = {
+            name: self._lines(
+                name, region, inherited[1] if inherited and inherited[0] == name else ()
+            )
+            for name in ("h", "v")
+        }
         name = max(choices, key=lambda key: _orientation_score(choices[key]))
         lines = choices[name]
         if not lines:
@@ -277,9 +434,11 @@ class _Splitter:
         pieces = self._cut(name, region, lines)
         if self.style is None and self.config.consistent_gutters:
             self.style = CUT_GUTTER if self.gutter_colour is not None else CUT_SEAM
+        other = "v" if name == "h" else "h"
+        across = (other, choices[other]) if self.config.inherit_lines else None
         boxes: list[Box] = []
         for piece in pieces:
-            boxes.extend(self._split_region(piece, depth + 1))
+            boxes.extend(self._split_region(piece, depth + 1, across))
         return boxes
 
     # --- coordinates ------------------------------------------------------------------------
@@ -350,7 +509,7 @@ class _Splitter:
 
     # --- candidate lines --------------------------------------------------------------------
 
-    def _lines(self, name: str, region: Box) -> list[_Line]:
+    def _lines(self, name: str, region: Box, inherited: Sequence[_Line] = ()) -> list[_Line]:
         axis = self.axes[name]
         a0, a1, b0, b1 = self._analysis_region(name, region)
         min_rows = self.min_tile * axis.scale
@@ -358,6 +517,7 @@ class _Splitter:
             return []
         mean, std = axis.row_stats(a0, a1, b0, b1)
         gutters = _drop_crowded(self._gutters(axis, a0, a1, b0, b1, mean, std), min_rows)
+        self.best_refused_score = None
         seams = self._seams(name, region, a0, a1, b0, b1, [])
         beside_gutter = [
             line
@@ -384,6 +544,12 @@ class _Splitter:
             ]
         else:
             seams = [line for line in seams if line.gutter]
+        radius = self.config.nms_radius
+        seams += [
+            line
+            for line in inherited
+            if not any(abs(line.centre - other.centre) <= radius for other in gutters + seams)
+        ]
         candidates = [
             line
             for line in gutters + seams
@@ -399,14 +565,13 @@ class _Splitter:
             f"{[(c.start, round(c.strength, 2)) for c in seams]} chosen "
             f"{[(c.start, c.end) for c in chosen]}"
         )
-        rejected = [c for c in seams if c not in chosen]
+        rejected = [c.strength for c in seams if c not in chosen and not c.gutter]
+        if self.best_refused_score is not None:
+            rejected.append(self.best_refused_score)
         if rejected and not chosen:
-            best = max(c.strength for c in rejected)
-            self.decisions.margins.append(
-                max(0.0, (self.config.seam_fraction - best) / self.config.seam_fraction)
-                if best < self.config.seam_fraction
-                else 0.0
-            )
+            threshold = self.config.seam_score
+            best = max(rejected)
+            self.decisions.margins.append(max(0.0, (threshold - best) / threshold))
         return chosen
 
     def _gutters(
@@ -480,50 +645,174 @@ class _Splitter:
         b1: int,
         gutters: list[_Line],
     ) -> list[_Line]:
-        """Seam candidates; thin gutters seen as two close edges; object edges left out."""
+        """Seams the learned line scorer accepts, and thin gutters seen as two close edges."""
+        config = self.config
+        scorer = _scorer()
+        lines: list[_Line] = []
+        paired: set[int] = set()
+        for candidate in self._seam_candidates(name, region, a0, a1, b0, b1, gutters):
+            if candidate.row in paired:
+                continue
+            if isinstance(candidate.verdict, _Line):
+                lines.append(candidate.verdict)
+                paired.update((candidate.verdict.start, candidate.verdict.end))
+                continue
+            score = self._score(scorer, candidate)
+            self._note(
+                f"{name} seam {candidate.row} {candidate.value:.2f} verdict {candidate.verdict} "
+                f"score {score:.2f} features {np.round(candidate.features, 2).tolist()}"
+            )
+            if score >= config.seam_score:
+                lines.append(_Line(candidate.row, candidate.row, score, False))
+            elif self.best_refused_score is None or score > self.best_refused_score:
+                self.best_refused_score = score
+        return lines
+
+    def _score(self, scorer: _Scorer, candidate: _Candidate) -> float:
+        """The scorer's probability that the candidate is a seam; 0 when its step is, over most
+        of its length, no larger than the steps beside it (a soft edge, not a seam)."""
+        if candidate.features[1] < self.config.seam_min_step_ratio:
+            return 0.0
+        return scorer.score(candidate.features)
+
+    def _seam_candidates(
+        self,
+        name: str,
+        region: Box,
+        a0: int,
+        a1: int,
+        b0: int,
+        b1: int,
+        gutters: list[_Line],
+        near_rows: Sequence[int] | None = None,
+    ) -> list[_Candidate]:
+        """Every line that might be a seam, with the features the line scorer judges it by.
+
+        Candidates are local maxima of the share of the line showing a step (``_seam_evidence``)
+        or of the step profile (the step across the line against the steps 3 rows away, per
+        stretch of the line, so two textured photos with one palette show up too).
+        """
         config = self.config
         axis = self.axes[name]
         fraction = axis.seam_fraction(a0, a1, b0, b1)
         edge = config.nms_radius + 1  # rows next to the region's border see its blended edge
+
+        def usable(index: int) -> bool:
+            return edge <= index < len(fraction) - edge and not any(
+                g.start - 3 <= a0 + index <= g.end + 2 for g in gutters
+            )
+
         peaks = [
             (a0 + index, value)
             for index, value in _peaks(fraction, config.partner_fraction, config.nms_radius)
-            if edge <= index < len(fraction) - edge
-            and not any(g.start - 3 <= a0 + index <= g.end + 2 for g in gutters)
+            if usable(index)
         ]
+        ratio_max, ratio_min = self._step_profile(axis, a0, a1, b0, b1)
+        median_max = np.median(ratio_max, axis=1)
+        if near_rows is None:
+            found = _peaks(fraction, config.seam_candidate_fraction, config.nms_radius)
+            found += _peaks(median_max, config.seam_candidate_profile, config.nms_radius)
+            rows = sorted({index for index, _ in found if usable(index)})
+        else:  # the best row within a couple of rows of each given one
+            rows = []
+            for wanted in near_rows:
+                lo, hi = max(0, wanted - a0 - 2), min(len(fraction), wanted - a0 + 3)
+                if hi > lo:
+                    best = lo + int(np.argmax(fraction[lo:hi] + median_max[lo:hi]))
+                    if usable(best):
+                        rows.append(best)
+        # Two candidates within the NMS radius are one line: keep the better of the two.
+        merged: list[int] = []
+        for index in rows:
+            if merged and index - merged[-1] <= config.nms_radius:
+                previous = merged[-1]
+                if fraction[index] + median_max[index] > fraction[previous] + median_max[previous]:
+                    merged[-1] = index
+                continue
+            merged.append(index)
         object_rows = config.object_max_fraction * max(axis.img.shape[:2])
         min_rows = self.min_tile * axis.scale
-        lines: list[_Line] = []
-        paired: set[int] = set()
-        for row, value in peaks:
-            if value < config.seam_fraction or row in paired:
-                continue
+        candidates = []
+        for index in merged:
+            row = a0 + index
+            value = float(fraction[max(0, index - 1) : index + 2].max())
             near = [(r, v) for r, v in peaks if config.nms_radius < abs(r - row) < min_rows]
             before = sum(1 for r, _ in near if r < row)
-            if min(before, len(near) - before) >= config.periodic_lines:
-                # Many parallel lines closer than photos can be: brick courses, text, blinds.
-                self._note(f"{name} seam {row} {value:.2f} is one of periodic lines {near}")
-                continue
-            verdict = self._pair_verdict(name, axis, row, near, peaks, object_rows, b0, b1)
+            periodic = min(before, len(near) - before)
+            verdict = None
+            if value >= config.seam_fraction and periodic < config.periodic_lines:
+                verdict = self._pair_verdict(name, axis, row, near, peaks, object_rows, b0, b1)
             if isinstance(verdict, _Line):
-                lines.append(verdict)
-                paired.update((verdict.start, verdict.end))
+                candidates.append(_Candidate(row, value, verdict, np.zeros(0)))
                 continue
-            if verdict is not None:
-                self._note(f"{name} seam {row} {value:.2f} is an object edge: {verdict}")
-                continue
-            crossings = self._crossing_objects(axis, row, b0, b1)
-            similarity = self._side_similarity(axis, row, a0, a1, b0, b1)
-            needed = config.seam_fraction + config.similar_sides_penalty * max(
-                0.0, similarity - config.similar_sides_floor
+            features = np.array(
+                [
+                    value,
+                    float(median_max[index]),
+                    float(np.quantile(ratio_max[index], 0.25)),
+                    float(np.median(ratio_min[index])),
+                    min(periodic, 4),
+                    1.0 if verdict is not None else 0.0,
+                    min(self._crossing_objects(axis, row, b0, b1), 3),
+                    self._side_similarity(axis, row, a0, a1, b0, b1),
+                    *self._piece_features(name, region, row, a0, a1, b0, b1),
+                    1.0 if self.style == CUT_SEAM else 0.0,
+                    min(len(near), 8),
+                ],
+                dtype=np.float64,
             )
-            self._note(
-                f"{name} seam {row} {value:.2f} crossed by {crossings} "
-                f"similarity {similarity:.2f} needs {needed:.2f}"
-            )
-            if crossings < config.crossing_objects and value >= needed:
-                lines.append(_Line(row, row, float(value), False))
-        return lines
+            candidates.append(_Candidate(row, value, verdict, features))
+        return candidates
+
+    def _step_profile(
+        self, axis: _Axis, a0: int, a1: int, b0: int, b1: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Per row of a0..a1 and per stretch of the line: log of the step across the row over
+        the larger (and over the smaller) of the steps 3 rows above and below.
+
+        A seam is a step against both photos' own row-to-row change, along its whole length.
+        """
+        config = self.config
+        count = max(1, min(config.profile_segments, (b1 - b0) // 8))
+        bounds = np.linspace(b0, b1, count + 1).round().astype(int)
+        lines = axis.step.shape[0]
+        lo, hi = max(0, a0 - 3), min(lines, a1 + 3)
+        sums = axis.step[lo:hi, bounds[1:]] - axis.step[lo:hi, bounds[:-1]]
+        means = sums / np.maximum(1, bounds[1:] - bounds[:-1])
+        padded = np.full((a1 - a0 + 6, count), np.nan)
+        padded[lo - (a0 - 3) : hi - (a0 - 3)] = means
+        here = padded[3:-3]
+        above, below = padded[:-6], padded[6:]
+        above = np.where(np.isnan(above), below, above)
+        below = np.where(np.isnan(below), above, below)
+        here = np.nan_to_num(here)
+        floor = config.profile_floor
+        beside_max = np.nan_to_num(np.maximum(above, below))
+        beside_min = np.nan_to_num(np.minimum(above, below))
+        return (
+            np.log((here + floor) / (beside_max + floor)),
+            np.log((here + floor) / (beside_min + floor)),
+        )
+
+    def _piece_features(
+        self, name: str, region: Box, row: int, a0: int, a1: int, b0: int, b1: int
+    ) -> tuple[float, float, float]:
+        """The pieces a cut at ``row`` leaves: log of the smaller one's share of the region,
+        log of the worse aspect ratio, the smaller share of detailed pixels of the two."""
+        axis = self.axes[name]
+        first, second = row - a0, a1 - row
+        along = max(1, b1 - b0)
+        aspect = max(max(length, along) / max(1, min(length, along)) for length in (first, second))
+        detail = min(
+            self._detail_share(name, a0 + 1, row - 1, b0, b1),
+            self._detail_share(name, row + 1, a1 - 1, b0, b1),
+        )
+        del axis
+        return (
+            float(np.log(max(1, min(first, second)) / max(1, a1 - a0))),
+            float(np.log(aspect)),
+            float(min(detail, 0.5)),
+        )
 
     def _side_similarity(self, axis: _Axis, row: int, a0: int, a1: int, b0: int, b1: int) -> float:
         """Appearance-histogram intersection (0..1) of the strips on the two sides of a line.
@@ -751,7 +1040,8 @@ class _Splitter:
             else:
                 self._adopt_gutter(self._thin_core_colour(name, lo, g0, g1))
             return lo, hi, CUT_GUTTER, 1.0
-        margin = (line.strength - self.config.seam_fraction) / (1.0 - self.config.seam_fraction)
+        threshold = self.config.seam_score
+        margin = (line.strength - threshold) / max(1e-6, 1.0 - threshold)
         return lo, hi, CUT_SEAM, min(1.0, max(0.0, margin))
 
     def _thin_core_colour(self, name: str, position: int, g0: int, g1: int) -> np.ndarray:

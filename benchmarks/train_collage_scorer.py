@@ -1,0 +1,210 @@
+"""Train the collage splitter's seam scorer (identity_pipeline/collage/seam_scorer.json).
+
+    .venv/bin/python benchmarks/train_collage_scorer.py [--seeds 7 8 9 10] [--check-seed 11]
+
+Builds synthetic borderless collages and single photos (identity_pipeline.collage.synthetic) from
+seeds the benchmark does not evaluate on (it uses --seed 0, 1, 2, ...: case seeds seed*100000+i;
+these default to 7..10), walks each collage's true guillotine tree, and collects every seam
+candidate the splitter considers in every true region (both directions) with its features. A
+candidate is positive when it lies on a true full-length cut of that region. A logistic
+regression over the standardised features is written as a small readable JSON file; the splitter
+accepts a line whose score reaches ``SplitConfig.seam_score``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import random
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+
+from identity_pipeline.collage import Box, SplitConfig  # noqa: E402
+from identity_pipeline.collage import split as split_module  # noqa: E402
+from identity_pipeline.collage.boxes import CUT_SEAM  # noqa: E402
+from identity_pipeline.collage.synthetic import random_case, sample_photos  # noqa: E402
+
+# Families whose lines the seam scorer decides (gutter collages are cut at their gutters).
+TRAIN_FAMILIES = {
+    "grid borderless": 40,
+    "stack borderless": 25,
+    "irregular borderless": 40,
+    "framed single": 15,
+    "single": 30,
+    "single edges": 60,
+}
+DEFAULT_SEEDS = (7, 8, 9, 10)
+MATCH_ROWS = 2.0  # analysis rows between a candidate and a true cut that still count as one
+
+
+def true_gaps(boxes: list[Box], region: Box, name: str) -> list[tuple[int, int]]:
+    """Full-length cuts of ``region`` in direction ``name``: [lo, hi) gaps no box straddles."""
+    spans = sorted((b.y0, b.y1) if name == "h" else (b.x0, b.x1) for b in boxes)
+    gaps = []
+    end = spans[0][1]
+    for lo, hi in spans[1:]:
+        if lo >= end:
+            gaps.append((end, lo))
+        end = max(end, hi)
+    return gaps
+
+
+def inside(box: Box, region: Box) -> bool:
+    return (
+        box.x0 >= region.x0 - 2
+        and box.y0 >= region.y0 - 2
+        and box.x1 <= region.x1 + 2
+        and box.y1 <= region.y1 + 2
+    )
+
+
+def collect(splitter, region: Box, boxes: list[Box], depth: int, rng, rows: list) -> None:
+    """Candidates of ``region`` in both directions, labelled; recurse into the true pieces."""
+    splitter.style = CUT_SEAM if depth > 0 else None
+    gaps = {name: true_gaps(boxes, region, name) if len(boxes) > 1 else [] for name in "hv"}
+    for name in "hv":
+        axis = splitter.axes[name]
+        a0, a1, b0, b1 = splitter._analysis_region(name, region)
+        min_rows = splitter.min_tile * axis.scale
+        if a1 - a0 < 2 * min_rows or b1 - b0 < 4:
+            continue
+        for candidate in splitter._seam_candidates(name, region, a0, a1, b0, b1, []):
+            if candidate.features.size == 0:
+                continue  # a thin gutter: decided by rule, not by the scorer
+            if candidate.row - a0 < min_rows or a1 - candidate.row < min_rows:
+                continue  # the splitter never takes these
+            position = candidate.row + 0.5
+            label = any(
+                abs(position - (lo + hi) / 2 * axis.scale) <= MATCH_ROWS for lo, hi in gaps[name]
+            )
+            rows.append((*candidate.features.tolist(), float(label)))
+    directions = [name for name in "hv" if gaps[name]]
+    if not directions:
+        return
+    name = rng.choice(directions)
+    edges = [region.y0 if name == "h" else region.x0]
+    for lo, hi in gaps[name]:
+        edges += [lo, hi]
+    edges.append(region.y1 if name == "h" else region.x1)
+    for start, end in zip(edges[::2], edges[1::2], strict=True):
+        piece = (
+            Box(region.x0, start, region.x1, end)
+            if name == "h"
+            else Box(start, region.y0, end, region.y1)
+        )
+        members = [b for b in boxes if inside(b, piece)]
+        if members:
+            collect(splitter, piece, members, depth + 1, rng, rows)
+
+
+def case_rows(job: tuple[str, int]) -> list:
+    family, case_seed = job
+    collage = random_case(family, _PHOTOS, case_seed)
+    image = np.ascontiguousarray(np.asarray(collage.image))
+    splitter = split_module._Splitter(image, SplitConfig(), ())
+    full = Box(0, 0, image.shape[1], image.shape[0])
+    boxes = list(collage.boxes)
+    root = full if len(boxes) > 1 else splitter._trim_margins(full)
+    rows: list = []
+    collect(splitter, root, boxes, 0, random.Random(case_seed), rows)
+    return rows
+
+
+_PHOTOS: list = []
+
+
+def _init_worker() -> None:
+    cv2.setNumThreads(1)
+    _PHOTOS[:] = [photo for _, photo in sample_photos()]
+
+
+def dataset(seeds: list[int], workers: int) -> np.ndarray:
+    jobs = [
+        (family, seed * 100_000 + index)
+        for seed in seeds
+        for family, count in TRAIN_FAMILIES.items()
+        for index in range(count)
+    ]
+    if workers > 1:
+        with multiprocessing.Pool(workers, initializer=_init_worker) as pool:
+            results = pool.map(case_rows, jobs, chunksize=4)
+    else:
+        _init_worker()
+        results = [case_rows(job) for job in jobs]
+    return np.asarray([row for rows in results for row in rows], np.float64)
+
+
+def fit(data: np.ndarray, c: float) -> dict:
+    from sklearn.linear_model import LogisticRegression
+
+    x, y = data[:, :-1], data[:, -1]
+    mean = x.mean(axis=0)
+    scale = x.std(axis=0)
+    scale[scale < 1e-6] = 1.0
+    model = LogisticRegression(C=c, max_iter=2000)
+    model.fit((x - mean) / scale, y)
+    return {
+        "features": list(split_module.SCORER_FEATURES),
+        "mean": [round(float(v), 6) for v in mean],
+        "scale": [round(float(v), 6) for v in scale],
+        "coef": [round(float(v), 6) for v in model.coef_[0]],
+        "intercept": round(float(model.intercept_[0]), 6),
+    }
+
+
+def report(name: str, data: np.ndarray, weights: dict, threshold: float) -> None:
+    x, y = data[:, :-1], data[:, -1].astype(bool)
+    z = ((x - np.asarray(weights["mean"])) / np.asarray(weights["scale"])) @ np.asarray(
+        weights["coef"]
+    ) + weights["intercept"]
+    accept = 1 / (1 + np.exp(-z)) >= threshold
+    print(
+        f"{name}: {len(y)} candidates, {int(y.sum())} true seams; "
+        f"missed {int((y & ~accept).sum())}, false {int((~y & accept).sum())}"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=list(DEFAULT_SEEDS))
+    parser.add_argument("--check-seed", type=int, default=11)
+    parser.add_argument("--c", type=float, default=1.0, help="inverse L2 regularisation")
+    parser.add_argument("--out", type=Path, default=split_module.SCORER_FILE)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--data", type=Path, help="cache the candidates here (reused if present)")
+    args = parser.parse_args(argv)
+    config = SplitConfig()
+    started = time.perf_counter()
+    if args.data and args.data.exists():
+        saved = np.load(args.data)
+        train, check = saved["train"], saved["check"]
+    else:
+        train = dataset(args.seeds, args.workers)
+        check = dataset([args.check_seed], args.workers)
+        if args.data:
+            np.savez_compressed(args.data, train=train, check=check)
+    weights = fit(train, args.c)
+    weights["trained_on"] = (
+        f"benchmarks/train_collage_scorer.py, seeds {args.seeds}, C={args.c}, "
+        f"{len(train)} candidates"
+    )
+    report("train", train, weights, config.seam_score)
+    report(f"seed {args.check_seed}", check, weights, config.seam_score)
+    args.out.write_text(json.dumps(weights, indent=2) + "\n", encoding="utf-8")
+    for feature, coef in zip(weights["features"], weights["coef"], strict=True):
+        print(f"  {feature:<28}{coef:+.3f}")
+    print(f"wrote {args.out} in {time.perf_counter() - started:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
