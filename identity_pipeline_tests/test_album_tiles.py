@@ -81,7 +81,7 @@ def test_face_evidence_is_asked_for_and_keyed(album, tmp_path: Path) -> None:
 
 
 def test_problems_name_overlaps_and_tiles_outside() -> None:
-    photos = pd.DataFrame({"photo_id": ["p"], "width": [100], "height": [100]})
+    photos = pd.DataFrame({"photo_id": ["p"], "status": ["ok"], "width": [100], "height": [100]})
     tiles = pd.DataFrame(
         {"photo_id": ["p", "p"], "x0": [0, 40], "y0": [0, 0], "x1": [60, 120], "y1": [100, 100]}
     )

@@ -448,7 +448,14 @@ def test_demo_borderless_phone_stack_has_four_full_width_tiles() -> None:
 def test_seam_scorer_file_is_small_readable_json() -> None:
     from identity_pipeline.collage import split as split_module
 
-    data = json.loads(split_module.SCORER_FILE.read_text(encoding="utf-8"))
+    text = split_module.SCORER_FILE.read_text(encoding="utf-8")
+    assert len(text.encode()) < 20_000
+    data = json.loads(text)
+    features = len(split_module.SCORER_FEATURES)
     assert tuple(data["features"]) == split_module.SCORER_FEATURES
-    assert len(data["coef"]) == len(data["mean"]) == len(data["scale"]) == len(data["features"])
+    assert len(data["mean"]) == len(data["scale"]) == features
+    units = len(data["hidden"]["bias"])  # one hidden layer of a few rectified units
+    assert 0 < units <= 32
+    assert [len(row) for row in data["hidden"]["weights"]] == [units] * features
+    assert len(data["coef"]) == units
     assert "seeds" in data["trained_on"]  # which synthetic seeds it was fitted on

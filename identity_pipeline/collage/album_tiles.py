@@ -25,7 +25,7 @@ from identity_pipeline.photos import load_photo
 from identity_pipeline.storage import content_id, write_file_once
 
 # Bump when the splitter's behaviour changes, so cached splits are recomputed.
-SPLITTER_VERSION = "3"
+SPLITTER_VERSION = "4"
 TILE_JPEG_QUALITY = 95
 PREVIEW_SIZE = 256
 
@@ -219,7 +219,10 @@ def tiles_file_names(tiles: pd.DataFrame | None) -> list[str]:
 
 def tiles_problems(tiles: pd.DataFrame, photos: pd.DataFrame) -> list[str]:
     """Tiles outside their photo, or overlapping a sibling: what the asset check reports."""
-    sizes = photos.set_index("photo_id")[["width", "height"]].to_dict(orient="index")
+    # Usable photos only, one row per id: byte-identical copies share their photo_id (the copies
+    # are "skipped: duplicate of ..." rows), and skipped rows carry no usable size.
+    usable = photos[photos["status"] == "ok"].drop_duplicates("photo_id")
+    sizes = usable.set_index("photo_id")[["width", "height"]].to_dict(orient="index")
     problems: list[str] = []
     for photo_id, group in tiles.groupby("photo_id"):
         size = sizes.get(photo_id)
