@@ -12,7 +12,12 @@ import dagster as dg
 import pandas as pd
 import pyarrow as pa
 
-from identity_pipeline.storage import DataLayout, atomic_write_table, read_table
+from identity_pipeline.storage import (
+    DataLayout,
+    atomic_write_table,
+    read_table,
+    remove_stale_temporaries,
+)
 
 
 class TableIOManager(dg.ConfigurableIOManager):
@@ -43,6 +48,7 @@ class TableIOManager(dg.ConfigurableIOManager):
         partition = context.asset_partition_key if context.has_asset_partitions else None
         path = self._path(context.asset_key, partition)
         atomic_write_table(path, table)
+        remove_stale_temporaries(path)  # left by runs killed while writing this table
         context.add_output_metadata(
             {"table_path": dg.MetadataValue.path(str(path)), "dagster/row_count": table.num_rows}
         )

@@ -15,6 +15,8 @@ reader (or a run killed with SIGKILL) only ever sees the old file or the complet
 from __future__ import annotations
 
 import contextlib
+import errno
+import glob
 import hashlib
 import io
 import os
@@ -31,6 +33,7 @@ import pyarrow.parquet as pq
 DATA_DIR_ENV = "IDENTITY_PIPELINE_DATA_DIR"
 TABLE_FILE = "table.parquet"
 FILES_DIR = "files"
+TMP_SUFFIX = ".tmp"
 
 
 def resolve_data_root(explicit: str | os.PathLike[str] | None = None) -> Path:
@@ -88,7 +91,7 @@ def atomic_path(destination: Path) -> Iterator[Path]:
     if any, is left untouched.
     """
     destination.parent.mkdir(parents=True, exist_ok=True)
-    tmp_path = destination.parent / f".{destination.name}.{uuid.uuid4().hex[:12]}.tmp"
+    tmp_path = destination.parent / f".{destination.name}.{uuid.uuid4().hex[:12]}{TMP_SUFFIX}"
     # O_EXCL with the default mode: a fresh name, and the user's umask applies (mkstemp's 0600
     # would make outputs unreadable to the other users of a shared data root).
     os.close(os.open(tmp_path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
@@ -96,6 +99,15 @@ def atomic_path(destination: Path) -> Iterator[Path]:
         yield tmp_path
         _fsync_file(tmp_path)
         os.replace(tmp_path, destination)
+    except OSError as error:
+        tmp_path.unlink(missing_ok=True)
+        if error.errno == errno.ENOSPC:
+            raise OSError(
+                errno.ENOSPC,
+                f"No space left on device while writing {destination}; nothing was replaced "
+                "(the previous file, if any, is intact). Free some space and re-run.",
+            ) from error
+        raise
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
@@ -133,6 +145,10 @@ def write_file_once(destination: Path, encode: Callable[[BinaryIO], None]) -> Pa
     (or a run resumed after a crash) skips the work and never rewrites a file a reader may hold.
     """
     if destination.exists():
+        # Reused: refresh its age, so a concurrent run's prune_files (which spares young files)
+        # cannot delete it before this run's table, naming it, is committed.
+        with contextlib.suppress(OSError):
+            os.utime(destination)
         return destination
     buffer = io.BytesIO()
     encode(buffer)
@@ -149,19 +165,42 @@ def content_id(*parts: object, length: int = 32) -> str:
     return hashlib.sha256(joined.encode("utf-8")).hexdigest()[:length]
 
 
+def is_temporary_name(name: str) -> bool:
+    """A name ``atomic_path`` writes to before the rename (never an output)."""
+    return name.startswith(".") and name.endswith(TMP_SUFFIX)
+
+
+def remove_stale_temporaries(destination: Path, min_age_seconds: float = 3600.0) -> int:
+    """Delete ``destination``'s old temporary siblings (writers killed before their rename).
+
+    Only temporaries of this one name, and only old ones: a live writer's is young.
+    """
+    cutoff = time.time() - min_age_seconds
+    removed = 0
+    for entry in destination.parent.glob(f".{glob.escape(destination.name)}.*{TMP_SUFFIX}"):
+        with contextlib.suppress(FileNotFoundError):
+            if entry.is_file() and entry.stat().st_mtime < cutoff:
+                entry.unlink()
+                removed += 1
+    return removed
+
+
 def prune_files(folder: Path, keep: set[str], min_age_seconds: float = 3600.0) -> list[str]:
     """Delete files in ``folder`` (not recursive) that are not in ``keep`` and are old enough.
 
     Called with ``keep`` = files named by the committed table and by the one being written, so
     files of photos that left the album disappear one run later. The age grace protects files a
-    concurrent run of the same partition has just written but not yet committed.
+    concurrent run of the same partition has just written but not yet committed. Temporary files
+    that a killed writer left (``.<name>.<random>.tmp``, see ``atomic_path``) go too, once old.
     """
     removed: list[str] = []
     if not folder.is_dir():
         return removed
     cutoff = time.time() - min_age_seconds
     for entry in folder.iterdir():
-        if entry.name in keep or entry.name.startswith(".") or not entry.is_file():
+        if entry.name in keep or not entry.is_file():
+            continue
+        if entry.name.startswith(".") and not is_temporary_name(entry.name):
             continue
         with contextlib.suppress(FileNotFoundError):
             if entry.stat().st_mtime < cutoff:

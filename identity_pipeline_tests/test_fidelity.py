@@ -243,7 +243,12 @@ def album_people(folder: Path) -> dict[str, list[Path]]:
         if path_column and name_column:
             people: dict[str, list[Path]] = {}
             for path, name in zip(frame[path_column], frame[name_column], strict=True):
-                if isinstance(name, str) and name and name != "ignore" and (folder / path).is_file():
+                if (
+                    isinstance(name, str)
+                    and name
+                    and name != "ignore"
+                    and (folder / path).is_file()
+                ):
                     people.setdefault(name, []).append(folder / path)
             return people
     people = {}

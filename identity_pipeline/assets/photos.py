@@ -55,8 +55,9 @@ def raw_photos(
     album_dir = layout.album_dir(album)
     if not album_dir.is_dir():
         raise dg.Failure(
-            description=f"Album folder {album_dir} does not exist (renamed or deleted?). Its "
-            "previous outputs are kept; delete the partition in the UI to drop them.",
+            description=f"Album folder {album_dir} does not exist (renamed or deleted?). Nothing "
+            "was changed: its previous outputs are kept, and the album sensor removes the "
+            "partition on its next tick (put the folder back to keep the album).",
         )
     started = time.perf_counter()
     limits = PhotoLimits(max_pixels=config.max_pixels, max_file_bytes=config.max_file_bytes)

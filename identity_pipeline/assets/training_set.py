@@ -1,6 +1,7 @@
 """training_set: one sample per (tile, named person), selected, held out, balanced, bucketed."""
 
 import time
+from pathlib import Path
 
 import dagster as dg
 import pandas as pd
@@ -50,11 +51,14 @@ def training_set(
         raise dg.Failure(description=str(error)) from error
     samples = _concat(identity_masks)
     out_dir = layout.files_dir(TRAINING_SET_ASSET)
+    committed = _committed_file_names(layout.table_path(TRAINING_SET_ASSET))
     started = time.perf_counter()
     result = build_training_set(samples, layout.root, out_dir, config, workers=2)
     manifest = result.manifest
     for folder, keep in result.file_names().items():
-        prune_files(out_dir / folder, keep)
+        # The committed manifest's files too: it stays the asset's value until this run's
+        # manifest replaces it, and a run killed in between must not leave it pointing at nothing.
+        prune_files(out_dir / folder, keep | committed)
     export = export_training_set(
         manifest, layout.root, layout.asset_dir(TRAINING_SET_ASSET) / "export"
     )
@@ -92,6 +96,13 @@ def training_set(
         passed=not leaking,
         metadata={"photos_in_both_splits": len(leaking)},
     )
+
+
+def _committed_file_names(manifest_path) -> set[str]:
+    if not manifest_path.exists():
+        return set()
+    committed = pd.read_parquet(manifest_path, columns=["image_path", "mask_path"])
+    return {Path(path).name for column in committed.columns for path in committed[column]}
 
 
 def _used(buckets: pd.DataFrame) -> pd.DataFrame:

@@ -102,7 +102,7 @@ def mask_album(
         in_tile = _faces_in_tile(tile_faces, (int(tile.x0), int(tile.y0)), names)
         key = _mask_key(tile.tile_id, in_tile, config, segmenter_name)
         reusable = cached.get(key)
-        if reusable is not None and all((data_root / r["image_path"]).is_file() for r in reusable):
+        if reusable is not None and _files_exist(reusable, data_root):
             rows.extend(reusable)
             result.reused_tiles += 1
             continue
@@ -215,6 +215,15 @@ def _cache_by_key(previous: pd.DataFrame | None) -> dict[str, list[dict]]:
     for row in previous.to_dict(orient="records"):
         cache.setdefault(row["mask_key"], []).append(row)
     return cache
+
+
+def _files_exist(rows: list[dict], data_root: Path) -> bool:
+    """Both files of every cached sample are there (else the tile is built again)."""
+    return all(
+        (data_root / row[column]).is_file()
+        for row in rows
+        for column in ("image_path", "mask_path")
+    )
 
 
 def sample_file_names(samples: pd.DataFrame | None) -> set[str]:
