@@ -3,15 +3,39 @@
 import dagster as dg
 
 from identity_pipeline.assets import ALL_ASSETS
+from identity_pipeline.assets.lora import training_automation_condition, training_schedule_from_env
+from identity_pipeline.executors import select_executor
 from identity_pipeline.io_manager import TableIOManager
 from identity_pipeline.resources import FaceBackendResource, SettingsResource, StorageResource
 from identity_pipeline.sensors import album_sensor, automation_sensor, labels_sensor
 
 
-def build_definitions(data_dir: str | None = None) -> dg.Definitions:
-    """All assets, sensors and resources; ``data_dir`` overrides the storage root (tests)."""
+def build_definitions(
+    data_dir: str | None = None,
+    training_cron: str | None = None,
+    training_timezone: str | None = None,
+    executor: str | dg.ExecutorDefinition | None = None,
+) -> dg.Definitions:
+    """All assets, sensors and resources; ``data_dir`` overrides the storage root (tests).
+
+    ``training_cron``: when lora_checkpoint trains by itself (see
+    ``training_automation_condition``); unset: ``$IDENTITY_PIPELINE_TRAINING_CRON``, and without
+    it only when launched. ``executor``: a definition or a name (multiprocess | k8s | celery);
+    unset: ``$IDENTITY_PIPELINE_EXECUTOR`` (+ ``$IDENTITY_PIPELINE_EXECUTOR_CONFIG``), and
+    without it Dagster's default (see executors.py).
+    """
+    env_cron, env_timezone = training_schedule_from_env()
+    training = training_automation_condition(
+        training_cron or env_cron, training_timezone or env_timezone
+    )
+    assets = [
+        asset.with_attributes(automation_condition=training)
+        if training is not None and asset.key == dg.AssetKey("lora_checkpoint")
+        else asset
+        for asset in ALL_ASSETS
+    ]
     return dg.Definitions(
-        assets=ALL_ASSETS,
+        assets=assets,
         sensors=[album_sensor, labels_sensor, automation_sensor],
         resources={
             "storage": StorageResource(data_dir=data_dir),
@@ -20,6 +44,7 @@ def build_definitions(data_dir: str | None = None) -> dg.Definitions:
             "face_backend": FaceBackendResource(),
             "pipes_subprocess_client": dg.PipesSubprocessClient(),
         },
+        executor=select_executor(executor),
     )
 
 

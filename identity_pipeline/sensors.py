@@ -6,16 +6,41 @@ automation sensor is stopped by default).
 """
 
 import json
+import os
 
 import dagster as dg
 
 from identity_pipeline.partitions import ALBUMS_PARTITION_NAME, albums_partitions
 from identity_pipeline.photos import album_fingerprint, discover_albums
 from identity_pipeline.resources import StorageResource
+from identity_pipeline.storage import content_id
 
-ALBUM_SENSOR_INTERVAL_SECONDS = 15
+SENSOR_INTERVAL_ENV = "IDENTITY_PIPELINE_SENSOR_INTERVAL_SECONDS"
+DEFAULT_SENSOR_INTERVAL_SECONDS = 15
+
+
+def sensor_interval_seconds() -> int:
+    """Seconds between ticks of the pipeline's sensors (automation included): 15, or
+    ``$IDENTITY_PIPELINE_SENSOR_INTERVAL_SECONDS`` when the code location loads (tests lower it).
+    Dagster's daemons loop every ~5 s, so smaller values change nothing."""
+    value = os.environ.get(SENSOR_INTERVAL_ENV, "").strip()
+    if not value:
+        return DEFAULT_SENSOR_INTERVAL_SECONDS
+    try:
+        seconds = int(value)
+    except ValueError as error:
+        raise ValueError(
+            f"${SENSOR_INTERVAL_ENV} must be a whole number of seconds, got {value!r}"
+        ) from error
+    if seconds < 1:
+        raise ValueError(f"${SENSOR_INTERVAL_ENV} must be at least 1, got {seconds}")
+    return seconds
+
+
+ALBUM_SENSOR_INTERVAL_SECONDS = sensor_interval_seconds()
 FINGERPRINT_TAG = "identity_pipeline/album_fingerprint"
 RAW_PHOTOS = dg.AssetKey("raw_photos")
+FACE_CLUSTERS = dg.AssetKey("face_clusters")
 
 
 def decode_cursor(cursor: str | None) -> dict[str, str]:
@@ -33,12 +58,14 @@ def decode_cursor(cursor: str | None) -> dict[str, str]:
 
 @dg.sensor(
     name="album_sensor",
-    asset_selection=dg.AssetSelection.assets(RAW_PHOTOS),
+    asset_selection=dg.AssetSelection.assets(RAW_PHOTOS, FACE_CLUSTERS),
     minimum_interval_seconds=ALBUM_SENSOR_INTERVAL_SECONDS,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description=(
         "Watches data/albums/: adds a partition per new album folder and re-runs raw_photos for "
-        "an album whose files changed (names, sizes or modification times)."
+        "an album whose files changed (names, sizes or modification times). An album folder "
+        "that is gone (deleted or renamed) loses its partition, and face_clusters re-runs so its "
+        "faces leave the clusters and the training set; its files under data/assets/ stay."
     ),
 )
 def album_sensor(context: dg.SensorEvaluationContext, storage: StorageResource) -> dg.SensorResult:
@@ -68,14 +95,27 @@ def album_sensor(context: dg.SensorEvaluationContext, storage: StorageResource) 
                 )
             )
 
-    for album in sorted(set(known) - set(fingerprints)):
+    # Album folders that are gone (deleted, or renamed: the new name is a new album) lose their
+    # partition, so the all-album assets stop reading their last tables. Never when the albums
+    # folder itself is missing (an unmounted drive is not a deletion), and nothing on disk is
+    # deleted: putting the folder back restores the partition, and its tiles, faces and masks
+    # are reused from the outputs kept under data/assets/.
+    gone = sorted(existing - set(discovery.albums)) if layout.albums_dir.is_dir() else []
+    for album in gone:
         context.log.warning(
-            f"album {album!r} is gone from {layout.albums_dir}; its partition and outputs are kept "
-            "(delete the partition in the UI to drop them)"
+            f"album {album!r} is gone from {layout.albums_dir}: its partition is removed (its "
+            "outputs stay under data/assets/ and are reused if the folder comes back)"
+        )
+    if gone and fingerprints:  # its faces leave the clusters, the names and the training set
+        state = content_id(sorted(fingerprints.items()), gone)
+        run_requests.append(
+            dg.RunRequest(run_key=f"albums-removed:{state}", asset_selection=[FACE_CLUSTERS])
         )
 
     new_albums = [album for album in fingerprints if album not in existing]
     partition_requests = [albums_partitions.build_add_request(new_albums)] if new_albums else []
+    if gone:
+        partition_requests.append(albums_partitions.build_delete_request(gone))
     return dg.SensorResult(
         run_requests=run_requests,
         dynamic_partitions_requests=partition_requests,

@@ -7,10 +7,17 @@ into the run and reports the materialization metadata (loss curve, samples, file
 Each (trainer config, training-set manifest) pair gets its own run folder, keyed by their hashes,
 under ``<data root>/assets/lora_checkpoint/runs/``: re-materializing after a crash or a kill
 resumes from that folder's last checkpoint, and a changed config or training set starts fresh.
+
+Training never starts because a photo arrived: by default it runs only when launched (Materialize
+in the UI), and the UI shows it stale ("unsynced": training_set has a newer version) until then.
+With ``$IDENTITY_PIPELINE_TRAINING_CRON`` set when the code location loads (e.g. ``0 3 * * *``,
+timezone ``$IDENTITY_PIPELINE_TRAINING_TIMEZONE``, default UTC), the automation sensor also
+launches it at each tick of that schedule when the training set changed since it last trained.
 """
 
 import hashlib
 import importlib.util
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -27,6 +34,44 @@ from identity_pipeline.training.config import TrainingConfig
 ASSET_NAME = "lora_checkpoint"
 TRAINING_SET_ASSET = "training_set"
 TRAINER_MODULE = "identity_pipeline.training"
+TRAINING_CRON_ENV = "IDENTITY_PIPELINE_TRAINING_CRON"
+TRAINING_TIMEZONE_ENV = "IDENTITY_PIPELINE_TRAINING_TIMEZONE"
+
+
+def training_schedule_from_env() -> tuple[str | None, str]:
+    """(cron, timezone) from the environment; no cron: training runs only when launched."""
+    cron = os.environ.get(TRAINING_CRON_ENV, "").strip() or None
+    return cron, os.environ.get(TRAINING_TIMEZONE_ENV, "").strip() or "UTC"
+
+
+def training_automation_condition(
+    cron: str | None, timezone: str = "UTC"
+) -> dg.AutomationCondition | None:
+    """When lora_checkpoint trains by itself: never (``cron`` unset), or at each tick of ``cron``
+    if the training set changed since the last training (or there is no LoRA yet).
+
+    A tick that finds training_set or its inputs still running waits for them, then trains once;
+    a tick with nothing new does nothing. Not ``on_cron``: that one waits for every dependency to
+    be updated *after* the tick, which a training set only is when a photo happens to arrive.
+    """
+    if not cron:
+        return None
+    condition = dg.AutomationCondition
+    try:
+        tick = condition.cron_tick_passed(cron, timezone)
+    except Exception as error:  # dagster's check error names neither the setting nor the fix
+        raise ValueError(
+            f"training schedule {cron!r} (${TRAINING_CRON_ENV}) is not a cron schedule such as "
+            f"'0 3 * * *': {error}"
+        ) from error
+    changed = condition.missing() | condition.any_deps_updated().since_last_handled()
+    due = (tick & changed).since_last_handled()
+    return (
+        due
+        & ~condition.any_deps_missing()
+        & ~condition.any_deps_in_progress()
+        & ~condition.in_progress()
+    ).with_label(f"on cron {cron} ({timezone}) if training_set changed")
 
 
 class LoraTrainingConfig(dg.Config):

@@ -16,7 +16,21 @@ from identity_pipeline.settings import SettingsError
 from identity_pipeline.storage import atomic_write_bytes, prune_files
 
 MASKS_ASSET = "identity_masks"
+IDENTITIES_ASSET = "labeled_identities"
 _SEGMENTERS: dict[tuple, object] = {}
+
+# Eager, but only on new names: a change of tiles or faces always reaches labeled_identities
+# (faces -> face_clusters -> labeled_identities), so reacting to it here too would build the
+# masks twice, once with the old names. No "newly missing" trigger for the same reason: a new
+# album's masks wait for the names that include its faces.
+MASKS_AUTOMATION = (
+    dg.AutomationCondition.any_deps_updated()
+    .allow(dg.AssetSelection.assets(IDENTITIES_ASSET))
+    .since_last_handled()
+    & ~dg.AutomationCondition.any_deps_missing()
+    & ~dg.AutomationCondition.any_deps_in_progress()
+    & ~dg.AutomationCondition.in_progress()
+).with_label("eager on labeled_identities")
 
 
 @dg.asset(
@@ -24,7 +38,7 @@ _SEGMENTERS: dict[tuple, object] = {}
     partitions_def=albums_partitions,
     group_name="training",
     kinds={"python", "parquet", "opencv"},
-    automation_condition=dg.AutomationCondition.eager(),
+    automation_condition=MASKS_AUTOMATION,
     description="One sample per (tile, named person): the person's soft mask (8-bit PNG, other "
     "people and background excluded, feathered edges) and a training copy of the tile with every "
     "other face blurred. Segmentation: SAM when configured, else MediaPipe's selfie model, else "
