@@ -44,16 +44,9 @@ from identity_pipeline_tests.test_reruns import (  # noqa: E402
     tick_album_sensor,
 )
 
+# Every asset in graph order (the last two are the GPU ones a photo never launches).
 ASSETS = [
-    "raw_photos",
-    "photo_tiles",
-    "face_embeddings",
-    "face_clusters",
-    "labeled_identities",
-    "identity_masks",
-    "training_set",
-    "lora_checkpoint",
-    "identity_fidelity",
+    key.to_user_string() for key in build_definitions().resolve_asset_graph().toposorted_asset_keys
 ]
 # The metadata that says what was recomputed and what came from a cache.
 CACHE_COUNTERS = {

@@ -463,15 +463,7 @@ class SD3Adapter(FamilyAdapter):
         )[0]
 
     def sample_kwargs(self, positive, negative, guidance):
-        kwargs: dict[str, Any] = {
-            "prompt_embeds": positive["prompt_embeds"][None],
-            "pooled_prompt_embeds": positive["pooled_prompt_embeds"][None],
-            "guidance_scale": guidance if negative is not None else 1.0,
-        }
-        if negative is not None:
-            kwargs["negative_prompt_embeds"] = negative["prompt_embeds"][None]
-            kwargs["negative_pooled_prompt_embeds"] = negative["pooled_prompt_embeds"][None]
-        return kwargs
+        return pooled_sample_kwargs(positive, negative, guidance)
 
 
 class SDXLAdapter(FamilyAdapter):
@@ -525,15 +517,21 @@ class SDXLAdapter(FamilyAdapter):
         )[0]
 
     def sample_kwargs(self, positive, negative, guidance):
-        kwargs: dict[str, Any] = {
-            "prompt_embeds": positive["prompt_embeds"][None],
-            "pooled_prompt_embeds": positive["pooled_prompt_embeds"][None],
-            "guidance_scale": guidance if negative is not None else 1.0,
-        }
-        if negative is not None:
-            kwargs["negative_prompt_embeds"] = negative["prompt_embeds"][None]
-            kwargs["negative_pooled_prompt_embeds"] = negative["pooled_prompt_embeds"][None]
-        return kwargs
+        return pooled_sample_kwargs(positive, negative, guidance)
+
+
+def pooled_sample_kwargs(positive, negative, guidance) -> dict[str, Any]:
+    """Pipeline kwargs for families whose text conditioning is embeddings + pooled (SD3, SDXL);
+    classifier-free guidance only when a negative prompt was encoded."""
+    kwargs: dict[str, Any] = {
+        "prompt_embeds": positive["prompt_embeds"][None],
+        "pooled_prompt_embeds": positive["pooled_prompt_embeds"][None],
+        "guidance_scale": guidance if negative is not None else 1.0,
+    }
+    if negative is not None:
+        kwargs["negative_prompt_embeds"] = negative["prompt_embeds"][None]
+        kwargs["negative_pooled_prompt_embeds"] = negative["pooled_prompt_embeds"][None]
+    return kwargs
 
 
 ADAPTERS: dict[str, type[FamilyAdapter]] = {
