@@ -1,5 +1,6 @@
 """Dagster resources: where the data lives."""
 
+import functools
 from pathlib import Path
 
 import dagster as dg
@@ -34,21 +35,20 @@ class FaceBackendResource(dg.ConfigurableResource):
     insightface_root: str | None = None
 
     def get(self):  # -> identity_pipeline.faces.FaceBackend (imported lazily: onnxruntime is heavy)
-        from identity_pipeline.faces import INSIGHTFACE, default_backend_name, get_backend
+        from identity_pipeline.faces import default_backend_name
 
         name = self.backend or default_backend_name()
-        key = (name, self.insightface_pack, self.insightface_root)
-        if key not in _LOADED_BACKENDS:
-            options = {}
-            if name == INSIGHTFACE:
-                options = {"pack": self.insightface_pack}
-                if self.insightface_root:
-                    options["root"] = self.insightface_root
-            _LOADED_BACKENDS[key] = get_backend(name, **options)
-        return _LOADED_BACKENDS[key]
+        return _load_face_backend(name, self.insightface_pack, self.insightface_root)
 
 
-_LOADED_BACKENDS: dict[tuple, object] = {}
+@functools.lru_cache(maxsize=4)
+def _load_face_backend(name: str, pack: str, root: str | None):
+    """One backend per process and settings: loading ONNX models is not free."""
+    from identity_pipeline.faces import INSIGHTFACE, get_backend
+
+    if name != INSIGHTFACE:
+        return get_backend(name)
+    return get_backend(name, pack=pack, **({"root": root} if root else {}))
 
 
 class SettingsResource(dg.ConfigurableResource):

@@ -5,14 +5,14 @@ import time
 import dagster as dg
 import pandas as pd
 
-from identity_pipeline.assets.metadata import table_metadata
+from identity_pipeline.assets.metadata import plain_value, table_metadata
 from identity_pipeline.clustering import ClusterConfigError, cluster_faces, load_cluster_config
 from identity_pipeline.clustering.cluster import arrow_table, face_clusters_table
 from identity_pipeline.labeling import LabelsFileError, apply_labels, read_labels
 from identity_pipeline.labeling.crops import TableCropper
 from identity_pipeline.labeling.server import label_page_url
 from identity_pipeline.labeling.sheets import cluster_sheets
-from identity_pipeline.previews import inline_markdown_image
+from identity_pipeline.previews import encode_image, inline_markdown_image
 from identity_pipeline.resources import SettingsResource, StorageResource
 from identity_pipeline.settings import SettingsError
 from identity_pipeline.storage import atomic_write_bytes
@@ -71,7 +71,7 @@ def face_clusters(
         "singletons": int((result.clusters["size"] == 1).sum()),
         "named_clusters": len(names),
         "backend": backend,
-        "summary": dg.MetadataValue.json({k: _plain(v) for k, v in result.summary.items()}),
+        "summary": dg.MetadataValue.json({k: plain_value(v) for k, v in result.summary.items()}),
         "clusters_table": table_metadata(
             result.clusters[
                 [
@@ -206,18 +206,10 @@ def _sheets_metadata(
     for cluster_id, title, sheet in cluster_sheets(
         table, cropper, clusters=MAX_CLUSTER_SHEETS, names=names
     ):
-        path = atomic_write_bytes(folder / f"cluster_{cluster_id}.jpg", _jpeg(sheet))
+        path = atomic_write_bytes(
+            folder / f"cluster_{cluster_id}.jpg", encode_image(sheet, "JPEG", 85)
+        )
         metadata[f"cluster_{cluster_id}"] = dg.MetadataValue.md(
             f"**{title}** (`{path}`)\n\n" + inline_markdown_image(sheet, title, max_bytes=24 * 1024)
         )
     return metadata
-
-
-def _jpeg(image) -> bytes:
-    from identity_pipeline.previews import encode_image
-
-    return encode_image(image, "JPEG", 85)
-
-
-def _plain(value):
-    return value.item() if hasattr(value, "item") else value

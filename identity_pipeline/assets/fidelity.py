@@ -14,7 +14,7 @@ from pathlib import Path
 import dagster as dg
 
 from identity_pipeline.assets.gpu import gpu_asset
-from identity_pipeline.assets.metadata import image_metadata, table_metadata
+from identity_pipeline.assets.metadata import image_metadata, markdown_table, table_metadata
 from identity_pipeline.assets.run_config import with_settings
 from identity_pipeline.evaluation.config import FidelityConfig
 from identity_pipeline.evaluation.report import SHOWN_COLUMNS
@@ -232,7 +232,7 @@ def identity_fidelity(
         shown = [column for column in IDENTITY_COLUMNS if column in identities.columns]
         metadata["identities_table"] = table_metadata(identities[shown])
         metadata["identities_markdown"] = dg.MetadataValue.md(
-            _markdown(shown_table(identities, shown))
+            markdown_table(shown_table(identities, shown))
         )
     if len(checkpoints):
         shown = [column for column in CHECKPOINT_COLUMNS if column in checkpoints.columns]
@@ -267,9 +267,3 @@ def _number(value: object) -> float | None:
         return None
     number = float(value)  # type: ignore[arg-type]
     return number if math.isfinite(number) else None
-
-
-def _markdown(frame) -> str:
-    from identity_pipeline.assets.metadata import markdown_table
-
-    return markdown_table(frame)

@@ -1,6 +1,7 @@
 """identity_masks: per tile and named person, the person's soft mask and a copy of the tile with
 every other face blurred."""
 
+import functools
 import time
 
 import dagster as dg
@@ -17,7 +18,6 @@ from identity_pipeline.storage import atomic_write_bytes, prune_files
 
 MASKS_ASSET = "identity_masks"
 IDENTITIES_ASSET = "labeled_identities"
-_SEGMENTERS: dict[tuple, object] = {}
 
 # Eager, but only on new names: a change of tiles or faces always reaches labeled_identities
 # (faces -> face_clusters -> labeled_identities), so reacting to it here too would build the
@@ -143,14 +143,12 @@ def identity_masks(
     )
 
 
+@functools.lru_cache(maxsize=4)
 def _segmenter(config: MaskConfig, options: SegmentationOptions):
     """One selector per process and settings: loading models is not free."""
-    key = (config, options.sam_model, options.device)
-    if key not in _SEGMENTERS:
-        sam = None
-        if options.sam_model:
-            from identity_pipeline.masks import SamSegmenter
+    sam = None
+    if options.sam_model:
+        from identity_pipeline.masks import SamSegmenter
 
-            sam = SamSegmenter(options.sam_model, device=options.device)
-        _SEGMENTERS[key] = select_segmenter(config, sam=sam)
-    return _SEGMENTERS[key]
+        sam = SamSegmenter(options.sam_model, device=options.device)
+    return select_segmenter(config, sam=sam)

@@ -33,7 +33,7 @@ def table_metadata(frame: pd.DataFrame, max_rows: int = MAX_TABLE_ROWS) -> dg.Me
         columns=[dg.TableColumn(str(name), _column_type(shown[name])) for name in shown.columns]
     )
     records = [
-        dg.TableRecord({str(k): _plain(v) for k, v in row.items()})
+        dg.TableRecord({str(k): plain_value(v) for k, v in row.items()})
         for row in shown.to_dict(orient="records")
     ]
     return dg.MetadataValue.table(records, schema=schema)
@@ -49,7 +49,8 @@ def _column_type(series: pd.Series) -> str:
     return "string"
 
 
-def _plain(value: object) -> str | int | float | bool | None:
+def plain_value(value: object) -> str | int | float | bool | None:
+    """A value Dagster metadata can hold: numpy scalars unwrapped, NaN/NA as None."""
     if value is None or value is pd.NA or (isinstance(value, float) and value != value):
         return None
     if isinstance(value, bool | int | float | str):

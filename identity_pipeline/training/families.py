@@ -359,13 +359,7 @@ class FluxAdapter(FamilyAdapter):
         embeds, pooled, _ = pipe.encode_prompt(
             prompt=prompts, prompt_2=None, device=device, max_sequence_length=max_tokens
         )
-        return [
-            {
-                "prompt_embeds": embeds[i].float().cpu(),
-                "pooled_prompt_embeds": pooled[i].float().cpu(),
-            }
-            for i in range(len(prompts))
-        ]
+        return per_prompt_pooled(embeds, pooled)
 
     def predict(self, denoiser, noisy, model_t, text, guidance, pixel_size):
         batch, _, height, width = noisy.shape
@@ -444,13 +438,7 @@ class SD3Adapter(FamilyAdapter):
             do_classifier_free_guidance=False,
             max_sequence_length=max_tokens,
         )
-        return [
-            {
-                "prompt_embeds": embeds[i].float().cpu(),
-                "pooled_prompt_embeds": pooled[i].float().cpu(),
-            }
-            for i in range(len(prompts))
-        ]
+        return per_prompt_pooled(embeds, pooled)
 
     def predict(self, denoiser, noisy, model_t, text, guidance, pixel_size):
         # SD3's transformer takes the scheduler's timesteps, sigma * 1000.
@@ -492,13 +480,7 @@ class SDXLAdapter(FamilyAdapter):
             num_images_per_prompt=1,
             do_classifier_free_guidance=False,
         )
-        return [
-            {
-                "prompt_embeds": embeds[i].float().cpu(),
-                "pooled_prompt_embeds": pooled[i].float().cpu(),
-            }
-            for i in range(len(prompts))
-        ]
+        return per_prompt_pooled(embeds, pooled)
 
     def predict(self, denoiser, noisy, model_t, text, guidance, pixel_size):
         batch = noisy.shape[0]
@@ -518,6 +500,14 @@ class SDXLAdapter(FamilyAdapter):
 
     def sample_kwargs(self, positive, negative, guidance):
         return pooled_sample_kwargs(positive, negative, guidance)
+
+
+def per_prompt_pooled(embeds, pooled) -> list[dict[str, Any]]:
+    """One cache entry per prompt for families with embeddings + pooled embeddings (SD3, SDXL)."""
+    return [
+        {"prompt_embeds": embeds[i].float().cpu(), "pooled_prompt_embeds": pooled[i].float().cpu()}
+        for i in range(embeds.shape[0])
+    ]
 
 
 def pooled_sample_kwargs(positive, negative, guidance) -> dict[str, Any]:
