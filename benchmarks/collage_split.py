@@ -21,7 +21,7 @@ import os
 import statistics
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -155,10 +155,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--family", action="append", help="only these families (repeatable)")
     parser.add_argument("--failures", type=Path, help="write failed cases with cuts drawn here")
     parser.add_argument("--timing-cases", type=int, default=18)
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="override a SplitConfig field, e.g. --set seam_score=0.4 (repeatable)",
+    )
     args = parser.parse_args(argv)
     cv2.setNumThreads(1)
     photos = [photo for _, photo in sample_photos()]
-    config = SplitConfig()
+    config = config_with(args.set)
     outcomes: list[Outcome] = []
     started = time.perf_counter()
     for family, count in CASES_PER_FAMILY.items():
@@ -183,6 +190,23 @@ def main(argv: list[str] | None = None) -> int:
             f"max {max(timings):.1f} ms over {len(timings)} images (one thread)"
         )
     return 0
+
+
+def config_with(overrides: list[str]) -> SplitConfig:
+    """SplitConfig with ``FIELD=VALUE`` overrides, each value parsed as its field's type."""
+    defaults = SplitConfig()
+    changes = {}
+    for item in overrides:
+        key, _, value = item.partition("=")
+        if not hasattr(defaults, key):
+            raise SystemExit(f"--set: SplitConfig has no field {key!r}")
+        current = getattr(defaults, key)
+        changes[key] = (
+            value.lower() in ("1", "true", "yes")
+            if isinstance(current, bool)
+            else type(current)(value)
+        )
+    return replace(defaults, **changes)
 
 
 def save_failure(folder: Path, collage: Collage, outcome: Outcome, config: SplitConfig) -> None:

@@ -1,15 +1,16 @@
 """Train the collage splitter's seam scorer (identity_pipeline/collage/seam_scorer.json).
 
-    .venv/bin/python benchmarks/train_collage_scorer.py [--seeds 7 8 9 10 11 12] [--check-seed 13]
+    .venv/bin/python benchmarks/train_collage_scorer.py [--seeds 7 8 ...] [--check-seed 13] [--data CACHE.npz]
 
 Builds synthetic borderless collages and single photos (identity_pipeline.collage.synthetic) from
 seeds the benchmark does not evaluate on (it uses --seed 0, 1, 2, ...: case seeds seed*100000+i;
-these default to 7..10), walks each collage's true guillotine tree, and collects every seam
+these default to 7..12 and 14..21), walks each collage's true guillotine tree, and collects every seam
 candidate the splitter considers in every true region (both directions) with its features. A
-candidate is positive when it lies on a true full-length cut of that region. A small neural
-network (one hidden layer of ``--hidden`` rectified units, logistic output; ``--hidden 0`` is
-plain logistic regression) over the standardised features is written as a small readable JSON
-file; the splitter accepts a line whose score reaches ``SplitConfig.seam_score``.
+candidate is positive when it lies on a true full-length cut of that region; pieces made of two
+true pieces (a missed cut met again one level down) are walked too. Gradient-boosted trees
+(scikit-learn's HistGradientBoostingClassifier) over the features are exported node by node to a
+readable JSON file, checked against scikit-learn's own predictions; the splitter accepts a line
+whose score reaches ``SplitConfig.seam_score``.
 
 Every seed but the first builds its cases from an augmented copy of the bundled source photos
 (random crop, colour shift, channel swap, grey, blur or sharpening, noise, JPEG), so the scorer
@@ -50,7 +51,7 @@ TRAIN_FAMILIES = {
     "single": 30,
     "single edges": 60,
 }
-DEFAULT_SEEDS = (7, 8, 9, 10, 11, 12)
+DEFAULT_SEEDS = (7, 8, 9, 10, 11, 12, 14, 15, 16, 17, 18, 19, 20, 21)
 MATCH_ROWS = 2.0  # analysis rows between a candidate and a true cut that still count as one
 
 
@@ -75,7 +76,9 @@ def inside(box: Box, region: Box) -> bool:
     )
 
 
-def collect(splitter, region: Box, boxes: list[Box], depth: int, rng, rows: list) -> None:
+def collect(
+    splitter, region: Box, boxes: list[Box], depth: int, rng, rows: list, recurse: bool = True
+) -> None:
     """Candidates of ``region`` in both directions, labelled; recurse into the true pieces."""
     splitter.style = CUT_SEAM if depth > 0 else None
     gaps = {name: true_gaps(boxes, region, name) if len(boxes) > 1 else [] for name in "hv"}
@@ -86,8 +89,6 @@ def collect(splitter, region: Box, boxes: list[Box], depth: int, rng, rows: list
         if a1 - a0 < 2 * min_rows or b1 - b0 < 4:
             continue
         for candidate in splitter._seam_candidates(name, region, a0, a1, b0, b1, []):
-            if candidate.features.size == 0:
-                continue  # a thin gutter: decided by rule, not by the scorer
             if candidate.row - a0 < min_rows or a1 - candidate.row < min_rows:
                 continue  # the splitter never takes these
             position = candidate.row + 0.5
@@ -96,23 +97,34 @@ def collect(splitter, region: Box, boxes: list[Box], depth: int, rng, rows: list
             )
             rows.append((*candidate.features.tolist(), float(label)))
     directions = [name for name in "hv" if gaps[name]]
-    if not directions:
+    if not directions or not recurse:
         return
     name = rng.choice(directions)
     edges = [region.y0 if name == "h" else region.x0]
     for lo, hi in gaps[name]:
         edges += [lo, hi]
     edges.append(region.y1 if name == "h" else region.x1)
-    for start, end in zip(edges[::2], edges[1::2], strict=True):
-        piece = (
-            Box(region.x0, start, region.x1, end)
-            if name == "h"
-            else Box(start, region.y0, end, region.y1)
-        )
-        members = [b for b in boxes if inside(b, piece)]
+    spans = list(zip(edges[::2], edges[1::2], strict=True))
+    for start, end in spans:
+        members = [b for b in boxes if inside(b, _piece(region, name, start, end))]
         if members:
-            splitter.parent_cut = (name, len(edges) // 2)
-            collect(splitter, piece, members, depth + 1, rng, rows)
+            splitter.parent_cut = (name, len(spans))
+            collect(splitter, _piece(region, name, start, end), members, depth + 1, rng, rows)
+    if recurse and len(spans) >= 3:
+        # The splitter may miss one of several parallel cuts and meet it again inside a piece
+        # (a cut along its parent's direction): show the scorer such pieces too.
+        first = rng.randrange(len(spans) - 1)
+        start, end = spans[first][0], spans[first + 1][1]
+        piece = _piece(region, name, start, end)
+        members = [b for b in boxes if inside(b, piece)]
+        splitter.parent_cut = (name, len(spans) - 1)
+        collect(splitter, piece, members, depth + 1, rng, rows, recurse=False)
+
+
+def _piece(region: Box, name: str, start: int, end: int) -> Box:
+    if name == "h":
+        return Box(region.x0, start, region.x1, end)
+    return Box(start, region.y0, end, region.y1)
 
 
 def augment(photo: Image.Image, rng: random.Random) -> Image.Image:
@@ -201,57 +213,53 @@ def dataset(seeds: list[int], workers: int, augmented: bool = True) -> np.ndarra
     return np.asarray([row for rows in results for row in rows], np.float64)
 
 
-def fit(data: np.ndarray, c: float, hidden: int) -> dict:
+def fit(data: np.ndarray, trees: int, leaves: int, rate: float) -> dict:
+    """Gradient-boosted trees (scikit-learn), exported node by node to plain lists."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
     x, y = data[:, :-1], data[:, -1]
-    mean = x.mean(axis=0)
-    scale = x.std(axis=0)
-    scale[scale < 1e-6] = 1.0
-    standard = (x - mean) / scale
-    weights = {
-        "features": list(split_module.SCORER_FEATURES),
-        "mean": _rounded(mean),
-        "scale": _rounded(scale),
-    }
-    if hidden == 0:
-        from sklearn.linear_model import LogisticRegression
-
-        model = LogisticRegression(C=c, max_iter=2000)
-        model.fit(standard, y)
-        weights["coef"] = _rounded(model.coef_[0])
-        weights["intercept"] = round(float(model.intercept_[0]), 5)
-        return weights
-    from sklearn.neural_network import MLPClassifier
-
-    model = MLPClassifier(
-        hidden_layer_sizes=(hidden,),
-        activation="relu",
-        alpha=1e-3 / c,
-        max_iter=3000,
-        tol=1e-6,
-        n_iter_no_change=50,
+    model = HistGradientBoostingClassifier(
+        max_iter=trees,
+        learning_rate=rate,
+        max_leaf_nodes=leaves,
+        l2_regularization=1.0,
+        early_stopping=False,
         random_state=0,
     )
-    model.fit(standard, y)
-    weights["hidden"] = {
-        "weights": [_rounded(row) for row in model.coefs_[0]],
-        "bias": _rounded(model.intercepts_[0]),
+    model.fit(x, y)
+    exported = []
+    for (predictor,) in model._predictors:
+        nodes = predictor.nodes
+        leaf = nodes["is_leaf"].astype(bool)
+        exported.append(
+            {
+                "feature": np.where(leaf, -1, nodes["feature_idx"]).tolist(),
+                "threshold": np.where(leaf, 0.0, nodes["num_threshold"]).tolist(),
+                "left": np.where(leaf, 0, nodes["left"]).tolist(),
+                "right": np.where(leaf, 0, nodes["right"]).tolist(),
+                "value": _rounded(np.where(leaf, nodes["value"], 0.0)),
+            }
+        )
+    baseline = float(np.ravel(model._baseline_prediction)[0])
+    weights = {
+        "features": list(split_module.SCORER_FEATURES),
+        "baseline": round(baseline, 6),
+        "trees": exported,
     }
-    weights["coef"] = _rounded(model.coefs_[1][:, 0])
-    weights["intercept"] = round(float(model.intercepts_[1][0]), 5)
+    exported_scores = predict(data, weights)
+    sklearn_scores = model.predict_proba(x)[:, 1]
+    if np.abs(exported_scores - sklearn_scores).max() > 1e-3:
+        raise RuntimeError("exported trees disagree with scikit-learn's; check the export")
     return weights
 
 
 def _rounded(values) -> list[float]:
-    return [round(float(v), 5) for v in values]
+    return [round(float(v), 6) for v in values]
 
 
 def predict(data: np.ndarray, weights: dict) -> np.ndarray:
-    x = (data[:, :-1] - np.asarray(weights["mean"])) / np.asarray(weights["scale"])
-    if "hidden" in weights:
-        hidden = weights["hidden"]
-        x = np.maximum(x @ np.asarray(hidden["weights"]) + np.asarray(hidden["bias"]), 0.0)
-    z = x @ np.asarray(weights["coef"]) + weights["intercept"]
-    return 1 / (1 + np.exp(-z))
+    scorer = split_module.scorer_from_trees(weights["trees"], weights["baseline"])
+    return np.array([scorer.score(row) for row in data[:, :-1]])
 
 
 def report(name: str, data: np.ndarray, weights: dict, threshold: float) -> None:
@@ -267,8 +275,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=list(DEFAULT_SEEDS))
     parser.add_argument("--check-seed", type=int, default=13)
-    parser.add_argument("--c", type=float, default=0.1, help="inverse L2 regularisation")
-    parser.add_argument("--hidden", type=int, default=32, help="hidden units (0: logistic)")
+    parser.add_argument("--trees", type=int, default=200)
+    parser.add_argument("--leaves", type=int, default=15, help="leaves per tree")
+    parser.add_argument("--rate", type=float, default=0.1, help="learning rate")
     parser.add_argument("--out", type=Path, default=split_module.SCORER_FILE)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--data", type=Path, help="cache the candidates here (reused if present)")
@@ -283,17 +292,18 @@ def main(argv: list[str] | None = None) -> int:
         check = dataset([args.check_seed], args.workers, augmented=False)
         if args.data:
             np.savez_compressed(args.data, train=train, check=check)
-    weights = fit(train, args.c, args.hidden)
-    weights["trained_on"] = (
-        f"benchmarks/train_collage_scorer.py, seeds {args.seeds} (all but the first with "
-        f"augmented photos), {args.hidden} hidden units, C={args.c}, {len(train)} candidates"
-    )
+    weights = fit(train, args.trees, args.leaves, args.rate)
+    weights = {
+        "trained_on": (
+            f"benchmarks/train_collage_scorer.py, seeds {args.seeds} (all but the first with "
+            f"augmented photos), {args.trees} trees of {args.leaves} leaves, learning rate "
+            f"{args.rate}, {len(train)} candidates"
+        ),
+        **weights,
+    }
     report("train", train, weights, config.seam_score)
     report(f"seed {args.check_seed}", check, weights, config.seam_score)
     args.out.write_text(_compact_json(weights), encoding="utf-8")
-    if "hidden" not in weights:
-        for feature, coef in zip(weights["features"], weights["coef"], strict=True):
-            print(f"  {feature:<28}{coef:+.3f}")
     print(f"wrote {args.out} in {time.perf_counter() - started:.0f} s")
     return 0
 

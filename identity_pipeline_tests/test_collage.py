@@ -165,6 +165,69 @@ def test_real_photos_with_straight_lines_stay_whole(photos, name) -> None:
     assert result.kind == "single"
 
 
+def _window_cross(photo: np.ndarray, bar: int, colour: tuple[int, int, int]) -> np.ndarray:
+    """A flat cross of bars over the middle of one picture, like a window close-up."""
+    image = photo.copy()
+    height, width = image.shape[:2]
+    image[height // 2 - bar // 2 : height // 2 + bar - bar // 2] = colour
+    image[:, width // 2 - bar // 2 : width // 2 + bar - bar // 2] = colour
+    return image
+
+
+def test_a_flat_cross_over_one_scene_is_a_window_but_over_four_photos_gutters(photos) -> None:
+    size = (1200, 900)
+    scene = np.asarray(photos["motorcycle_left"].convert("RGB").resize(size))
+    window = _window_cross(scene, 14, (30, 30, 32))
+    assert len(split_image(window).boxes) == 1
+    # The bridged-step test is what keeps it whole: without it the bars are taken as gutters.
+    no_bridge = SplitConfig(gutter_bridged_step=-100.0, gutter_continuity=2.0)
+    assert len(split_image(window, no_bridge).boxes) == 4
+    quarters = [
+        np.asarray(photos[name].convert("RGB").resize((600, 450)))
+        for name in ("coffee", "chelsea", "rocket", "coins")
+    ]
+    four = np.vstack([np.hstack(quarters[:2]), np.hstack(quarters[2:])])
+    assert len(split_image(_window_cross(four, 14, (30, 30, 32))).boxes) == 4
+
+
+def test_a_smooth_photo_between_flat_gutters_is_still_a_photo(photos) -> None:
+    """The moon, a clear sky: almost no detail, but flat gutters frame it as a photo."""
+    width, height = 600, 800
+    sky = np.linspace([90, 140, 220], [180, 210, 250], height).astype(np.uint8)
+    smooth = Image.fromarray(np.repeat(sky[:, None, :], width, axis=1))
+    tiles = [smooth, *pick(photos, "coffee", "camera")]
+    collage = compose_collage(tiles, grid_layout(1, 3), (1800, 800), 12, 0, (255, 255, 255), seed=3)
+    result, truth = split(degrade(collage, 0.8, 85, seed=3))
+    assert_same_tiles(result.boxes, truth)
+
+
+def test_a_painted_wall_at_the_edge_is_not_trimmed_like_a_frame(photos) -> None:
+    """A flat-ish band at the border that is not digitally flat (shading) is content."""
+    width, height = 1200, 900
+    rng = np.random.default_rng(5)
+    image = np.asarray(photos["china"].convert("RGB").resize((width, height))).copy()
+    # Light falling off along the wall: a frame is flat along its length, a wall is not.
+    light = 1.0 + 0.015 * np.sin(np.linspace(0, 2 * np.pi, height))[:, None, None]
+    wall = np.array([200.0, 180.0, 150.0]) * light + rng.normal(0, 2.5, (height, 150, 3))
+    image[:, :150] = np.clip(wall, 0, 255).astype(np.uint8)
+    shade = np.linspace(0.8, 1.15, height)[:, None, None]
+    post = np.array([120.0, 80.0, 50.0]) * shade + rng.normal(0, 3.0, (height, 20, 3))
+    image[:, 150:170] = np.clip(post, 0, 255).astype(np.uint8)  # a painted door post
+    assert split_image(image).boxes == (Box(0, 0, width, height),)
+    assert split_image(image, SplitConfig(margin_max_std=100.0)).boxes != (
+        Box(0, 0, width, height),
+    )
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_borderless_stack_of_two_textures_in_one_palette(photos, seed) -> None:
+    """Gravel over grass: no step stands out of the texture, the texture itself changes."""
+    tiles = pick(photos, "gravel", "grass")
+    collage = compose_collage(tiles, stack_layout((1.0, 1.0)), (500, 1000), 0, 0, (0, 0, 0), seed)
+    result, truth = split(degrade(collage, 0.9, 85, seed=seed))
+    assert_same_tiles(result.boxes, truth)
+
+
 # --- faces ----------------------------------------------------------------------------------------
 
 
@@ -445,17 +508,47 @@ def test_demo_borderless_phone_stack_has_four_full_width_tiles() -> None:
     assert {cut.source for cut in result.cuts} == {"seam"}
 
 
-def test_seam_scorer_file_is_small_readable_json() -> None:
+def test_seam_scorer_file_is_readable_json_of_well_formed_trees() -> None:
     from identity_pipeline.collage import split as split_module
 
     text = split_module.SCORER_FILE.read_text(encoding="utf-8")
-    assert len(text.encode()) < 20_000
+    assert len(text.encode()) < 400_000
     data = json.loads(text)
     features = len(split_module.SCORER_FEATURES)
     assert tuple(data["features"]) == split_module.SCORER_FEATURES
-    assert len(data["mean"]) == len(data["scale"]) == features
-    units = len(data["hidden"]["bias"])  # one hidden layer of a few rectified units
-    assert 0 < units <= 32
-    assert [len(row) for row in data["hidden"]["weights"]] == [units] * features
-    assert len(data["coef"]) == units
     assert "seeds" in data["trained_on"]  # which synthetic seeds it was fitted on
+    assert 10 <= len(data["trees"]) <= 1000
+    for tree in data["trees"]:
+        nodes = len(tree["feature"])
+        assert all(len(tree[key]) == nodes for key in ("threshold", "left", "right", "value"))
+        for node, feature in enumerate(tree["feature"]):
+            if feature >= 0:  # a split: children further down the list, a real feature
+                assert feature < features
+                assert node < tree["left"][node] < nodes and node < tree["right"][node] < nodes
+    scorer = split_module._scorer()
+    rng = np.random.default_rng(0)
+    scores = [scorer.score(rng.normal(0, 2, features)) for _ in range(50)]
+    assert all(0.0 <= score <= 1.0 for score in scores)
+    assert len(set(scores)) > 1
+
+
+def test_exported_trees_score_like_scikit_learn() -> None:
+    """The numpy tree walk gives scikit-learn's probabilities for a model it exports."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "train_collage_scorer", Path(__file__).parents[1] / "benchmarks/train_collage_scorer.py"
+    )
+    trainer = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(trainer)
+    from identity_pipeline.collage import split as split_module
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(0, 1, (400, len(split_module.SCORER_FEATURES)))
+    y = (x[:, 0] + 0.5 * x[:, 3] * x[:, 5] + rng.normal(0, 0.3, 400) > 0).astype(float)
+    weights = trainer.fit(np.column_stack([x, y]), trees=20, leaves=7, rate=0.3)  # checks itself
+    scorer = split_module.scorer_from_trees(weights["trees"], weights["baseline"])
+    accuracy = np.mean(
+        [(scorer.score(row) >= 0.5) == label for row, label in zip(x, y, strict=True)]
+    )
+    assert accuracy > 0.9

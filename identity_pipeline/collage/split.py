@@ -6,21 +6,23 @@ rows around each cut to place it to the pixel:
 1. Uniform bands: rows (or columns) that are digitally flat along the whole region. Bands at the
    region's border whose inner edge is a straight step are margins or frames and are trimmed;
    interior bands with a photo edge on both sides are gutters (unless the scene visibly goes on
-   behind them, like a window bar; or they repeat closer than photos can be, like blank paper
-   between lines of text).
+   behind them, like a window bar: the two sides differ no more than two rows of one side as
+   far apart; or they repeat closer than photos can be, like blank paper between lines of
+   text). Margins and frames are digitally flat; a band that is not (a painted wall) stays.
 2. Seams (no gutter): candidate lines are local maxima of the share of the line showing a step
    much larger than the step just beside it (``_seam_evidence``), or of the step profile (the
    step across the line against the steps 3 rows away, per stretch of the line). Each is judged
-   by a tiny learned scorer (``seam_scorer.json``: one hidden layer of 32 rectified units, numpy
-   forward pass; trained by ``benchmarks/train_collage_scorer.py`` on synthetic collages of seeds
-   the benchmark does not evaluate, built from augmented copies of the source photos) over 19
-   features: evidence share, step ratios, a periodic structure around it (bricks, text), an
-   object's other edge close by (a post, a bar), objects crossing it (a pole across a horizon),
-   how alike the two sides look, each side's colour and texture next to the line (robust to one
-   smooth side), the share of the line's stretches that agree, how much stronger it is than close
-   parallel lines, the region's aspect and the cut that made it (a tile of a phone stack is
-   rarely cut across), and the pieces it would leave (size, aspect, detail). A line whose step
-   is, over most of its length, smaller than the steps beside it is never a seam.
+   by a learned scorer (``seam_scorer.json``: gradient-boosted trees walked in numpy; trained by
+   ``benchmarks/train_collage_scorer.py`` on synthetic collages of seeds the benchmark does not
+   evaluate, built from augmented copies of the source photos) over 23 features: evidence
+   share, step ratios, a periodic structure around it (bricks, text), an object's other edge
+   close by (a post, a bar), objects crossing it (a pole across a horizon), how alike the two
+   sides look, each side's colour and texture next to the line (robust to one smooth side), the
+   share of the line's stretches that agree, how much stronger it is than close parallel lines,
+   how far the two sides lie apart for their own variability, a change point in multi-scale
+   texture (gravel over grass), the region's aspect and the cut that made it (a tile of a phone
+   stack is rarely cut across), and the pieces it would leave (size, aspect, detail). A line
+   whose step is, over most of its length, smaller than the steps beside it is never a seam.
 3. Hard limits stay rules: a cut through a given face box, a piece too small, thin or blank for a
    photo; a thin flat strip between two close edges is a thin gutter.
 4. The first cuts set the collage's style: after gutters only gutters of that colour follow,
@@ -76,8 +78,14 @@ class SplitConfig:
     gutter_edge_fraction: float = 0.5  # of the line length, on each side of a gutter
     known_gutter_edge_fraction: float = 0.3  # ... once the collage's gutter colour is known
     # Detail correlation across a band at or above which the scene continues behind it.
-    gutter_continuity: float = 0.35
+    gutter_continuity: float = 0.55
+    # A band is a gutter only if the two sides differ more than rows of one side as far apart
+    # (log ratio; see _bridged_step).
+    gutter_bridged_step: float = 0.2
     margin_edge_fraction: float = 0.6  # of the line length, on the inner side of a margin
+    # Frames, letterbox bars and app-made gutters are digitally flat: mean per-channel std
+    # along their rows at most this (a painted wall or bar has noise and shading).
+    margin_max_std: float = 1.5
 
     # Seams (no gutter).
     seam_step: float = 24.0  # the step across the line at one position must be at least this
@@ -91,7 +99,7 @@ class SplitConfig:
     partner_fraction: float = 0.6  # weakest line that counts as an object's other edge
     # Learned line scorer (seam_scorer.json, trained by benchmarks/train_collage_scorer.py on
     # synthetic collages of other seeds than the benchmark's): a line is a seam at this score.
-    seam_score: float = 0.5
+    seam_score: float = 0.4
     # Candidates: lines with at least this share of step evidence, or this log step ratio
     # (median over profile_segments stretches; steps get profile_floor added, so flat rows
     # beside flat rows are not a ratio of noise).
@@ -135,6 +143,9 @@ class SplitConfig:
     # Between gutters only a truly empty piece is refused (a painted wall beside a door post):
     # a photo framed by gutters is one even if it is mostly smooth.
     blank_fraction_gutter: float = 0.025
+    # A smooth photo (the moon, a clear sky) beside seams the scorer is sure of.
+    confident_seam_score: float = 0.9
+    blank_fraction_confident: float = 0.005
 
     # The first cuts decide the collage's style: after gutters only gutters of their colour,
     # after seams only seams (collages use gutters everywhere or nowhere).
@@ -149,6 +160,8 @@ class SplitConfig:
     refine_band_share: float = 0.85  # a row belongs to a band when this share of it does
     refine_uniform_std: float = 8.0  # per-channel std of a thin gutter row at full size
     thin_gutter_share: float = 0.5  # of a full-res row in the known gutter colour: a thin gutter
+    # ... once the collage's gutter colour is known, for a line found as two close edges.
+    known_gutter_share: float = 0.9
 
 
 DEFAULT_CONFIG = SplitConfig()
@@ -173,27 +186,38 @@ SCORER_FEATURES = (
     "texture step",
     "stretch agreement",
     "parent pieces",
+    "side shift near",
+    "side shift far",
+    "texture change near",
+    "texture change far",
 )
 
 
 @dataclass(frozen=True)
 class _Scorer:
-    """A tiny neural network over standardised line features, from a small readable JSON file:
-    one hidden layer of rectified linear units, then a logistic output (no hidden layer: plain
-    logistic regression)."""
+    """Gradient-boosted decision trees over the line features, from a readable JSON file.
 
-    mean: np.ndarray
-    scale: np.ndarray
-    hidden_weights: np.ndarray  # features x units
-    hidden_bias: np.ndarray
-    coef: np.ndarray  # units (or features, without a hidden layer)
-    intercept: float
+    All trees are walked at once: one array of nodes (a leaf points to itself), one cursor per
+    tree, as many steps as the deepest tree is deep.
+    """
+
+    feature: np.ndarray  # per node; -1 at a leaf
+    threshold: np.ndarray  # go left when the feature is at most this
+    left: np.ndarray
+    right: np.ndarray
+    value: np.ndarray  # a leaf's contribution to the log-odds
+    roots: np.ndarray
+    depth: int
+    baseline: float
 
     def score(self, features: np.ndarray) -> float:
-        x = (features - self.mean) / self.scale
-        if self.hidden_weights.size:
-            x = np.maximum(x @ self.hidden_weights + self.hidden_bias, 0.0)
-        z = float(x @ self.coef + self.intercept)
+        node = self.roots
+        for _ in range(self.depth):
+            feature = self.feature[node]
+            leaf = feature < 0
+            goes_left = features[np.where(leaf, 0, feature)] <= self.threshold[node]
+            node = np.where(leaf, node, np.where(goes_left, self.left[node], self.right[node]))
+        z = self.baseline + float(self.value[node].sum())
         return 1.0 / (1.0 + np.exp(-np.clip(z, -40.0, 40.0)))
 
 
@@ -202,15 +226,48 @@ def _scorer() -> _Scorer:
     data = json.loads(SCORER_FILE.read_text(encoding="utf-8"))
     if tuple(data["features"]) != SCORER_FEATURES:
         raise ValueError(f"{SCORER_FILE.name} was trained on other features; retrain it")
-    hidden = data.get("hidden", {"weights": [], "bias": []})
+    return scorer_from_trees(data["trees"], float(data["baseline"]))
+
+
+def scorer_from_trees(trees: Sequence[dict], baseline: float) -> _Scorer:
+    """Flatten trees given as lists (feature, threshold, left, right, value per node; node 0
+    the root; feature -1 at a leaf) into one node array."""
+    columns: dict[str, list] = {key: [] for key in ("feature", "threshold", "left", "right")}
+    values: list[float] = []
+    roots, depth, offset = [], 1, 0
+    for tree in trees:
+        roots.append(offset)
+        leaf = np.asarray(tree["feature"]) < 0
+        for key in ("left", "right"):
+            children = np.asarray(tree[key]) + offset
+            own = np.arange(offset, offset + len(leaf))
+            columns[key].extend(np.where(leaf, own, children).tolist())
+        columns["feature"].extend(tree["feature"])
+        columns["threshold"].extend(tree["threshold"])
+        values.extend(tree["value"])
+        depth = max(depth, _tree_depth(tree))
+        offset += len(leaf)
     return _Scorer(
-        np.asarray(data["mean"], np.float64),
-        np.asarray(data["scale"], np.float64),
-        np.asarray(hidden["weights"], np.float64).reshape(len(SCORER_FEATURES), -1),
-        np.asarray(hidden["bias"], np.float64),
-        np.asarray(data["coef"], np.float64),
-        float(data["intercept"]),
+        np.asarray(columns["feature"], np.int64),
+        np.asarray(columns["threshold"], np.float64),
+        np.asarray(columns["left"], np.int64),
+        np.asarray(columns["right"], np.int64),
+        np.asarray(values, np.float64),
+        np.asarray(roots, np.int64),
+        depth,
+        baseline,
     )
+
+
+def _tree_depth(tree: dict) -> int:
+    deepest, pending = 0, [(0, 0)]
+    while pending:
+        node, level = pending.pop()
+        if tree["feature"][node] < 0:
+            deepest = max(deepest, level)
+        else:
+            pending += [(tree["left"][node], level + 1), (tree["right"][node], level + 1)]
+    return deepest
 
 
 @dataclass(frozen=True)
@@ -222,6 +279,8 @@ class _Line:
     strength: float  # seam: fraction of the line with a step; gutter: 1 + edge fraction
     gutter: bool
     colour: tuple[float, float, float] | None = None
+    # A band digitally flat along its whole length (a collage app's gutter, not a painted bar).
+    flat: bool = False
 
     @property
     def centre(self) -> float:
@@ -251,9 +310,16 @@ class _Axis:
     """Line statistics for cuts along rows of ``analysis``; columns use the transposed image."""
 
     def __init__(
-        self, analysis: np.ndarray, full: np.ndarray, scale: float, config: SplitConfig
+        self,
+        analysis: np.ndarray,
+        full: np.ndarray,
+        scale: float,
+        config: SplitConfig,
+        texture: tuple[np.ndarray, ...],
     ) -> None:
         self.config = config
+        # Integral images of texture (see _texture_integrals), oriented like ``analysis``.
+        self.texture = texture
         self.full = full  # full-resolution image, oriented like ``analysis``
         self.scale = scale  # analysis rows per full-resolution row
         blur = max(1, config.line_blur)
@@ -281,9 +347,26 @@ class _Axis:
         variance = np.maximum(total_sq / count - mean**2, 0.0)
         return mean, np.sqrt(variance.mean(axis=1))
 
+    def block_moments(self, a0: int, a1: int, bounds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Mean colour and per-channel variance of rows a0..a1 in each stretch of the line."""
+        sizes = np.maximum(1, (a1 - a0) * np.diff(bounds))[:, None]
+        sums = np.diff(self.integral[a1, bounds] - self.integral[a0, bounds], axis=0)
+        squares = np.diff(self.integral_sq[a1, bounds] - self.integral_sq[a0, bounds], axis=0)
+        mean = sums / sizes
+        return mean, np.maximum(squares / sizes - mean**2, 0.0)
+
+    def strip_means(
+        self, starts: np.ndarray, depth: int, bounds: np.ndarray, table: np.ndarray
+    ) -> np.ndarray:
+        """Means from an integral ``table`` of the strips of ``depth`` rows from each of
+        ``starts``, per stretch ``bounds[i]..bounds[i+1]``: strips x stretches x channels."""
+        sums = np.diff(table[starts + depth][:, bounds] - table[starts][:, bounds], axis=1)
+        return sums / np.maximum(1, depth * np.diff(bounds))[None, :, None]
+
     def block_means(self, a0: int, a1: int, bounds: np.ndarray) -> np.ndarray:
         """Mean colour of rows a0..a1 in each stretch ``bounds[i]..bounds[i+1]`` of the line."""
-        columns = self.integral[a1, bounds] - self.integral[a0, bounds]
+        table = self.integral
+        columns = table[a1, bounds] - table[a0, bounds]
         sums = columns[1:] - columns[:-1]
         sizes = np.maximum(1, (a1 - a0) * np.diff(bounds))[:, None]
         return sums / sizes
@@ -307,6 +390,28 @@ class _Axis:
             return 0.0
         distance = np.abs(self.img[rows.start : rows.stop, b0:b1] - colour).sum(axis=2)
         return float((distance >= self.config.edge_step).mean(axis=1).max())
+
+
+def _texture_integrals(analysis: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Integral images of brightness and of its change along and across rows over 1, 2 and 4
+    pixels (of a box-blurred copy for the wider ones): 7 channels in two tables.
+
+    Unblurred, since texture is what tells gravel from grass. Comparisons sum over all
+    channels, so the transposed tables serve the columns as they are.
+    """
+    grey = _channel_sum(np.ascontiguousarray(analysis)) / 3
+    channels = [grey]
+    for reach in (1, 2, 4):
+        smooth = cv2.blur(grey, (reach, reach)) if reach > 1 else grey
+        along = np.zeros_like(grey)
+        across = np.zeros_like(grey)
+        along[:, reach:] = np.abs(smooth[:, reach:] - smooth[:, :-reach])
+        across[reach:] = np.abs(smooth[reach:] - smooth[:-reach])
+        channels += [along, across]
+    return (
+        cv2.integral(cv2.merge(channels[:4]), sdepth=cv2.CV_64F),
+        cv2.integral(cv2.merge(channels[4:]), sdepth=cv2.CV_64F),
+    )
 
 
 def _row_sums(table: np.ndarray, a0: int, a1: int, b0: int, b1: int) -> np.ndarray:
@@ -356,13 +461,15 @@ class _Splitter:
         small = image if factor == 1.0 else cv2.resize(image, size, interpolation=cv2.INTER_AREA)
         analysis = small.astype(np.float32)
         self.sx, self.sy = size[0] / width, size[1] / height
+        texture = _texture_integrals(analysis)
         self.axes = {
-            "h": _Axis(analysis, image, self.sy, config),
+            "h": _Axis(analysis, image, self.sy, config, texture),
             "v": _Axis(
                 np.ascontiguousarray(analysis.transpose(1, 0, 2)),
                 image.transpose(1, 0, 2),
                 self.sx,
                 config,
+                tuple(table.transpose(1, 0, 2) for table in texture),
             ),
         }
         self.detail = _detail_integral(analysis, config)
@@ -437,9 +544,7 @@ class _Splitter:
         scorer = _scorer()
         lines = []
         for candidate in self._seam_candidates(name, region, a0, a1, b0, b1, [], rows):
-            if candidate.features.size == 0 or not (
-                a0 + min_rows <= candidate.row <= a1 - min_rows
-            ):
+            if not a0 + min_rows <= candidate.row <= a1 - min_rows:
                 continue
             score = self._score(scorer, candidate)
             self._note(
@@ -537,6 +642,8 @@ class _Splitter:
         for start, end, colour in bands:
             if start == 0 and end == a1 - a0:
                 return region  # entirely flat: nothing to trim towards
+            if std[start:end].mean() > self.config.margin_max_std:
+                continue  # a painted wall or a clear sky at the photo's edge, not a frame
             if start == 0:
                 inner = range(a0 + end, min(a0 + end + 3, a1))
                 if axis.edge_fraction(inner, b0, b1, colour) >= self.config.margin_edge_fraction:
@@ -589,7 +696,14 @@ class _Splitter:
                 )
             ]
         else:
-            seams = [line for line in seams if line.gutter]
+            # Thin gutters seen as two close edges; beside flat gutters only those of their
+            # colour (a light mortar line in a brick photo is not a white gutter).
+            seams = [
+                line
+                for line in seams
+                if line.gutter
+                and (not gutters or any(_same_colour(line, g, self.config) for g in gutters))
+            ]
         radius = self.config.nms_radius
         seams += [
             line
@@ -663,6 +777,10 @@ class _Splitter:
             continuity = _continuity(axis.img, a0 + start - 4, a0 + end + 3, b0, b1)
             if continuity >= config.gutter_continuity:
                 continue  # the scene goes on behind it: a window bar, not a gutter
+            flat = bool(std[start:end].mean() <= config.margin_max_std)
+            bridged = _bridged_step(axis.img, a0 + start - 2, a0 + end + 1, b0, b1, config)
+            if bridged is not None and bridged < config.gutter_bridged_step:
+                continue  # the two sides differ no more than either side does: one scene
             if min(edges) >= needed:
                 found.append(
                     _Line(
@@ -671,6 +789,7 @@ class _Splitter:
                         1.0 + min(edges),
                         True,
                         tuple(float(v) for v in colour),
+                        flat,
                     )
                 )
         return found
@@ -700,9 +819,10 @@ class _Splitter:
             if candidate.row in paired:
                 continue
             if isinstance(candidate.verdict, _Line):
+                # A thin gutter, unless the collage has none: then its stronger edge may be a
+                # seam (a photo's dark border row against the next photo).
                 lines.append(candidate.verdict)
                 paired.update((candidate.verdict.start, candidate.verdict.end))
-                continue
             score = self._score(scorer, candidate)
             self._note(
                 f"{name} seam {candidate.row} {candidate.value:.2f} verdict {candidate.verdict} "
@@ -781,6 +901,8 @@ class _Splitter:
         candidates = []
         for index in merged:
             row = a0 + index
+            if row - a0 < min_rows or a1 - row < min_rows:
+                continue  # would leave a piece too small for a photo: never taken
             value = float(fraction[max(0, index - 1) : index + 2].max())
             near = [(r, v) for r, v in peaks if config.nms_radius < abs(r - row) < min_rows]
             before = sum(1 for r, _ in near if r < row)
@@ -788,9 +910,6 @@ class _Splitter:
             verdict = None
             if value >= config.seam_fraction and periodic < config.periodic_lines:
                 verdict = self._pair_verdict(name, axis, row, near, peaks, object_rows, b0, b1)
-            if isinstance(verdict, _Line):
-                candidates.append(_Candidate(row, value, verdict, np.zeros(0)))
-                continue
             rival = max((v for _, v in near), default=0.0)
             features = np.array(
                 [
@@ -810,6 +929,8 @@ class _Splitter:
                     *self._side_contrast(name, axis, row, a0, a1, b0, b1),
                     float((ratio_max[index] > config.stretch_step_ratio).mean()),
                     self._parent_pieces(name),
+                    *self._side_shift(axis, row, a0, a1, b0, b1),
+                    *self._texture_change(axis, row, a0, a1, b0, b1),
                 ],
                 dtype=np.float64,
             )
@@ -877,6 +998,65 @@ class _Splitter:
         detail_below = self._detail_share(name, row + 2, min(a1, row + 2 + texture_depth), b0, b1)
         texture = abs(float(np.log((detail_above + floor) / (detail_below + floor))))
         return colour, texture
+
+    def _side_shift(
+        self, axis: _Axis, row: int, a0: int, a1: int, b0: int, b1: int
+    ) -> tuple[float, float]:
+        """How far the two sides of a line lie apart for their own variability: per stretch of
+        the line, the colour difference of the strips above and below over their pooled
+        standard deviation (texture included), the median over stretches; for strips of
+        side_rows rows and of four times that.
+
+        Two photos differ in level or in texture along the whole line even where a step is
+        hidden in one photo's texture (gravel beside text); one textured photo does not.
+        """
+        config = self.config
+        count = max(1, min(config.profile_segments, (b1 - b0) // 8))
+        bounds = np.linspace(b0, b1, count + 1).round().astype(int)
+        shifts = []
+        for depth in (config.side_rows, 4 * config.side_rows):
+            top, bottom = max(a0, row - 1 - depth), min(a1, row + 2 + depth)
+            if row - 1 <= top or bottom <= row + 2:
+                shifts.append(0.0)
+                continue
+            mean_above, var_above = axis.block_moments(top, row - 1, bounds)
+            mean_below, var_below = axis.block_moments(row + 2, bottom, bounds)
+            spread = np.sqrt(var_above + var_below + config.profile_floor**2)
+            texture = np.abs(np.log((var_above + 1.0) / (var_below + 1.0)))
+            shift = (np.abs(mean_above - mean_below) / spread).mean(axis=1) + texture.mean(axis=1)
+            shifts.append(float(np.median(shift)))
+        return shifts[0], shifts[1]
+
+    def _texture_change(
+        self, axis: _Axis, row: int, a0: int, a1: int, b0: int, b1: int
+    ) -> tuple[float, float]:
+        """A change point in brightness and texture (change over 1, 2 and 4 pixels, along and
+        across the line): how much the strips just above and below differ, against how much
+        each differs from the next strip on its own side; log ratio. Per quarter of the line
+        (median) for strips of 2 * side_rows rows, and for the whole line with 4 * side_rows.
+
+        Gravel over grass: both textured, one palette, but each side is like itself.
+        """
+        config = self.config
+        changes = []
+        for depth, parts in ((2 * config.side_rows, 4), (4 * config.side_rows, 1)):
+            depth = min(depth, (row - 1 - a0) // 2, (a1 - row - 2) // 2)
+            count = max(1, min(parts, (b1 - b0) // 16))
+            if depth < 2:
+                changes.append(0.0)
+                continue
+            bounds = np.linspace(b0, b1, count + 1).round().astype(int)
+            starts = np.array([row - 1 - 2 * depth, row - 1 - depth, row + 2, row + 2 + depth])
+            far_above, above, below, far_below = np.concatenate(
+                [axis.strip_means(starts, depth, bounds, table) for table in axis.texture], axis=2
+            )
+            across = np.abs(above - below).sum(axis=1)
+            within = np.maximum(
+                np.abs(far_above - above).sum(axis=1), np.abs(below - far_below).sum(axis=1)
+            )
+            floor = config.profile_floor
+            changes.append(float(np.median(np.log((across + floor) / (within + floor)))))
+        return changes[0], changes[1]
 
     def _piece_features(
         self, name: str, region: Box, row: int, a0: int, a1: int, b0: int, b1: int
@@ -1072,11 +1252,14 @@ class _Splitter:
         if max(across, along) > self.config.max_tile_aspect * max(1.0, min(across, along)):
             return False
         _, _, b0, b1 = self._analysis_region(name, region)
-        needed = (
-            self.config.blank_fraction_gutter
-            if all(line.gutter for line in beside)
-            else self.config.blank_fraction
-        )
+        if beside and all(line.flat for line in beside):
+            return True  # framed by digitally flat gutters: a photo, however smooth
+        if all(line.gutter for line in beside):
+            needed = self.config.blank_fraction_gutter
+        elif all(line.strength >= self.config.confident_seam_score for line in beside):
+            needed = self.config.blank_fraction_confident
+        else:
+            needed = self.config.blank_fraction
         return self._detail_share(name, lo + 1, hi - 1, b0, b1) >= needed
 
     def _detail_share(self, name: str, a0: int, a1: int, b0: int, b1: int) -> float:
@@ -1149,7 +1332,8 @@ class _Splitter:
         rows = self._full_rows(name, lo, hi, g0, g1)
         distance = np.abs(rows - self.gutter_colour.astype(np.int16)).sum(axis=2)
         share = (distance <= self.config.refine_colour_tolerance).mean(axis=1)
-        return bool(share.max() >= self.config.thin_gutter_share)
+        self._note(f"{name} known gutter colour near {row}: share {share.max():.2f}")
+        return bool(share.max() >= self.config.known_gutter_share)
 
     def _adopt_gutter(self, colour: tuple[float, float, float] | np.ndarray | None) -> None:
         """Remember the collage's gutter colour: later gutters must have it."""
@@ -1268,6 +1452,13 @@ class _Splitter:
         return self.height if name == "h" else self.width
 
 
+def _same_colour(first: _Line, second: _Line, config: SplitConfig) -> bool:
+    if first.colour is None or second.colour is None:
+        return False
+    distance = np.abs(np.subtract(first.colour, second.colour)).sum()
+    return bool(distance <= config.refine_colour_tolerance)
+
+
 def _similar(rows: np.ndarray, a: int, b: int, config: SplitConfig) -> bool:
     difference = np.abs(rows[a].mean(axis=0) - rows[b].mean(axis=0)).sum()
     return bool(difference <= config.band_colour_tolerance * 2)
@@ -1342,6 +1533,33 @@ def _continuity(img: np.ndarray, row_a: int, row_b: int, b0: int, b1: int) -> fl
         return 0.0
     scale = float(np.sqrt((a * a).sum() * (b * b).sum()))
     return float((a * b).sum()) / scale if scale > 1e-6 else 0.0
+
+
+def _bridged_step(
+    img: np.ndarray, row_a: int, row_b: int, b0: int, b1: int, config: SplitConfig
+) -> float | None:
+    """The seam test across a band, as if the band were cut out: log of the difference between
+    the rows on either side of it over the larger difference between two rows as far apart
+    within one side (median over stretches of the line; None too close to the border).
+
+    Behind a window bar the scene goes on, so the two sides differ about as much as any two
+    rows of one photo that far apart; two photos on either side of a gutter differ more.
+    """
+    distance = row_b - row_a
+    if row_a - distance < 0 or row_b + distance >= img.shape[0] or b1 - b0 < 16:
+        return None
+    rows = cv2.blur(img[[row_a - distance, row_a, row_b, row_b + distance], b0:b1], (9, 1))
+    count = max(1, min(config.profile_segments, (b1 - b0) // 8))
+    starts = np.linspace(0, b1 - b0, count + 1).round().astype(int)
+
+    def difference(first: int, second: int) -> np.ndarray:
+        per_pixel = np.abs(rows[first] - rows[second]).sum(axis=1)
+        return np.add.reduceat(per_pixel, starts[:-1]) / np.maximum(1, np.diff(starts))
+
+    floor = config.profile_floor
+    across = difference(1, 2)
+    within = np.minimum(difference(0, 1), difference(2, 3))
+    return float(np.median(np.log((across + floor) / (within + floor))))
 
 
 def _peaks(values: np.ndarray, floor: float, radius: int) -> list[tuple[int, float]]:
