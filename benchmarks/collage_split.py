@@ -1,6 +1,7 @@
 """Benchmark the collage splitter on synthetic, degraded collages with known tiles.
 
-    .venv/bin/python benchmarks/collage_split.py [--quick] [--cases N] [--seed S] [--failures DIR]
+    .venv/bin/python benchmarks/collage_split.py [--quick] [--seed S] [--family F] [--failures DIR]
+        [--set FIELD=VALUE ...]
 
 Builds its own cases (identity_pipeline.collage.synthetic) from license-clean photos shipped inside
 installed packages (scikit-image, scikit-learn): regular grids, phone stacks and irregular layouts,
