@@ -89,8 +89,6 @@ def collect(
         if a1 - a0 < 2 * min_rows or b1 - b0 < 4:
             continue
         for candidate in splitter._seam_candidates(name, region, a0, a1, b0, b1, []):
-            if candidate.row - a0 < min_rows or a1 - candidate.row < min_rows:
-                continue  # the splitter never takes these
             position = candidate.row + 0.5
             label = any(
                 abs(position - (lo + hi) / 2 * axis.scale) <= MATCH_ROWS for lo, hi in gaps[name]

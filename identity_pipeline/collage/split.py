@@ -349,11 +349,9 @@ class _Axis:
 
     def block_moments(self, a0: int, a1: int, bounds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Mean colour and per-channel variance of rows a0..a1 in each stretch of the line."""
-        sizes = np.maximum(1, (a1 - a0) * np.diff(bounds))[:, None]
-        sums = np.diff(self.integral[a1, bounds] - self.integral[a0, bounds], axis=0)
-        squares = np.diff(self.integral_sq[a1, bounds] - self.integral_sq[a0, bounds], axis=0)
-        mean = sums / sizes
-        return mean, np.maximum(squares / sizes - mean**2, 0.0)
+        mean = self.block_means(a0, a1, bounds)
+        squares = self.strip_means(np.array([a0]), a1 - a0, bounds, self.integral_sq)[0]
+        return mean, np.maximum(squares - mean**2, 0.0)
 
     def strip_means(
         self, starts: np.ndarray, depth: int, bounds: np.ndarray, table: np.ndarray
@@ -365,11 +363,7 @@ class _Axis:
 
     def block_means(self, a0: int, a1: int, bounds: np.ndarray) -> np.ndarray:
         """Mean colour of rows a0..a1 in each stretch ``bounds[i]..bounds[i+1]`` of the line."""
-        table = self.integral
-        columns = table[a1, bounds] - table[a0, bounds]
-        sums = columns[1:] - columns[:-1]
-        sizes = np.maximum(1, (a1 - a0) * np.diff(bounds))[:, None]
-        return sums / sizes
+        return self.strip_means(np.array([a0]), a1 - a0, bounds, self.integral)[0]
 
     def evidence_rows(self, a0: int, a1: int, b0: int, b1: int) -> np.ndarray:
         """The per-pixel seam evidence of rows a0..a1, columns b0..b1, as booleans."""
@@ -412,6 +406,13 @@ def _texture_integrals(analysis: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         cv2.integral(cv2.merge(channels[:4]), sdepth=cv2.CV_64F),
         cv2.integral(cv2.merge(channels[4:]), sdepth=cv2.CV_64F),
     )
+
+
+def _stretch_bounds(b0: int, b1: int, parts: int, min_width: int = 8) -> np.ndarray:
+    """Bounds of ``parts`` equal stretches of the line b0..b1, fewer where a stretch would be
+    shorter than ``min_width``."""
+    count = max(1, min(parts, (b1 - b0) // min_width))
+    return np.linspace(b0, b1, count + 1).round().astype(int)
 
 
 def _row_sums(table: np.ndarray, a0: int, a1: int, b0: int, b1: int) -> np.ndarray:
@@ -544,8 +545,6 @@ class _Splitter:
         scorer = _scorer()
         lines = []
         for candidate in self._seam_candidates(name, region, a0, a1, b0, b1, [], rows):
-            if not a0 + min_rows <= candidate.row <= a1 - min_rows:
-                continue
             score = self._score(scorer, candidate)
             self._note(
                 f"{name} aligned seam {candidate.row} in {region.as_list()} score {score:.2f}"
@@ -642,7 +641,7 @@ class _Splitter:
         for start, end, colour in bands:
             if start == 0 and end == a1 - a0:
                 return region  # entirely flat: nothing to trim towards
-            if std[start:end].mean() > self.config.margin_max_std:
+            if not _digitally_flat(std[start:end], self.config):
                 continue  # a painted wall or a clear sky at the photo's edge, not a frame
             if start == 0:
                 inner = range(a0 + end, min(a0 + end + 3, a1))
@@ -702,7 +701,10 @@ class _Splitter:
                 line
                 for line in seams
                 if line.gutter
-                and (not gutters or any(_same_colour(line, g, self.config) for g in gutters))
+                and (
+                    not gutters
+                    or any(_colours_match(line.colour, g.colour, self.config) for g in gutters)
+                )
             ]
         radius = self.config.nms_radius
         seams += [
@@ -777,7 +779,7 @@ class _Splitter:
             continuity = _continuity(axis.img, a0 + start - 4, a0 + end + 3, b0, b1)
             if continuity >= config.gutter_continuity:
                 continue  # the scene goes on behind it: a window bar, not a gutter
-            flat = bool(std[start:end].mean() <= config.margin_max_std)
+            flat = _digitally_flat(std[start:end], config)
             bridged = _bridged_step(axis.img, a0 + start - 2, a0 + end + 1, b0, b1, config)
             if bridged is not None and bridged < config.gutter_bridged_step:
                 continue  # the two sides differ no more than either side does: one scene
@@ -797,8 +799,7 @@ class _Splitter:
     def _gutter_colour_fits(self, colour: np.ndarray) -> bool:
         if self.gutter_colour is None:
             return True
-        distance = np.abs(np.asarray(colour) - self.gutter_colour).sum()
-        return bool(distance <= self.config.refine_colour_tolerance)
+        return _colours_match(colour, self.gutter_colour, self.config)
 
     def _seams(
         self,
@@ -946,13 +947,12 @@ class _Splitter:
         A seam is a step against both photos' own row-to-row change, along its whole length.
         """
         config = self.config
-        count = max(1, min(config.profile_segments, (b1 - b0) // 8))
-        bounds = np.linspace(b0, b1, count + 1).round().astype(int)
+        bounds = _stretch_bounds(b0, b1, config.profile_segments)
         lines = axis.step.shape[0]
         lo, hi = max(0, a0 - 3), min(lines, a1 + 3)
         sums = axis.step[lo:hi, bounds[1:]] - axis.step[lo:hi, bounds[:-1]]
         means = sums / np.maximum(1, bounds[1:] - bounds[:-1])
-        padded = np.full((a1 - a0 + 6, count), np.nan)
+        padded = np.full((a1 - a0 + 6, len(bounds) - 1), np.nan)
         padded[lo - (a0 - 3) : hi - (a0 - 3)] = means
         here = padded[3:-3]
         above, below = padded[:-6], padded[6:]
@@ -984,8 +984,7 @@ class _Splitter:
         ratio of their shares of detailed pixels (a textured photo over a smooth one)."""
         config = self.config
         depth = config.side_rows
-        count = max(1, min(config.profile_segments, (b1 - b0) // 8))
-        bounds = np.linspace(b0, b1, count + 1).round().astype(int)
+        bounds = _stretch_bounds(b0, b1, config.profile_segments)
         top, bottom = max(a0, row - 1 - depth), min(a1, row + 2 + depth)
         if row - 1 <= top or bottom <= row + 2:
             return 0.0, 0.0
@@ -1011,8 +1010,7 @@ class _Splitter:
         hidden in one photo's texture (gravel beside text); one textured photo does not.
         """
         config = self.config
-        count = max(1, min(config.profile_segments, (b1 - b0) // 8))
-        bounds = np.linspace(b0, b1, count + 1).round().astype(int)
+        bounds = _stretch_bounds(b0, b1, config.profile_segments)
         shifts = []
         for depth in (config.side_rows, 4 * config.side_rows):
             top, bottom = max(a0, row - 1 - depth), min(a1, row + 2 + depth)
@@ -1041,11 +1039,10 @@ class _Splitter:
         changes = []
         for depth, parts in ((2 * config.side_rows, 4), (4 * config.side_rows, 1)):
             depth = min(depth, (row - 1 - a0) // 2, (a1 - row - 2) // 2)
-            count = max(1, min(parts, (b1 - b0) // 16))
             if depth < 2:
                 changes.append(0.0)
                 continue
-            bounds = np.linspace(b0, b1, count + 1).round().astype(int)
+            bounds = _stretch_bounds(b0, b1, parts, min_width=16)
             starts = np.array([row - 1 - 2 * depth, row - 1 - depth, row + 2, row + 2 + depth])
             far_above, above, below, far_below = np.concatenate(
                 [axis.strip_means(starts, depth, bounds, table) for table in axis.texture], axis=2
@@ -1452,10 +1449,20 @@ class _Splitter:
         return self.height if name == "h" else self.width
 
 
-def _same_colour(first: _Line, second: _Line, config: SplitConfig) -> bool:
-    if first.colour is None or second.colour is None:
+def _digitally_flat(row_std: np.ndarray, config: SplitConfig) -> bool:
+    """A band made by software (frame, letterbox, app gutter), not a painted or shaded one."""
+    return bool(row_std.mean() <= config.margin_max_std)
+
+
+def _colours_match(
+    first: Sequence[float] | np.ndarray | None,
+    second: Sequence[float] | np.ndarray | None,
+    config: SplitConfig,
+) -> bool:
+    """Two band colours within the refinement tolerance (L1); an unknown colour matches none."""
+    if first is None or second is None:
         return False
-    distance = np.abs(np.subtract(first.colour, second.colour)).sum()
+    distance = np.abs(np.subtract(first, second)).sum()
     return bool(distance <= config.refine_colour_tolerance)
 
 
@@ -1549,8 +1556,7 @@ def _bridged_step(
     if row_a - distance < 0 or row_b + distance >= img.shape[0] or b1 - b0 < 16:
         return None
     rows = cv2.blur(img[[row_a - distance, row_a, row_b, row_b + distance], b0:b1], (9, 1))
-    count = max(1, min(config.profile_segments, (b1 - b0) // 8))
-    starts = np.linspace(0, b1 - b0, count + 1).round().astype(int)
+    starts = _stretch_bounds(0, b1 - b0, config.profile_segments)
 
     def difference(first: int, second: int) -> np.ndarray:
         per_pixel = np.abs(rows[first] - rows[second]).sum(axis=1)
