@@ -37,6 +37,20 @@ class LoadOptions:
         return extra
 
 
+# Joint attention of MMDiT transformers (Qwen-Image, SD3, Flux): diffusers names the image and
+# text streams' projections alike in all three.
+JOINT_ATTENTION_TARGETS = (
+    "to_q",
+    "to_k",
+    "to_v",
+    "to_out.0",
+    "add_q_proj",
+    "add_k_proj",
+    "add_v_proj",
+    "to_add_out",
+)
+
+
 @dataclass
 class FamilyAdapter:
     """Base class; subclasses fill in the class attributes and the family-specific methods."""
@@ -255,16 +269,7 @@ class QwenImageAdapter(FamilyAdapter):
     family = "qwen-image"
     pipeline_class_name = "QwenImagePipeline"
     denoiser_class_name = "QwenImageTransformer2DModel"
-    attention_targets = (
-        "to_q",
-        "to_k",
-        "to_v",
-        "to_out.0",
-        "add_q_proj",
-        "add_k_proj",
-        "add_v_proj",
-        "to_add_out",
-    )
+    attention_targets = JOINT_ATTENTION_TARGETS
     mlp_targets = ("img_mlp.net.0.proj", "img_mlp.net.2", "txt_mlp.net.0.proj", "txt_mlp.net.2")
     # musubi-tuner's Qwen-Image format; ComfyUI and diffusers both load it.
     kohya_prefix = "lora_unet"
@@ -333,16 +338,7 @@ class FluxAdapter(FamilyAdapter):
     family = "flux"
     pipeline_class_name = "FluxPipeline"
     denoiser_class_name = "FluxTransformer2DModel"
-    attention_targets = (
-        "attn.to_q",
-        "attn.to_k",
-        "attn.to_v",
-        "attn.to_out.0",
-        "attn.add_q_proj",
-        "attn.add_k_proj",
-        "attn.add_v_proj",
-        "attn.to_add_out",
-    )
+    attention_targets = tuple(f"attn.{name}" for name in JOINT_ATTENTION_TARGETS)
     mlp_targets = (
         "ff.net.0.proj",
         "ff.net.2",
@@ -401,16 +397,7 @@ class SD3Adapter(FamilyAdapter):
     family = "sd3"
     pipeline_class_name = "StableDiffusion3Pipeline"
     denoiser_class_name = "SD3Transformer2DModel"
-    attention_targets = (
-        "to_q",
-        "to_k",
-        "to_v",
-        "to_out.0",
-        "add_q_proj",
-        "add_k_proj",
-        "add_v_proj",
-        "to_add_out",
-    )
+    attention_targets = JOINT_ATTENTION_TARGETS
     mlp_targets = ("ff.net.0.proj", "ff.net.2", "ff_context.net.0.proj", "ff_context.net.2")
     kohya_prefix = "lora_transformer"  # OneTrainer's SD3 format, mapped by ComfyUI
     default_max_text_tokens = 256
