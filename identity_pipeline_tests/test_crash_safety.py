@@ -26,7 +26,7 @@ import yaml
 
 from identity_pipeline.partitions import ALBUMS_PARTITION_NAME
 from identity_pipeline.storage import DATA_DIR_ENV, DataLayout, is_temporary_name
-from identity_pipeline_tests.conftest import REPO_ROOT
+from identity_pipeline_tests.conftest import REPO_ROOT, materialize_graph
 
 pytestmark = pytest.mark.slow
 
@@ -291,18 +291,9 @@ def assert_same_as_baseline(layout: DataLayout, baseline: DataLayout, asset: str
 
 
 def _materialize(layout: DataLayout, selection: list[str], partition: str | None):
-    from identity_pipeline.definitions import build_definitions
-
-    defs = build_definitions(str(layout.root))
+    """On the instance of $DAGSTER_HOME, which a killed child process shares with the test."""
     with dg.DagsterInstance.get() as instance:
-        return dg.materialize(
-            list(defs.assets or []),
-            selection=selection,
-            partition_key=partition,
-            instance=instance,
-            resources=dict(defs.resources or {}),
-            raise_on_error=False,
-        )
+        return materialize_graph(layout, instance, selection, partition)
 
 
 # --- tests -------------------------------------------------------------------------------------

@@ -38,17 +38,8 @@ from identity_pipeline.labeling import (
 from identity_pipeline.labeling.cli import add_label_command
 from identity_pipeline.labeling.state import LabelingBook, NeedsNameError, clusters_table_path
 from identity_pipeline.storage import DataLayout, atomic_write_table
+from identity_pipeline_tests.conftest import CHROMIUM, CHROMIUM_ARGS, REPO_ROOT
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-]
 HEADER = "face_id,name\n"
 
 

@@ -25,7 +25,7 @@ from identity_pipeline.partitions import ALBUMS_PARTITION_NAME
 from identity_pipeline.resources import StorageResource
 from identity_pipeline.storage import DATA_DIR_ENV, DataLayout, atomic_write_bytes
 from identity_pipeline_tests.bad_inputs import build_bad_input_album
-from identity_pipeline_tests.conftest import REPO_ROOT
+from identity_pipeline_tests.conftest import REPO_ROOT, materialize_graph
 
 ALBUM = "demo"
 DEMO_ALBUM_DIR = REPO_ROOT / "data" / "albums" / ALBUM
@@ -41,22 +41,6 @@ UP_TO_TRAINING_SET = [
 ]
 REAL_FACE = "2012-12 obama portrait.jpg"  # a demo photo with one clear face
 GROUP_PHOTO = "group obama biden.jpg"
-
-
-def _materialize(
-    layout: DataLayout, instance: dg.DagsterInstance, selection: list[str], partition=None
-):
-    from identity_pipeline.definitions import build_definitions
-
-    defs = build_definitions(str(layout.root))
-    return dg.materialize(
-        list(defs.assets or []),
-        selection=selection,
-        partition_key=partition,
-        instance=instance,
-        resources=dict(defs.resources or {}),
-        raise_on_error=False,
-    )
 
 
 def _materialize_stages(layout: DataLayout, instance: dg.DagsterInstance, albums: list[str]):
@@ -154,7 +138,7 @@ def test_bad_input_corpus_survives_the_whole_album_chain(
     shutil.copy(DEMO_ALBUM_DIR / REAL_FACE, album_dir / "real face.jpg")
     instance.add_dynamic_partitions(ALBUMS_PARTITION_NAME, ["corpus"])
 
-    result = _materialize(layout, instance, ALBUM_CHAIN, "corpus")
+    result = materialize_graph(layout, instance, ALBUM_CHAIN, "corpus")
     assert result.success, _failure_text(result)
 
     photos = _table(layout, "raw_photos", "corpus").set_index("path")
@@ -188,7 +172,7 @@ def test_malformed_labels_file_fails_with_its_line_and_overwrites_nothing(
     before = table_path.read_bytes()
     backups = sorted(p.name for p in demo.root.glob("labels.csv*"))
 
-    result = _materialize(demo, instance, ["labeled_identities"])
+    result = materialize_graph(demo, instance, ["labeled_identities"])
     assert not result.success
     message = _failure_text(result)
     assert "line 3" in message and "expected 2 fields" in message, message
@@ -233,7 +217,7 @@ def test_renamed_then_deleted_album(demo: DataLayout, instance: dg.DagsterInstan
     demo.album_dir(ALBUM).rename(demo.album_dir(renamed))
     # A run of the old partition before the sensor noticed: a clear failure, outputs untouched.
     old_table = demo.table_path("raw_photos", ALBUM).read_bytes()
-    result = _materialize(demo, instance, ["raw_photos"], ALBUM)
+    result = materialize_graph(demo, instance, ["raw_photos"], ALBUM)
     assert not result.success
     assert "does not exist (renamed or deleted?)" in _failure_text(result)
     assert demo.table_path("raw_photos", ALBUM).read_bytes() == old_table
@@ -252,8 +236,8 @@ def test_renamed_then_deleted_album(demo: DataLayout, instance: dg.DagsterInstan
     _apply(instance, tick)
     assert instance.get_dynamic_partitions(ALBUMS_PARTITION_NAME) == [renamed]
 
-    assert _materialize(demo, instance, ALBUM_CHAIN, renamed).success
-    assert _materialize(demo, instance, ["face_clusters", "labeled_identities"]).success
+    assert materialize_graph(demo, instance, ALBUM_CHAIN, renamed).success
+    assert materialize_graph(demo, instance, ["face_clusters", "labeled_identities"]).success
     clusters = _table(demo, "face_clusters")
     assert set(clusters["album"]) == {renamed} and not clusters["face_id"].duplicated().any()
     named = _table(demo, "labeled_identities").set_index("face_id")["identity"]
@@ -332,7 +316,7 @@ def test_a_lost_mask_file_is_rebuilt_not_referenced(
     masks = _table(demo, "identity_masks", ALBUM)
     lost = demo.root / masks["mask_path"].iloc[0]
     lost.unlink()
-    assert _materialize(demo, instance, ["identity_masks"], ALBUM).success
+    assert materialize_graph(demo, instance, ["identity_masks"], ALBUM).success
     _referenced_files_exist(demo, "identity_masks", ["image_path", "mask_path"], ALBUM)
     assert lost.is_file()
 
@@ -399,7 +383,7 @@ def test_disk_full_while_a_table_is_written_fails_the_run_cleanly(
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     monkeypatch.setattr(storage.pq, "write_table", write_table_until_full)
-    result = _materialize(demo, instance, ["photo_tiles"], ALBUM)
+    result = materialize_graph(demo, instance, ["photo_tiles"], ALBUM)
     assert not result.success
     message = _failure_text(result)
     assert "No space left on device while writing" in message and str(table_path) in message
@@ -407,7 +391,7 @@ def test_disk_full_while_a_table_is_written_fails_the_run_cleanly(
     assert not [p.name for p in table_path.parent.iterdir() if p.name.endswith(".tmp")]
 
     monkeypatch.setattr(storage.pq, "write_table", real_write_table)  # space freed
-    assert _materialize(demo, instance, ["photo_tiles"], ALBUM).success
+    assert materialize_graph(demo, instance, ["photo_tiles"], ALBUM).success
     pd.testing.assert_frame_equal(
         _table(demo, "photo_tiles", ALBUM), pd.read_parquet(io.BytesIO(before))
     )

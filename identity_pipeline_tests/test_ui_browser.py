@@ -35,18 +35,8 @@ from typing import Any
 import pytest
 import yaml
 
-from identity_pipeline_tests.conftest import REPO_ROOT
+from identity_pipeline_tests.conftest import CHROMIUM, CHROMIUM_ARGS, REPO_ROOT
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-    "--disable-sync",
-]
 ARTIFACTS = REPO_ROOT / "test-artifacts"
 DEMO_ALBUM = REPO_ROOT / "data" / "albums" / "demo"
 ALBUM = "summer-trip"
