@@ -34,6 +34,7 @@ from identity_pipeline.collage.synthetic import (
     framed_single,
     grid_layout,
     horizon_scene,
+    random_case,
     rows_layout,
     sample_photos,
     stack_layout,
@@ -226,6 +227,68 @@ def test_borderless_stack_of_two_textures_in_one_palette(photos, seed) -> None:
     collage = compose_collage(tiles, stack_layout((1.0, 1.0)), (500, 1000), 0, 0, (0, 0, 0), seed)
     result, truth = split(degrade(collage, 0.9, 85, seed=seed))
     assert_same_tiles(result.boxes, truth)
+
+
+@pytest.mark.parametrize("seed", [17, 200005, 200007])
+def test_long_borderless_phone_stacks_of_textures(photos, seed) -> None:
+    """Eight photos stacked in a strip ten times taller than wide (gravel over bricks, cells
+    over a page of text): analysed on a copy whose shorter side keeps its texture."""
+    collage = random_case("stack borderless", list(photos.values()), seed)
+    result, truth = split(collage)
+    assert_same_tiles(result.boxes, truth)
+
+
+def test_narrow_images_are_analysed_finer_than_their_longer_side_alone_allows() -> None:
+    from identity_pipeline.collage.split import _analysis_factor
+
+    config = SplitConfig()
+    assert _analysis_factor(1200, 1600, config) == (0.5, 1.0)  # longer side to 800
+    factor, fineness = _analysis_factor(2000, 250, config)
+    assert factor == 1.0 and fineness == 2.5  # shorter side kept (and under 300 px)
+    factor, fineness = _analysis_factor(8000, 1000, config)
+    assert factor == pytest.approx(np.sqrt(640_000 / 8_000_000))  # pixel budget
+    assert fineness > 1.0
+    # The long strip's seams are what the finer copy is for (test above): at the longer
+    # side's scale alone the texture of each photo is averaged away and a seam is missed.
+    collage = random_case("stack borderless", list(dict(sample_photos()).values()), 17)
+    coarse = split_image(np.asarray(collage.image), SplitConfig(analysis_min_side=0))
+    assert len(coarse.boxes) < len(collage.boxes)
+
+
+def test_a_dark_window_cross_over_a_page_of_text_is_one_photo(photos) -> None:
+    """The horizontal bar is plainly over one scene; the vertical one, of the same colour and
+    thickness, is its crossing bar and no gutter, although the text beside it differs."""
+    case = random_case("single edges", list(photos.values()), 15)
+    assert len(split_image(np.asarray(case.image)).boxes) == 1
+
+
+@pytest.mark.parametrize("seed", [0, 2])
+def test_a_four_by_four_gutter_grid_whose_rows_line_up_across_the_gutters(photos, seed) -> None:
+    """Rows either side of a gutter cross the same perpendicular gutters, so their detail
+    correlates as if the scene went on; the sides plainly differ, so it is a gutter."""
+    names = [name for name, _ in sample_photos()][:16]
+    collage = compose_collage(
+        pick(photos, *names), grid_layout(4, 4), (1650, 1580), 18, 7, (250, 250, 250), seed=seed
+    )
+    degraded = degrade(collage, 0.9, 80, seed=seed)
+    result, truth = split(degraded)
+    assert_same_tiles(result.boxes, truth)
+    continuity_alone = SplitConfig(gutter_distinct_step=100.0)
+    assert len(split_image(np.asarray(degraded.image), continuity_alone).boxes) < 16
+
+
+def test_a_gradient_sky_over_gravel_is_one_photo(photos) -> None:
+    """The sky's last flat band above the horizon is no gutter: its upper edge is the sky."""
+    case = random_case("single edges", list(photos.values()), 400018)
+    assert len(split_image(np.asarray(case.image)).boxes) == 1
+
+
+def test_a_stack_with_a_coloured_margin_and_jpeg_gutters_at_full_resolution(photos) -> None:
+    """A narrow stack analysed at full size still finds its JPEG-noisy margin and gutters."""
+    case = random_case("stack", list(photos.values()), 100002)
+    result, truth = split(case)
+    assert_same_tiles(result.boxes, truth)
+    assert {cut.source for cut in result.cuts} == {"gutter"}
 
 
 # --- faces ----------------------------------------------------------------------------------------

@@ -1,14 +1,17 @@
 """Split a collage into its photos by recursive full-length cuts (guillotine), gutters or not.
 
-One pass over a downscaled copy (the "analysis" image), plus a full-resolution look at the few
-rows around each cut to place it to the pixel:
+One pass over a downscaled copy (the "analysis" image: longer side 800 px, but a long narrow
+phone stack keeps 300 px across so each photo keeps its texture), plus a full-resolution look at
+the few rows around each cut to place it to the pixel:
 
 1. Uniform bands: rows (or columns) that are digitally flat along the whole region. Bands at the
    region's border whose inner edge is a straight step are margins or frames and are trimmed;
    interior bands with a photo edge on both sides are gutters (unless the scene visibly goes on
    behind them, like a window bar: the two sides differ no more than two rows of one side as
    far apart; or they repeat closer than photos can be, like blank paper between lines of
-   text). Margins and frames are digitally flat; a band that is not (a painted wall) stays.
+   text). A bar found to be over one scene also vetoes the rest of itself in smaller pieces
+   and its crossing bar (same colour and thickness: a window's cross). Margins and frames are
+   digitally flat; a band that is not (a painted wall) stays.
 2. Seams (no gutter): candidate lines are local maxima of the share of the line showing a step
    much larger than the step just beside it (``_seam_evidence``), or of the step profile (the
    step across the line against the steps 3 rows away, per stretch of the line). Each is judged
@@ -60,8 +63,12 @@ from identity_pipeline.collage.boxes import (
 class SplitConfig:
     """Every threshold of the splitter. Colour distances are L1 over RGB (0..765) unless noted."""
 
-    # Analysis happens on a copy whose longer side is at most this; cuts are refined at full size.
+    # Analysis happens on a copy whose longer side is at most analysis_max_side, unless that
+    # leaves the shorter side under analysis_min_side (a phone stack ten photos tall keeps the
+    # texture of each photo), and of at most analysis_max_pixels; cuts are refined at full size.
     analysis_max_side: int = 800
+    analysis_min_side: int = 300
+    analysis_max_pixels: int = 640_000
     # Box blur along each candidate line: averages away noise and JPEG speckle, keeps the step.
     line_blur: int = 5
     # A photo is at least this big: a fraction of the image's longer side, and absolute pixels.
@@ -82,6 +89,8 @@ class SplitConfig:
     # A band is a gutter only if the two sides differ more than rows of one side as far apart
     # (log ratio; see _bridged_step).
     gutter_bridged_step: float = 0.2
+    # ... and sides this different (same measure) are two photos whatever the continuity says.
+    gutter_distinct_step: float = 1.0
     margin_edge_fraction: float = 0.6  # of the line length, on the inner side of a margin
     # Frames, letterbox bars and app-made gutters are digitally flat: mean per-channel std
     # along their rows at most this (a painted wall or bar has noise and shading).
@@ -298,6 +307,15 @@ class _Candidate:
     features: np.ndarray
 
 
+@dataclass(frozen=True)
+class _SceneBar:
+    """A flat band (analysis rows) the scene was seen to go on behind: a window bar."""
+
+    start: int
+    end: int
+    colour: np.ndarray
+
+
 @dataclass
 class _Decisions:
     """Margins of every decision taken, for the confidence."""
@@ -316,13 +334,20 @@ class _Axis:
         scale: float,
         config: SplitConfig,
         texture: tuple[np.ndarray, ...],
+        fineness: float,
     ) -> None:
         self.config = config
         # Integral images of texture (see _texture_integrals), oriented like ``analysis``.
         self.texture = texture
         self.full = full  # full-resolution image, oriented like ``analysis``
         self.scale = scale  # analysis rows per full-resolution row
-        blur = max(1, config.line_blur)
+        # Rows beside a band that may still be a blend of band and photo: resizing and JPEG
+        # smear a sharp edge over a few full-resolution pixels.
+        self.blend_rows = max(2, round(1 + 2 * scale))
+        # Pixels along a line that count as one at the usual analysis scale (see
+        # _analysis_factor): line blur and detail scales grow with it.
+        self.fineness = fineness
+        blur = max(1, round(config.line_blur * fineness))
         img = cv2.blur(analysis, (blur, 1)) if blur > 1 else analysis
         self.img = img
         lines, length = img.shape[:2]
@@ -445,6 +470,19 @@ def _seam_evidence(img: np.ndarray, config: SplitConfig) -> tuple[np.ndarray, np
     return evidence, raw
 
 
+def _analysis_factor(height: int, width: int, config: SplitConfig) -> tuple[float, float]:
+    """The downscale factor of the analysis copy (1.0: full size), and how many times finer
+    it is than the longer side alone would make it (1.0 but for long, narrow images).
+
+    A finer copy keeps more noise and JPEG block edges along a row: line statistics smooth
+    over that many more pixels, so flat still means flat.
+    """
+    by_longer_side = min(1.0, config.analysis_max_side / max(height, width))
+    factor = max(by_longer_side, config.analysis_min_side / max(1, min(height, width)))
+    factor = min(1.0, factor, float(np.sqrt(config.analysis_max_pixels / max(1, height * width))))
+    return factor, max(1.0, factor / by_longer_side)
+
+
 def _channel_sum(image: np.ndarray) -> np.ndarray:
     """Sum over the colour channels of an H x W x 3 float32 image, in one C pass."""
     flat = image.reshape(-1, 3)
@@ -457,20 +495,21 @@ class _Splitter:
         self.image = image
         height, width = image.shape[:2]
         self.height, self.width = height, width
-        factor = min(1.0, config.analysis_max_side / max(height, width))
+        factor, fineness = _analysis_factor(height, width, config)
         size = (max(1, round(width * factor)), max(1, round(height * factor)))
         small = image if factor == 1.0 else cv2.resize(image, size, interpolation=cv2.INTER_AREA)
         analysis = small.astype(np.float32)
         self.sx, self.sy = size[0] / width, size[1] / height
         texture = _texture_integrals(analysis)
         self.axes = {
-            "h": _Axis(analysis, image, self.sy, config, texture),
+            "h": _Axis(analysis, image, self.sy, config, texture, fineness),
             "v": _Axis(
                 np.ascontiguousarray(analysis.transpose(1, 0, 2)),
                 image.transpose(1, 0, 2),
                 self.sx,
                 config,
                 tuple(table.transpose(1, 0, 2) for table in texture),
+                fineness,
             ),
         }
         self.detail = _detail_integral(analysis, config)
@@ -483,6 +522,8 @@ class _Splitter:
         # flat band is part of a photo (a mortar line, a window bar).
         self.style: str | None = None  # None until the first cut, then CUT_GUTTER or CUT_SEAM
         self.gutter_colour: np.ndarray | None = None
+        # Per direction, bands judged to be bars over one scene (see _scene_bar).
+        self.scene_bars: dict[str, list[_SceneBar]] = {"h": [], "v": []}
         self.best_refused_score: float | None = None  # the best seam score below the threshold
         # The direction and piece count of the cut that made the region being split.
         self.parent_cut: tuple[str, int] | None = None
@@ -641,7 +682,7 @@ class _Splitter:
         for start, end, colour in bands:
             if start == 0 and end == a1 - a0:
                 return region  # entirely flat: nothing to trim towards
-            if not _digitally_flat(std[start:end], self.config):
+            if not _digitally_flat(std[start:end], self.config, axis.fineness):
                 continue  # a painted wall or a clear sky at the photo's edge, not a frame
             if start == 0:
                 inner = range(a0 + end, min(a0 + end + 3, a1))
@@ -668,7 +709,7 @@ class _Splitter:
         if a1 - a0 < 2 * min_rows or b1 - b0 < 4:
             return []
         mean, std = axis.row_stats(a0, a1, b0, b1)
-        gutters = _drop_crowded(self._gutters(axis, a0, a1, b0, b1, mean, std), min_rows)
+        gutters = _drop_crowded(self._gutters(name, a0, a1, b0, b1, mean, std), min_rows)
         self.best_refused_score = None
         seams = self._seams(name, region, a0, a1, b0, b1, [])
         beside_gutter = [
@@ -738,7 +779,7 @@ class _Splitter:
 
     def _gutters(
         self,
-        axis: _Axis,
+        name: str,
         a0: int,
         a1: int,
         b0: int,
@@ -752,20 +793,28 @@ class _Splitter:
         seam evidence says a full-length boundary is there (a white gutter beside a white cup).
         """
         config = self.config
+        axis = self.axes[name]
         found = []
         for start, end, colour in _bands(mean, std, config):
             if start == 0 or end == a1 - a0:
                 continue  # margins were trimmed before; a band here touching the edge is content
+            if self._scene_bar(name, a0 + start, a0 + end, colour):
+                continue
             if not self._gutter_colour_fits(colour):
                 continue
             before = range(max(a0, a0 + start - 3), a0 + start)
             after = range(a0 + end, min(a1, a0 + end + 3))
             edges, distinct_edges = [], []
-            for rows, boundary in ((before, a0 + start), (after, a0 + end - 1)):
+            # Seam evidence near each edge, from its own half of the band only: a thin band's
+            # other edge is no evidence for this one (a gradient sky's last band at a horizon).
+            middle = a0 + (start + end) // 2
+            windows = (
+                (before, max(0, a0 + start - 2), min(a0 + start + 3, middle + 1)),
+                (after, max(a0 + end - 3, middle), min(axis.img.shape[0], a0 + end + 2)),
+            )
+            for rows, lo, hi in windows:
                 distinct = axis.edge_fraction(rows, b0, b1, colour)
-                evidence = axis.seam_fraction(
-                    max(0, boundary - 2), min(axis.img.shape[0], boundary + 3), b0, b1
-                ).max()
+                evidence = axis.seam_fraction(lo, hi, b0, b1).max() if hi > lo else 0.0
                 distinct_edges.append(distinct)
                 edges.append(max(distinct, evidence if evidence >= config.seam_fraction else 0.0))
             if max(distinct_edges) < config.gutter_edge_fraction and self.gutter_colour is None:
@@ -776,13 +825,27 @@ class _Splitter:
                 else config.gutter_edge_fraction
             )
             # Rows a few away from the band: JPEG ringing along its edges is alike on both sides.
-            continuity = _continuity(axis.img, a0 + start - 4, a0 + end + 3, b0, b1)
-            if continuity >= config.gutter_continuity:
-                continue  # the scene goes on behind it: a window bar, not a gutter
-            flat = _digitally_flat(std[start:end], config)
-            bridged = _bridged_step(axis.img, a0 + start - 2, a0 + end + 1, b0, b1, config)
-            if bridged is not None and bridged < config.gutter_bridged_step:
-                continue  # the two sides differ no more than either side does: one scene
+            blend = axis.blend_rows
+            continuity = _continuity(
+                axis.img, a0 + start - blend - 2, a0 + end + blend + 1, b0, b1, axis.fineness
+            )
+            bridged = _bridged_step(
+                axis.img, a0 + start - blend, a0 + end + blend - 1, b0, b1, config
+            )
+            # Detail lining up across the band says the scene goes on behind it (a window bar),
+            # unless the two sides plainly differ: rows of a grid line up too, where they cross
+            # the other gutters.
+            continues = continuity >= config.gutter_continuity and (
+                bridged is None or bridged < config.gutter_distinct_step
+            )
+            if continues or (bridged is not None and bridged < config.gutter_bridged_step):
+                self._note(
+                    f"{name} bar over one scene {a0 + start}-{a0 + end}: continuity "
+                    f"{continuity:.2f}, bridged step {bridged}"
+                )
+                self.scene_bars[name].append(_SceneBar(a0 + start, a0 + end, colour))
+                continue
+            flat = _digitally_flat(std[start:end], config, axis.fineness)
             if min(edges) >= needed:
                 found.append(
                     _Line(
@@ -795,6 +858,20 @@ class _Splitter:
                     )
                 )
         return found
+
+    def _scene_bar(self, name: str, start: int, end: int, colour: np.ndarray) -> bool:
+        """Is this band part of a bar over one scene: the rest of one seen before in a bigger
+        region, or the crossing bar of a window (the other direction's bar: same colour, about
+        as thick)? Collage gutters are told apart from window bars on the whole line."""
+        if any(bar.start <= end and start <= bar.end for bar in self.scene_bars[name]):
+            return True
+        other = "v" if name == "h" else "h"
+        width = (end - start) / self.axes[name].scale
+        return any(
+            _colours_match(colour, bar.colour, self.config)
+            and 2 / 3 <= width / ((bar.end - bar.start) / self.axes[other].scale) <= 3 / 2
+            for bar in self.scene_bars[other]
+        )
 
     def _gutter_colour_fits(self, colour: np.ndarray) -> bool:
         if self.gutter_colour is None:
@@ -1449,9 +1526,13 @@ class _Splitter:
         return self.height if name == "h" else self.width
 
 
-def _digitally_flat(row_std: np.ndarray, config: SplitConfig) -> bool:
-    """A band made by software (frame, letterbox, app gutter), not a painted or shaded one."""
-    return bool(row_std.mean() <= config.margin_max_std)
+def _digitally_flat(row_std: np.ndarray, config: SplitConfig, fineness: float) -> bool:
+    """A band made by software (frame, letterbox, app gutter), not a painted or shaded one.
+
+    JPEG's colour noise is blocky, so a finer analysis copy (see _analysis_factor) keeps more
+    of it than line blur takes away.
+    """
+    return bool(row_std.mean() <= config.margin_max_std * np.sqrt(fineness))
 
 
 def _colours_match(
@@ -1528,13 +1609,15 @@ def _appearance(pixels: np.ndarray) -> np.ndarray:
     return np.concatenate([part / max(1, part.sum()) for part in parts]) / len(parts)
 
 
-def _continuity(img: np.ndarray, row_a: int, row_b: int, b0: int, b1: int) -> float:
+def _continuity(
+    img: np.ndarray, row_a: int, row_b: int, b0: int, b1: int, fineness: float
+) -> float:
     """Correlation of the detail along two rows (e.g. either side of a band): a scene seen
     through a window bar continues across it, two photos on either side of a gutter do not."""
     if min(row_a, row_b) < 0 or max(row_a, row_b) >= img.shape[0] or b1 - b0 < 16:
         return 0.0
     profiles = img[[row_a, row_b], b0:b1]
-    detail = profiles - cv2.blur(profiles, (15, 1))
+    detail = profiles - cv2.blur(profiles, (round(15 * fineness), 1))
     a, b = detail[0].ravel(), detail[1].ravel()
     if min(a.std(), b.std()) < 3.0:  # a smooth side carries no evidence either way
         return 0.0
