@@ -104,10 +104,11 @@ def collect(
     edges.append(region.y1 if name == "h" else region.x1)
     spans = list(zip(edges[::2], edges[1::2], strict=True))
     for start, end in spans:
-        members = [b for b in boxes if inside(b, _piece(region, name, start, end))]
+        piece = _piece(region, name, start, end)
+        members = [b for b in boxes if inside(b, piece)]
         if members:
             splitter.parent_cut = (name, len(spans))
-            collect(splitter, _piece(region, name, start, end), members, depth + 1, rng, rows)
+            collect(splitter, piece, members, depth + 1, rng, rows)
     if recurse and len(spans) >= 3:
         # The splitter may miss one of several parallel cuts and meet it again inside a piece
         # (a cut along its parent's direction): show the scorer such pieces too.

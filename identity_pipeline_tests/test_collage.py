@@ -238,7 +238,7 @@ def test_long_borderless_phone_stacks_of_textures(photos, seed) -> None:
     assert_same_tiles(result.boxes, truth)
 
 
-def test_narrow_images_are_analysed_finer_than_their_longer_side_alone_allows() -> None:
+def test_narrow_images_are_analysed_finer_than_their_longer_side_alone_allows(photos) -> None:
     from identity_pipeline.collage.split import _analysis_factor
 
     config = SplitConfig()
@@ -250,7 +250,7 @@ def test_narrow_images_are_analysed_finer_than_their_longer_side_alone_allows() 
     assert fineness > 1.0
     # The long strip's seams are what the finer copy is for (test above): at the longer
     # side's scale alone the texture of each photo is averaged away and a seam is missed.
-    collage = random_case("stack borderless", list(dict(sample_photos()).values()), 17)
+    collage = random_case("stack borderless", list(photos.values()), 17)
     coarse = split_image(np.asarray(collage.image), SplitConfig(analysis_min_side=0))
     assert len(coarse.boxes) < len(collage.boxes)
 
