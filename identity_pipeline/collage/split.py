@@ -17,15 +17,16 @@ the few rows around each cut to place it to the pixel:
    step across the line against the steps 3 rows away, per stretch of the line). Each is judged
    by a learned scorer (``seam_scorer.json``: gradient-boosted trees walked in numpy; trained by
    ``benchmarks/train_collage_scorer.py`` on synthetic collages of seeds the benchmark does not
-   evaluate, built from augmented copies of the source photos) over 23 features: evidence
+   evaluate, built from augmented copies of the source photos) over 26 features: evidence
    share, step ratios, a periodic structure around it (bricks, text), an object's other edge
    close by (a post, a bar), objects crossing it (a pole across a horizon), how alike the two
    sides look, each side's colour and texture next to the line (robust to one smooth side), the
    share of the line's stretches that agree, how much stronger it is than close parallel lines,
    how far the two sides lie apart for their own variability, a change point in multi-scale
-   texture (gravel over grass), the region's aspect and the cut that made it (a tile of a phone
-   stack is rarely cut across), and the pieces it would leave (size, aspect, detail). A line
-   whose step is, over most of its length, smaller than the steps beside it is never a seam.
+   texture (gravel over grass), the same over the whole region (how much of the variance of
+   each row's texture one split there explains, and whether no other split explains more),
+   the region's aspect and the cut that made it (a tile of a phone stack is rarely cut
+   across), and the pieces it would leave (size, aspect, detail).
 3. Hard limits stay rules: a cut through a given face box, a piece too small, thin or blank for a
    photo; a thin flat strip between two close edges is a thin gutter.
 4. The first cuts set the collage's style: after gutters only gutters of that colour follow,
@@ -108,7 +109,7 @@ class SplitConfig:
     partner_fraction: float = 0.6  # weakest line that counts as an object's other edge
     # Learned line scorer (seam_scorer.json, trained by benchmarks/train_collage_scorer.py on
     # synthetic collages of other seeds than the benchmark's): a line is a seam at this score.
-    seam_score: float = 0.4
+    seam_score: float = 0.35
     # Candidates: lines with at least this share of step evidence, or this log step ratio
     # (median over profile_segments stretches; steps get profile_floor added, so flat rows
     # beside flat rows are not a ratio of noise).
@@ -116,8 +117,6 @@ class SplitConfig:
     seam_candidate_profile: float = 0.5
     # Lines taken across a whole region in the direction not cut first are cut in each piece.
     inherit_lines: bool = True
-    # A seam's step is at least the steps 3 rows beside it (median log ratio over the line).
-    seam_min_step_ratio: float = 0.0
     # A line continuing a seam already cut elsewhere in the collage needs only this score.
     aligned_seam_score: float = 0.15
     profile_segments: int = 8
@@ -199,6 +198,9 @@ SCORER_FEATURES = (
     "side shift far",
     "texture change near",
     "texture change far",
+    "texture split share",
+    "texture split rank",
+    "texture split share near",
 )
 
 
@@ -433,6 +435,51 @@ def _texture_integrals(analysis: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     )
 
 
+def _texture_rows(axis: _Axis, a0: int, a1: int, b0: int, b1: int) -> np.ndarray:
+    """Per row of a0..a1: the log of its mean brightness and texture (the _texture_integrals
+    channels) over columns b0..b1."""
+    means = [
+        _row_sums(table if table.ndim == 3 else table[..., None], a0, a1, b0, b1)
+        for table in axis.texture
+    ]
+    return np.log(np.concatenate(means, axis=1) / max(1, b1 - b0) + 4.0)
+
+
+def _split_share(rows: np.ndarray, reach: int | None = None, margin: int = 2) -> np.ndarray:
+    """Per row k: the share of a descriptor's variance over ``rows`` (a sequence of descriptors)
+    explained by splitting the sequence before k into two runs with a mean each, for the
+    descriptor it explains best; within k-reach..k+reach when ``reach`` is given, else over the
+    whole sequence. Only for splits leaving ``margin`` rows on each side (0 elsewhere): a few
+    rows at a border (a blended edge) would be explained best on their own.
+
+    Two photos of one palette (gravel over grass) differ in some texture all along each side:
+    the boundary is where one split explains most. Inside one photo, texture drifts or repeats.
+    Per descriptor, since the one that tells two textures apart may vary least.
+    """
+    count = len(rows)
+    share = np.zeros(count)
+    margin = max(2, margin)
+    if count - margin <= margin:
+        return share
+    sums = np.zeros((count + 1, rows.shape[1]))
+    squares = np.zeros((count + 1, rows.shape[1]))
+    np.cumsum(rows, axis=0, out=sums[1:])
+    np.cumsum(rows * rows, axis=0, out=squares[1:])
+
+    def scatter(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+        n = np.maximum(hi - lo, 1)[:, None]
+        total = sums[hi] - sums[lo]
+        return squares[hi] - squares[lo] - total * total / n
+
+    split = np.arange(margin, count - margin + 1)
+    lo = np.zeros_like(split) if reach is None else np.maximum(0, split - reach)
+    hi = np.full_like(split, count) if reach is None else np.minimum(count, split + reach)
+    whole = scatter(lo, hi)
+    parts = scatter(lo, split) + scatter(split, hi)
+    share[split] = (1.0 - parts / np.maximum(whole, 1e-9)).max(axis=1)
+    return share
+
+
 def _stretch_bounds(b0: int, b1: int, parts: int, min_width: int = 8) -> np.ndarray:
     """Bounds of ``parts`` equal stretches of the line b0..b1, fewer where a stretch would be
     shorter than ``min_width``."""
@@ -586,7 +633,7 @@ class _Splitter:
         scorer = _scorer()
         lines = []
         for candidate in self._seam_candidates(name, region, a0, a1, b0, b1, [], rows):
-            score = self._score(scorer, candidate)
+            score = scorer.score(candidate.features)
             self._note(
                 f"{name} aligned seam {candidate.row} in {region.as_list()} score {score:.2f}"
             )
@@ -901,7 +948,7 @@ class _Splitter:
                 # seam (a photo's dark border row against the next photo).
                 lines.append(candidate.verdict)
                 paired.update((candidate.verdict.start, candidate.verdict.end))
-            score = self._score(scorer, candidate)
+            score = scorer.score(candidate.features)
             self._note(
                 f"{name} seam {candidate.row} {candidate.value:.2f} verdict {candidate.verdict} "
                 f"score {score:.2f} features {np.round(candidate.features, 2).tolist()}"
@@ -911,13 +958,6 @@ class _Splitter:
             elif self.best_refused_score is None or score > self.best_refused_score:
                 self.best_refused_score = score
         return lines
-
-    def _score(self, scorer: _Scorer, candidate: _Candidate) -> float:
-        """The scorer's probability that the candidate is a seam; 0 when its step is, over most
-        of its length, no larger than the steps beside it (a soft edge, not a seam)."""
-        if candidate.features[1] < self.config.seam_min_step_ratio:
-            return 0.0
-        return scorer.score(candidate.features)
 
     def _seam_candidates(
         self,
@@ -953,6 +993,11 @@ class _Splitter:
         ]
         ratio_max, ratio_min = self._step_profile(axis, a0, a1, b0, b1)
         median_max = np.median(ratio_max, axis=1)
+        texture_rows = _texture_rows(axis, a0, a1, b0, b1)
+        piece_rows = int(np.ceil(self.min_tile * axis.scale))  # no cut leaves fewer
+        split_share = _split_share(texture_rows, margin=piece_rows)
+        best_split = max(float(split_share.max()), 1e-6)
+        near_split_share = _split_share(texture_rows, reach=max(8, piece_rows), margin=piece_rows)
         if near_rows is None:
             found = _peaks(fraction, config.seam_candidate_fraction, config.nms_radius)
             found += _peaks(median_max, config.seam_candidate_profile, config.nms_radius)
@@ -1009,6 +1054,9 @@ class _Splitter:
                     self._parent_pieces(name),
                     *self._side_shift(axis, row, a0, a1, b0, b1),
                     *self._texture_change(axis, row, a0, a1, b0, b1),
+                    float(split_share[index]),
+                    float(split_share[index]) / best_split,
+                    float(near_split_share[index]),
                 ],
                 dtype=np.float64,
             )
