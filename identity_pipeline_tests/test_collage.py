@@ -250,7 +250,7 @@ def test_narrow_images_are_analysed_finer_than_their_longer_side_alone_allows(ph
     assert fineness > 1.0
     # The long strip's seams are what the finer copy is for (test above): at the longer
     # side's scale alone the texture of each photo is averaged away and a seam is missed.
-    collage = random_case("stack borderless", list(photos.values()), 17)
+    collage = random_case("stack borderless", list(photos.values()), 200005)
     coarse = split_image(np.asarray(collage.image), SplitConfig(analysis_min_side=0))
     assert len(coarse.boxes) < len(collage.boxes)
 
@@ -281,6 +281,43 @@ def test_a_gradient_sky_over_gravel_is_one_photo(photos) -> None:
     """The sky's last flat band above the horizon is no gutter: its upper edge is the sky."""
     case = random_case("single edges", list(photos.values()), 400018)
     assert len(split_image(np.asarray(case.image)).boxes) == 1
+
+
+def test_a_door_with_two_posts_between_blank_walls_is_one_photo(photos, monkeypatch) -> None:
+    """Two dark posts of one colour and thickness: the one beside a blank strip of wall can
+    be no gutter, so neither is its twin, however a gutter the other looks."""
+    from identity_pipeline.collage import split as split_module
+
+    image = np.asarray(random_case("single edges", list(photos.values()), 400025).image)
+    assert len(split_image(image).boxes) == 1
+    monkeypatch.setattr(split_module, "_same_band", lambda line, other, config: False)
+    assert len(split_image(image).boxes) == 2
+
+
+def test_two_textures_in_one_palette_in_a_phone_stack(photos) -> None:
+    """Between a cat and the grass below it the step is no larger than the steps within the
+    grass; the change of texture is what one split of the column explains best."""
+    collage = random_case("stack borderless", list(photos.values()), 100018)
+    result, truth = split(collage)
+    assert_same_tiles(result.boxes, truth)
+
+
+def test_split_share_finds_where_one_descriptor_changes_among_louder_ones() -> None:
+    from identity_pipeline.collage.split import _split_share
+
+    rng = np.random.default_rng(0)
+    loud = rng.normal(0.0, 1.0, (120, 3))  # varies a lot, tells nothing
+    quiet = np.r_[np.zeros(70), np.full(50, 0.3)][:, None] + rng.normal(0.0, 0.05, (120, 1))
+    rows = np.concatenate([loud, quiet], axis=1)
+    share = _split_share(rows)
+    assert abs(int(share.argmax()) - 70) <= 1
+    assert share.max() > 0.8
+    # Pooled over the descriptors, the loud ones drown the change.
+    assert _split_share(rows.sum(axis=1, keepdims=True)).max() < 0.5
+    near = _split_share(rows, reach=20)
+    assert abs(int(near.argmax()) - 70) <= 1
+    assert near[20] < 0.5  # 50 rows from the change: nothing to explain within reach
+    assert not _split_share(rows[:3]).any()
 
 
 def test_a_stack_with_a_coloured_margin_and_jpeg_gutters_at_full_resolution(photos) -> None:

@@ -11,7 +11,9 @@ the few rows around each cut to place it to the pixel:
    far apart; or they repeat closer than photos can be, like blank paper between lines of
    text). A bar found to be over one scene also vetoes the rest of itself in smaller pieces
    and its crossing bar (same colour and thickness: a window's cross). Margins and frames are
-   digitally flat; a band that is not (a painted wall) stays.
+   digitally flat; a band that is not (a painted wall) stays. Where one of two bands of one
+   colour and thickness can be no gutter (a blank strip of wall beside it), neither is: a
+   door's two posts.
 2. Seams (no gutter): candidate lines are local maxima of the share of the line showing a step
    much larger than the step just beside it (``_seam_evidence``), or of the step profile (the
    step across the line against the steps 3 rows away, per stretch of the line). Each is judged
@@ -1361,7 +1363,14 @@ class _Splitter:
             if bad_piece is None:
                 return lines
             weakest = min(bad_piece, key=lambda line: line.strength)
-            lines = [line for line in lines if line is not weakest]
+            # Before the collage's style is known, a band like the dropped one (a door's
+            # other post) goes with it: a collage's gutters can all frame photos.
+            lines = [
+                line
+                for line in lines
+                if line is not weakest
+                and not (self.style is None and _same_band(line, weakest, self.config))
+            ]
         return lines
 
     def _plausible_piece(
@@ -1593,6 +1602,15 @@ def _colours_match(
         return False
     distance = np.abs(np.subtract(first, second)).sum()
     return bool(distance <= config.refine_colour_tolerance)
+
+
+def _same_band(line: _Line, other: _Line, config: SplitConfig) -> bool:
+    """Two flat bands of one colour and about one thickness: a collage app's gutters, or a
+    door's two posts."""
+    if not (line.gutter and other.gutter):
+        return False
+    ratio = (line.end - line.start + 1) / (other.end - other.start + 1)
+    return 2 / 3 <= ratio <= 3 / 2 and _colours_match(line.colour, other.colour, config)
 
 
 def _similar(rows: np.ndarray, a: int, b: int, config: SplitConfig) -> bool:
