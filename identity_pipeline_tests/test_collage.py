@@ -283,6 +283,19 @@ def test_a_gradient_sky_over_gravel_is_one_photo(photos) -> None:
     assert len(split_image(np.asarray(case.image)).boxes) == 1
 
 
+def test_a_window_cross_whose_bar_is_shaded_along_its_length_is_one_photo(
+    photos, monkeypatch
+) -> None:
+    """Shading keeps the horizontal bar from being a flat band across the whole photo; seen
+    as a bar once its shading is set aside, it vetoes its flat crossing bar as a gutter."""
+    from identity_pipeline.collage import split as split_module
+
+    image = np.asarray(random_case("single edges", list(photos.values()), 400041).image)
+    assert len(split_image(image).boxes) == 1
+    monkeypatch.setattr(split_module._Splitter, "_shaded_bars", lambda self, name, region: None)
+    assert len(split_image(image).boxes) == 2
+
+
 def test_a_door_with_two_posts_between_blank_walls_is_one_photo(photos, monkeypatch) -> None:
     """Two dark posts of one colour and thickness: the one beside a blank strip of wall can
     be no gutter, so neither is its twin, however a gutter the other looks."""

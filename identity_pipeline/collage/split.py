@@ -10,7 +10,8 @@ the few rows around each cut to place it to the pixel:
    behind them, like a window bar: the two sides differ no more than two rows of one side as
    far apart; or they repeat closer than photos can be, like blank paper between lines of
    text). A bar found to be over one scene also vetoes the rest of itself in smaller pieces
-   and its crossing bar (same colour and thickness: a window's cross). Margins and frames are
+   and its crossing bar (same colour and thickness: a window's cross); bars flat but for
+   shading along their length are looked for too, for this alone. Margins and frames are
    digitally flat; a band that is not (a painted wall) stays. Where one of two bands of one
    colour and thickness can be no gutter (a blank strip of wall beside it), neither is: a
    door's two posts.
@@ -83,6 +84,10 @@ class SplitConfig:
 
     # Uniform bands (gutters, margins, frames): digitally flat along the line.
     uniform_max_std: float = 3.0  # per-channel std along a row, analysis scale
+    # Shading along a painted bar is what a blur over this many pixels keeps (analysis scale).
+    shading_reach: int = 15
+    shaded_bar_max_share: float = 0.03  # of the line's length: thicker is a smooth photo area
+    shaded_bar_max_std: float = 12.0  # along a row of a shaded bar, shading included
     band_colour_tolerance: float = 24.0  # a row joins a band within this of its mean
     edge_step: float = 30.0  # a pixel beside a band differs from its colour by at least this
     gutter_edge_fraction: float = 0.5  # of the line length, on each side of a gutter
@@ -660,6 +665,9 @@ class _Splitter:
             return []
         if depth >= self.config.max_depth:
             return [region]
+        if self.style is None:  # the first cut decides whether gutters are the style
+            for name in ("h", "v"):
+                self._shaded_bars(name, region)
         choices = {
             name: self._lines(
                 name, region, inherited[1] if inherited and inherited[0] == name else ()
@@ -873,26 +881,7 @@ class _Splitter:
                 if self.gutter_colour is not None
                 else config.gutter_edge_fraction
             )
-            # Rows a few away from the band: JPEG ringing along its edges is alike on both sides.
-            blend = axis.blend_rows
-            continuity = _continuity(
-                axis.img, a0 + start - blend - 2, a0 + end + blend + 1, b0, b1, axis.fineness
-            )
-            bridged = _bridged_step(
-                axis.img, a0 + start - blend, a0 + end + blend - 1, b0, b1, config
-            )
-            # Detail lining up across the band says the scene goes on behind it (a window bar),
-            # unless the two sides plainly differ: rows of a grid line up too, where they cross
-            # the other gutters.
-            continues = continuity >= config.gutter_continuity and (
-                bridged is None or bridged < config.gutter_distinct_step
-            )
-            if continues or (bridged is not None and bridged < config.gutter_bridged_step):
-                self._note(
-                    f"{name} bar over one scene {a0 + start}-{a0 + end}: continuity "
-                    f"{continuity:.2f}, bridged step {bridged}"
-                )
-                self.scene_bars[name].append(_SceneBar(a0 + start, a0 + end, colour))
+            if self._over_one_scene(name, a0 + start, a0 + end, b0, b1, colour):
                 continue
             flat = _digitally_flat(std[start:end], config, axis.fineness)
             if min(edges) >= needed:
@@ -907,6 +896,65 @@ class _Splitter:
                     )
                 )
         return found
+
+    def _over_one_scene(
+        self, name: str, start: int, end: int, b0: int, b1: int, colour: np.ndarray
+    ) -> bool:
+        """Does the scene go on behind the band start..end (a window bar)? Recorded if so."""
+        config = self.config
+        axis = self.axes[name]
+        # Rows a few away from the band: JPEG ringing along its edges is alike on both sides.
+        blend = axis.blend_rows
+        continuity = _continuity(
+            axis.img, start - blend - 2, end + blend + 1, b0, b1, axis.fineness
+        )
+        bridged = _bridged_step(axis.img, start - blend, end + blend - 1, b0, b1, config)
+        # Detail lining up across the band says the scene goes on behind it, unless the two
+        # sides plainly differ: rows of a grid line up too, where they cross the other gutters.
+        continues = continuity >= config.gutter_continuity and (
+            bridged is None or bridged < config.gutter_distinct_step
+        )
+        if not continues and (bridged is None or bridged >= config.gutter_bridged_step):
+            return False
+        self._note(
+            f"{name} bar over one scene {start}-{end}: continuity {continuity:.2f}, "
+            f"bridged step {bridged}"
+        )
+        self.scene_bars[name].append(_SceneBar(start, end, colour))
+        return True
+
+    def _shaded_bars(self, name: str, region: Box) -> None:
+        """Record bars over one scene that are flat but for shading along their length (too
+        uneven for a band, so never a gutter): a window's other bar, crossing this one, is
+        then known for what it is whichever direction is judged first."""
+        config = self.config
+        axis = self.axes[name]
+        a0, a1, b0, b1 = self._analysis_region(name, region)
+        if a1 - a0 < 8 or b1 - b0 < 16:
+            return
+        mean, std = axis.row_stats(a0, a1, b0, b1)
+        shaded = np.flatnonzero((std > config.uniform_max_std) & (std <= config.shaded_bar_max_std))
+        if len(shaded) == 0:
+            return
+        pixels = axis.img[a0 + shaded, b0:b1]
+        reach = max(3, round(config.shading_reach * axis.fineness))
+        unshaded_std = np.where(std <= config.uniform_max_std, std, np.inf)
+        unshaded_std[shaded] = (pixels - cv2.blur(pixels, (reach, 1))).std(axis=1).mean(axis=1)
+        bounds = _stretch_bounds(b0, b1, 16)
+        for start, end, colour in _bands(mean, unshaded_std, config):
+            if start == 0 or end == a1 - a0 or std[start:end].min() <= config.uniform_max_std:
+                continue  # touching the border, or a plain band (judged as a gutter)
+            if end - start > config.shaded_bar_max_share * (b1 - b0):
+                continue  # a smooth stretch of a photo (sky, wall), not a bar
+            along = axis.block_means(a0 + start, a0 + end, bounds)
+            if np.abs(np.diff(along, axis=0)).sum(axis=1).max() > config.band_colour_tolerance / 2:
+                continue  # a jump along the line: a smooth photo beside a gutter, not shading
+            edges = (range(a0 + start - 3, a0 + start), range(a0 + end, a0 + end + 3))
+            if all(
+                axis.edge_fraction(rows, b0, b1, colour) >= config.gutter_edge_fraction
+                for rows in edges
+            ):
+                self._over_one_scene(name, a0 + start, a0 + end, b0, b1, colour)
 
     def _scene_bar(self, name: str, start: int, end: int, colour: np.ndarray) -> bool:
         """Is this band part of a bar over one scene: the rest of one seen before in a bigger
