@@ -1076,6 +1076,8 @@ class _Splitter:
             row = a0 + index
             if row - a0 < min_rows or a1 - row < min_rows:
                 continue  # would leave a piece too small for a photo: never taken
+            if self.style == CUT_GUTTER and not self._known_gutter_near(name, region, row):
+                continue  # a gutter collage is cut at its gutters only
             value = float(fraction[max(0, index - 1) : index + 2].max())
             near = [(r, v) for r, v in peaks if config.nms_radius < abs(r - row) < min_rows]
             before = sum(1 for r, _ in near if r < row)
