@@ -13,8 +13,8 @@ the few rows around each cut to place it to the pixel:
    and its crossing bar (same colour and thickness: a window's cross); bars flat but for
    shading along their length are looked for too, for this alone. Margins and frames are
    digitally flat; a band that is not (a painted wall) stays. Where one of two bands of one
-   colour and thickness can be no gutter (a blank strip of wall beside it), neither is: a
-   door's two posts.
+   colour and thickness can be no gutter (a blank or too thin strip of wall beside it),
+   neither is: a door's two posts.
 2. Seams (no gutter): candidate lines are local maxima of the share of the line showing a step
    much larger than the step just beside it (``_seam_evidence``), or of the step profile (the
    step across the line against the steps 3 rows away, per stretch of the line). Each is judged
@@ -817,6 +817,15 @@ class _Splitter:
             and a1 - line.end >= min_rows
             and not self._crosses_face(name, region, line)
         ]
+        if self.style is None:
+            # A band too close to the border for a photo beside it is painted (a door post),
+            # and so is a band of its colour and thickness (the other post).
+            painted = [g for g in gutters if g.start - a0 < min_rows or a1 - g.end < min_rows]
+            candidates = [
+                line
+                for line in candidates
+                if not any(_same_band(line, post, self.config) for post in painted)
+            ]
         chosen = _space_out(candidates, a0, a1, min_rows)
         chosen = self._drop_implausible_pieces(name, region, a0, a1, chosen)
         self._note(
