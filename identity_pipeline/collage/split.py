@@ -445,10 +445,7 @@ def _texture_integrals(analysis: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def _texture_rows(axis: _Axis, a0: int, a1: int, b0: int, b1: int) -> np.ndarray:
     """Per row of a0..a1: the log of its mean brightness and texture (the _texture_integrals
     channels) over columns b0..b1."""
-    means = [
-        _row_sums(table if table.ndim == 3 else table[..., None], a0, a1, b0, b1)
-        for table in axis.texture
-    ]
+    means = [_row_sums(table, a0, a1, b0, b1) for table in axis.texture]
     return np.log(np.concatenate(means, axis=1) / max(1, b1 - b0) + 4.0)
 
 
@@ -974,8 +971,13 @@ class _Splitter:
         other = "v" if name == "h" else "h"
         width = (end - start) / self.axes[name].scale
         return any(
-            _colours_match(colour, bar.colour, self.config)
-            and 2 / 3 <= width / ((bar.end - bar.start) / self.axes[other].scale) <= 3 / 2
+            _alike_bars(
+                colour,
+                width,
+                bar.colour,
+                (bar.end - bar.start) / self.axes[other].scale,
+                self.config,
+            )
             for bar in self.scene_bars[other]
         )
 
@@ -1052,11 +1054,6 @@ class _Splitter:
         ]
         ratio_max, ratio_min = self._step_profile(axis, a0, a1, b0, b1)
         median_max = np.median(ratio_max, axis=1)
-        texture_rows = _texture_rows(axis, a0, a1, b0, b1)
-        piece_rows = int(np.ceil(self.min_tile * axis.scale))  # no cut leaves fewer
-        split_share = _split_share(texture_rows, margin=piece_rows)
-        best_split = max(float(split_share.max()), 1e-6)
-        near_split_share = _split_share(texture_rows, reach=max(8, piece_rows), margin=piece_rows)
         if near_rows is None:
             found = _peaks(fraction, config.seam_candidate_fraction, config.nms_radius)
             found += _peaks(median_max, config.seam_candidate_profile, config.nms_radius)
@@ -1078,15 +1075,28 @@ class _Splitter:
                     merged[-1] = index
                 continue
             merged.append(index)
-        object_rows = config.object_max_fraction * max(axis.img.shape[:2])
         min_rows = self.min_tile * axis.scale
+        kept = [
+            index
+            for index in merged
+            # A piece too small for a photo is never taken; a gutter collage is cut at its
+            # gutters only.
+            if min_rows <= index <= (a1 - a0) - min_rows
+            and not (
+                self.style == CUT_GUTTER and not self._known_gutter_near(name, region, a0 + index)
+            )
+        ]
+        if not kept:
+            return []
+        texture_rows = _texture_rows(axis, a0, a1, b0, b1)
+        piece_rows = int(np.ceil(min_rows))  # no cut leaves fewer
+        split_share = _split_share(texture_rows, margin=piece_rows)
+        best_split = max(float(split_share.max()), 1e-6)
+        near_split_share = _split_share(texture_rows, reach=max(8, piece_rows), margin=piece_rows)
+        object_rows = config.object_max_fraction * max(axis.img.shape[:2])
         candidates = []
-        for index in merged:
+        for index in kept:
             row = a0 + index
-            if row - a0 < min_rows or a1 - row < min_rows:
-                continue  # would leave a piece too small for a photo: never taken
-            if self.style == CUT_GUTTER and not self._known_gutter_near(name, region, row):
-                continue  # a gutter collage is cut at its gutters only
             value = float(fraction[max(0, index - 1) : index + 2].max())
             near = [(r, v) for r, v in peaks if config.nms_radius < abs(r - row) < min_rows]
             before = sum(1 for r, _ in near if r < row)
@@ -1668,8 +1678,23 @@ def _same_band(line: _Line, other: _Line, config: SplitConfig) -> bool:
     door's two posts."""
     if not (line.gutter and other.gutter):
         return False
-    ratio = (line.end - line.start + 1) / (other.end - other.start + 1)
-    return 2 / 3 <= ratio <= 3 / 2 and _colours_match(line.colour, other.colour, config)
+    return _alike_bars(
+        line.colour, line.end - line.start + 1, other.colour, other.end - other.start + 1, config
+    )
+
+
+def _alike_bars(
+    colour: Sequence[float] | np.ndarray | None,
+    thickness: float,
+    other_colour: Sequence[float] | np.ndarray | None,
+    other_thickness: float,
+    config: SplitConfig,
+) -> bool:
+    """One colour and about one thickness (within a factor of 3/2): a pair of bars of one
+    window or door, or of one collage's gutters."""
+    return 2 / 3 <= thickness / other_thickness <= 3 / 2 and _colours_match(
+        colour, other_colour, config
+    )
 
 
 def _similar(rows: np.ndarray, a: int, b: int, config: SplitConfig) -> bool:
