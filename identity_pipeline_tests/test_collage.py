@@ -24,6 +24,7 @@ from identity_pipeline.collage import (
     parse_hints,
     split_image,
 )
+from identity_pipeline.collage import split as split_module
 from identity_pipeline.collage.cli import add_split_command
 from identity_pipeline.collage.synthetic import (
     Collage,
@@ -239,13 +240,11 @@ def test_long_borderless_phone_stacks_of_textures(photos, seed) -> None:
 
 
 def test_narrow_images_are_analysed_finer_than_their_longer_side_alone_allows(photos) -> None:
-    from identity_pipeline.collage.split import _analysis_factor
-
     config = SplitConfig()
-    assert _analysis_factor(1200, 1600, config) == (0.5, 1.0)  # longer side to 800
-    factor, fineness = _analysis_factor(2000, 250, config)
+    assert split_module._analysis_factor(1200, 1600, config) == (0.5, 1.0)  # longer side to 800
+    factor, fineness = split_module._analysis_factor(2000, 250, config)
     assert factor == 1.0 and fineness == 2.5  # shorter side kept (and under 300 px)
-    factor, fineness = _analysis_factor(8000, 1000, config)
+    factor, fineness = split_module._analysis_factor(8000, 1000, config)
     assert factor == pytest.approx(np.sqrt(640_000 / 8_000_000))  # pixel budget
     assert fineness > 1.0
     # The long strip's seams are what the finer copy is for (test above): at the longer
@@ -288,8 +287,6 @@ def test_a_window_cross_whose_bar_is_shaded_along_its_length_is_one_photo(
 ) -> None:
     """Shading keeps the horizontal bar from being a flat band across the whole photo; seen
     as a bar once its shading is set aside, it vetoes its flat crossing bar as a gutter."""
-    from identity_pipeline.collage import split as split_module
-
     image = np.asarray(random_case("single edges", list(photos.values()), 400041).image)
     assert len(split_image(image).boxes) == 1
     monkeypatch.setattr(split_module._Splitter, "_shaded_bars", lambda self, name, region: None)
@@ -300,8 +297,6 @@ def test_a_window_cross_whose_bar_is_shaded_along_its_length_is_one_photo(
 def test_a_door_with_two_posts_between_blank_walls_is_one_photo(photos, monkeypatch, seed) -> None:
     """Two dark posts of one colour and thickness: the one beside a blank or too thin strip of
     wall can be no gutter, so neither is its twin, however a gutter the other looks."""
-    from identity_pipeline.collage import split as split_module
-
     image = np.asarray(random_case("single edges", list(photos.values()), seed).image)
     assert len(split_image(image).boxes) == 1
     monkeypatch.setattr(split_module, "_same_band", lambda line, other, config: False)
@@ -317,21 +312,19 @@ def test_two_textures_in_one_palette_in_a_phone_stack(photos) -> None:
 
 
 def test_split_share_finds_where_one_descriptor_changes_among_louder_ones() -> None:
-    from identity_pipeline.collage.split import _split_share
-
     rng = np.random.default_rng(0)
     loud = rng.normal(0.0, 1.0, (120, 3))  # varies a lot, tells nothing
     quiet = np.r_[np.zeros(70), np.full(50, 0.3)][:, None] + rng.normal(0.0, 0.05, (120, 1))
     rows = np.concatenate([loud, quiet], axis=1)
-    share = _split_share(rows)
+    share = split_module._split_share(rows)
     assert abs(int(share.argmax()) - 70) <= 1
     assert share.max() > 0.8
     # Pooled over the descriptors, the loud ones drown the change.
-    assert _split_share(rows.sum(axis=1, keepdims=True)).max() < 0.5
-    near = _split_share(rows, reach=20)
+    assert split_module._split_share(rows.sum(axis=1, keepdims=True)).max() < 0.5
+    near = split_module._split_share(rows, reach=20)
     assert abs(int(near.argmax()) - 70) <= 1
     assert near[20] < 0.5  # 50 rows from the change: nothing to explain within reach
-    assert not _split_share(rows[:3]).any()
+    assert not split_module._split_share(rows[:3]).any()
 
 
 def test_a_stack_with_a_coloured_margin_and_jpeg_gutters_at_full_resolution(photos) -> None:
@@ -623,8 +616,6 @@ def test_demo_borderless_phone_stack_has_four_full_width_tiles() -> None:
 
 
 def test_seam_scorer_file_is_readable_json_of_well_formed_trees() -> None:
-    from identity_pipeline.collage import split as split_module
-
     text = split_module.SCORER_FILE.read_text(encoding="utf-8")
     assert len(text.encode()) < 400_000
     data = json.loads(text)
@@ -655,8 +646,6 @@ def test_exported_trees_score_like_scikit_learn() -> None:
     )
     trainer = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(trainer)
-    from identity_pipeline.collage import split as split_module
-
     rng = np.random.default_rng(1)
     x = rng.normal(0, 1, (400, len(split_module.SCORER_FEATURES)))
     y = (x[:, 0] + 0.5 * x[:, 3] * x[:, 5] + rng.normal(0, 0.3, 400) > 0).astype(float)
