@@ -288,9 +288,10 @@ def test_a_window_cross_whose_bar_is_shaded_along_its_length_is_one_photo(
     """Shading keeps the horizontal bar from being a flat band across the whole photo; seen
     as a bar once its shading is set aside, it vetoes its flat crossing bar as a gutter."""
     image = np.asarray(random_case("single edges", list(photos.values()), 400041).image)
-    assert len(split_image(image).boxes) == 1
+    unlit = SplitConfig(shading_min_ramp=np.inf)  # whether it is lit steadily is another test
+    assert len(split_image(image, unlit).boxes) == 1
     monkeypatch.setattr(split_module._Splitter, "_shaded_bars", lambda self, name, region: None)
-    assert len(split_image(image).boxes) == 2
+    assert len(split_image(image, unlit).boxes) == 2
 
 
 @pytest.mark.parametrize("seed", [400025, 3800004])
@@ -298,9 +299,64 @@ def test_a_door_with_two_posts_between_blank_walls_is_one_photo(photos, monkeypa
     """Two dark posts of one colour and thickness: the one beside a blank or too thin strip of
     wall can be no gutter, so neither is its twin, however a gutter the other looks."""
     image = np.asarray(random_case("single edges", list(photos.values()), seed).image)
-    assert len(split_image(image).boxes) == 1
+    unlit = SplitConfig(shading_min_ramp=np.inf)  # posts lit along their length: another test
+    assert len(split_image(image, unlit).boxes) == 1
     monkeypatch.setattr(split_module, "_same_band", lambda line, other, config: False)
-    assert len(split_image(image).boxes) == 2
+    assert len(split_image(image, unlit).boxes) == 2
+
+
+@pytest.mark.parametrize(
+    ("scene", "photo", "seed", "pieces_unless_lit"),
+    [
+        (window_scene, "coins", 12, 4),
+        (window_scene, "page", 8, 4),
+        (window_scene, "chelsea", 11, 4),
+        (door_scene, "motorcycle_left", 19, 2),
+    ],
+)
+def test_bars_lit_steadily_along_their_length_are_painted_not_gutters(
+    photos, scene, photo, seed, pieces_unless_lit
+) -> None:
+    """A window's bars or a door's posts, flat enough to pass for an app's gutters, but
+    brightening from one end to the other; without that test they are cut as gutters."""
+    collage = degrade(scene(photos[photo], (1000, 750), seed=seed), 0.9, 80, seed=seed)
+    image = np.asarray(collage.image)
+    assert len(split_image(image).boxes) == 1
+    unlit = SplitConfig(shading_min_ramp=np.inf)
+    assert len(split_image(image, unlit).boxes) == pieces_unless_lit
+
+
+def test_the_edges_of_a_painted_bar_are_no_seams(photos, monkeypatch) -> None:
+    """Coins behind a dark window cross: once the bars are known to be painted, the seam
+    scorer would still cut along their edges, where the coins stop."""
+    image = np.asarray(random_case("single edges", list(photos.values()), 4100022).image)
+    assert len(split_image(image).boxes) == 1
+    monkeypatch.setattr(split_module._Splitter, "_at_painted_bar", lambda self, name, line: False)
+    assert len(split_image(image).boxes) > 1
+
+
+@pytest.mark.parametrize(
+    ("family", "seed"), [("stack borderless", 4300002), ("irregular borderless", 500015)]
+)
+def test_a_smooth_lit_stretch_of_a_photo_is_no_painted_bar(photos, family, seed) -> None:
+    """A wide band brightening along the line (a lit wall, a sky) is part of a photo: taken
+    for a painted bar, it would hide the seam at its edge."""
+    collage = random_case(family, list(photos.values()), seed)
+    result, truth = split(collage)
+    assert_same_tiles(result.boxes, truth)
+    result, _ = split(collage, config=SplitConfig(painted_bar_max_share=1.0))
+    assert len(result.boxes) < len(truth)
+
+
+def test_linear_ramp_measures_the_rise_and_the_scatter_about_it() -> None:
+    rng = np.random.default_rng(1)
+    noise = rng.normal(0.0, 0.5, 16)
+    rise, scatter = split_module._linear_ramp(np.linspace(30.0, 36.0, 16) + noise)
+    assert rise == pytest.approx(6.0, abs=0.6)
+    assert scatter == pytest.approx(noise.std(), abs=0.15)
+    falling, _ = split_module._linear_ramp(np.linspace(36.0, 30.0, 16))
+    assert falling == pytest.approx(6.0)
+    assert split_module._linear_ramp(noise)[0] < 1.0
 
 
 def test_two_textures_in_one_palette_in_a_phone_stack(photos) -> None:

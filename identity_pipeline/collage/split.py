@@ -88,6 +88,16 @@ class SplitConfig:
     shading_reach: int = 15
     shaded_bar_max_share: float = 0.03  # of the line's length: thicker is a smooth photo area
     shaded_bar_max_std: float = 12.0  # along a row of a shaded bar, shading included
+    # Light falling along a painted bar (window, door post) brightens it steadily from one end
+    # to the other; an app's gutter is one fill. A band is painted when the brightness of its
+    # inner rows, over shading_stretches stretches of the line, fits a straight ramp that rises
+    # by at least shading_min_ramp grey levels and by shading_min_significance times the
+    # stretches' scatter about it (plus shading_scatter_floor: JPEG quantises flat fills).
+    shading_stretches: int = 16
+    shading_min_ramp: float = 1.5
+    shading_min_significance: float = 5.0
+    shading_scatter_floor: float = 0.2
+    painted_bar_max_share: float = 0.08  # of the line's length: thicker is a smooth photo area
     band_colour_tolerance: float = 24.0  # a row joins a band within this of its mean
     edge_step: float = 30.0  # a pixel beside a band differs from its colour by at least this
     gutter_edge_fraction: float = 0.5  # of the line length, on each side of a gutter
@@ -318,11 +328,13 @@ class _Candidate:
 
 @dataclass(frozen=True)
 class _SceneBar:
-    """A flat band (analysis rows) the scene was seen to go on behind: a window bar."""
+    """A flat band (analysis rows) the scene was seen to go on behind (a window bar), or one
+    lit along its length like a painted bar (``shaded``)."""
 
     start: int
     end: int
     colour: np.ndarray
+    shaded: bool = False  # light falls along it: painted for certain (see _shaded_along)
 
 
 @dataclass
@@ -771,6 +783,8 @@ class _Splitter:
             for line in seams
             if not line.gutter and any(g.start - 3 <= line.start <= g.end + 2 for g in gutters)
         ]
+        # A painted bar's edges are no seams: the scene goes on behind the bar.
+        seams = [line for line in seams if not self._at_painted_bar(name, line)]
         plain_seams = [line for line in seams if not line.gutter and line not in beside_gutter]
         if self.style is None and gutters and len(plain_seams) > len(gutters):
             # More seams than flat bands across the whole image: a borderless collage with a
@@ -861,7 +875,10 @@ class _Splitter:
         for start, end, colour in _bands(mean, std, config):
             if start == 0 or end == a1 - a0:
                 continue  # margins were trimmed before; a band here touching the edge is content
-            if self._scene_bar(name, a0 + start, a0 + end, colour):
+            known = self._scene_bar(name, a0 + start, a0 + end, colour)
+            if known is not None:
+                if known.shaded:  # its edges are then no seams either (see _at_painted_bar)
+                    self.scene_bars[name].append(_SceneBar(a0 + start, a0 + end, colour, True))
                 continue
             if not self._gutter_colour_fits(colour):
                 continue
@@ -887,6 +904,10 @@ class _Splitter:
                 if self.gutter_colour is not None
                 else config.gutter_edge_fraction
             )
+            if min(edges) >= needed and self._shaded_along(name, a0 + start, a0 + end, b0, b1):
+                self._note(f"{name} shaded bar {a0 + start}-{a0 + end}: painted, not a gutter")
+                self.scene_bars[name].append(_SceneBar(a0 + start, a0 + end, colour, True))
+                continue
             if self._over_one_scene(name, a0 + start, a0 + end, b0, b1, colour):
                 continue
             flat = _digitally_flat(std[start:end], config, axis.fineness)
@@ -902,6 +923,23 @@ class _Splitter:
                     )
                 )
         return found
+
+    def _shaded_along(self, name: str, start: int, end: int, b0: int, b1: int) -> bool:
+        """Does the band start..end brighten steadily along the line (light on a painted bar)?
+
+        Only its inner rows count: the rows at its edges blend with the photos beside it.
+        """
+        config = self.config
+        inset = 1 if end - start < 6 else 2
+        if end - start < 3 or b1 - b0 < 2 * config.shading_stretches:
+            return False
+        if end - start > config.painted_bar_max_share * (b1 - b0):
+            return False  # a smooth stretch of a photo (a lit wall, the sky), not a bar
+        bounds = _stretch_bounds(b0, b1, config.shading_stretches)
+        brightness = self.axes[name].block_means(start + inset, end - inset, bounds).mean(axis=1)
+        ramp, scatter = _linear_ramp(brightness)
+        significance = ramp / (scatter + config.shading_scatter_floor)
+        return ramp >= config.shading_min_ramp and significance >= config.shading_min_significance
 
     def _over_one_scene(
         self, name: str, start: int, end: int, b0: int, b1: int, colour: np.ndarray
@@ -962,23 +1000,30 @@ class _Splitter:
             ):
                 self._over_one_scene(name, a0 + start, a0 + end, b0, b1, colour)
 
-    def _scene_bar(self, name: str, start: int, end: int, colour: np.ndarray) -> bool:
-        """Is this band part of a bar over one scene: the rest of one seen before in a bigger
-        region, or the crossing bar of a window (the other direction's bar: same colour, about
-        as thick)? Collage gutters are told apart from window bars on the whole line."""
-        if any(bar.start <= end and start <= bar.end for bar in self.scene_bars[name]):
-            return True
+    def _scene_bar(self, name: str, start: int, end: int, colour: np.ndarray) -> _SceneBar | None:
+        """The bar over one scene this band is part of: the rest of one seen before in a bigger
+        region, the crossing bar of a window (the other direction's bar: same colour, about as
+        thick), or the twin of a shaded bar (a door's other post). Collage gutters are told
+        apart from window bars on the whole line."""
+        for bar in self.scene_bars[name]:
+            if bar.start <= end and start <= bar.end:
+                return bar
         other = "v" if name == "h" else "h"
         width = (end - start) / self.axes[name].scale
+        alike = [(bar, other) for bar in self.scene_bars[other]]
+        alike += [(bar, name) for bar in self.scene_bars[name] if bar.shaded]
+        for bar, axis in alike:
+            thickness = (bar.end - bar.start) / self.axes[axis].scale
+            if _alike_bars(colour, width, bar.colour, thickness, self.config):
+                return bar
+        return None
+
+    def _at_painted_bar(self, name: str, line: _Line) -> bool:
+        """Is the line at a bar found shaded, or alike one: an edge of a painted bar?"""
+        reach = self.axes[name].blend_rows + 1
         return any(
-            _alike_bars(
-                colour,
-                width,
-                bar.colour,
-                (bar.end - bar.start) / self.axes[other].scale,
-                self.config,
-            )
-            for bar in self.scene_bars[other]
+            bar.shaded and bar.start - reach <= line.start and line.end <= bar.end + reach
+            for bar in self.scene_bars[name]
         )
 
     def _gutter_colour_fits(self, colour: np.ndarray) -> bool:
@@ -1659,6 +1704,16 @@ def _digitally_flat(row_std: np.ndarray, config: SplitConfig, fineness: float) -
     of it than line blur takes away.
     """
     return bool(row_std.mean() <= config.margin_max_std * np.sqrt(fineness))
+
+
+def _linear_ramp(values: np.ndarray) -> tuple[float, float]:
+    """Rise from first to last of the least-squares line through ``values`` (absolute), and the
+    root-mean-square scatter of the values about that line."""
+    position = np.arange(len(values)) - (len(values) - 1) / 2
+    centred = values - values.mean()
+    slope = float((position * centred).sum() / (position**2).sum())
+    scatter = float(np.sqrt(((centred - slope * position) ** 2).mean()))
+    return abs(slope) * (len(values) - 1), scatter
 
 
 def _colours_match(
