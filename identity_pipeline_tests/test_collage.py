@@ -43,6 +43,9 @@ from identity_pipeline.collage.synthetic import (
 )
 
 MATCH_IOU = 0.95
+# The test for bars lit steadily along their length (painted) switched off, for tests of the
+# other mechanisms that tell a painted bar from a gutter.
+UNLIT = SplitConfig(shading_min_ramp=np.inf)
 
 
 @pytest.fixture(scope="module")
@@ -288,10 +291,9 @@ def test_a_window_cross_whose_bar_is_shaded_along_its_length_is_one_photo(
     """Shading keeps the horizontal bar from being a flat band across the whole photo; seen
     as a bar once its shading is set aside, it vetoes its flat crossing bar as a gutter."""
     image = np.asarray(random_case("single edges", list(photos.values()), 400041).image)
-    unlit = SplitConfig(shading_min_ramp=np.inf)  # whether it is lit steadily is another test
-    assert len(split_image(image, unlit).boxes) == 1
+    assert len(split_image(image, UNLIT).boxes) == 1
     monkeypatch.setattr(split_module._Splitter, "_shaded_bars", lambda self, name, region: None)
-    assert len(split_image(image, unlit).boxes) == 2
+    assert len(split_image(image, UNLIT).boxes) == 2
 
 
 @pytest.mark.parametrize("seed", [400025, 3800004])
@@ -299,10 +301,9 @@ def test_a_door_with_two_posts_between_blank_walls_is_one_photo(photos, monkeypa
     """Two dark posts of one colour and thickness: the one beside a blank or too thin strip of
     wall can be no gutter, so neither is its twin, however a gutter the other looks."""
     image = np.asarray(random_case("single edges", list(photos.values()), seed).image)
-    unlit = SplitConfig(shading_min_ramp=np.inf)  # posts lit along their length: another test
-    assert len(split_image(image, unlit).boxes) == 1
+    assert len(split_image(image, UNLIT).boxes) == 1
     monkeypatch.setattr(split_module, "_same_band", lambda line, other, config: False)
-    assert len(split_image(image, unlit).boxes) == 2
+    assert len(split_image(image, UNLIT).boxes) == 2
 
 
 @pytest.mark.parametrize(
@@ -322,8 +323,7 @@ def test_bars_lit_steadily_along_their_length_are_painted_not_gutters(
     collage = degrade(scene(photos[photo], (1000, 750), seed=seed), 0.9, 80, seed=seed)
     image = np.asarray(collage.image)
     assert len(split_image(image).boxes) == 1
-    unlit = SplitConfig(shading_min_ramp=np.inf)
-    assert len(split_image(image, unlit).boxes) == pieces_unless_lit
+    assert len(split_image(image, UNLIT).boxes) == pieces_unless_lit
 
 
 def test_the_edges_of_a_painted_bar_are_no_seams(photos, monkeypatch) -> None:

@@ -11,10 +11,12 @@ the few rows around each cut to place it to the pixel:
    far apart; or they repeat closer than photos can be, like blank paper between lines of
    text). A bar found to be over one scene also vetoes the rest of itself in smaller pieces
    and its crossing bar (same colour and thickness: a window's cross); bars flat but for
-   shading along their length are looked for too, for this alone. Margins and frames are
-   digitally flat; a band that is not (a painted wall) stays. Where one of two bands of one
-   colour and thickness can be no gutter (a blank or too thin strip of wall beside it),
-   neither is: a door's two posts.
+   shading along their length are looked for too, for this alone. A band whose brightness
+   rises steadily from one end to the other is lit like a painted bar (an app's gutter is one
+   fill): no gutter, nor is its crossing bar or its twin (a door's other post), and the lines
+   at its edges are no seams. Margins and frames are digitally flat; a band that is not (a
+   painted wall) stays. Where one of two bands of one colour and thickness can be no gutter (a
+   blank or too thin strip of wall beside it), neither is: a door's two posts.
 2. Seams (no gutter): candidate lines are local maxima of the share of the line showing a step
    much larger than the step just beside it (``_seam_evidence``), or of the step profile (the
    step across the line against the steps 3 rows away, per stretch of the line). Each is judged
@@ -904,14 +906,14 @@ class _Splitter:
                 if self.gutter_colour is not None
                 else config.gutter_edge_fraction
             )
-            if min(edges) >= needed and self._shaded_along(name, a0 + start, a0 + end, b0, b1):
+            edged = min(edges) >= needed  # a photo edge on both sides
+            if edged and self._shaded_along(name, a0 + start, a0 + end, b0, b1):
                 self._note(f"{name} shaded bar {a0 + start}-{a0 + end}: painted, not a gutter")
                 self.scene_bars[name].append(_SceneBar(a0 + start, a0 + end, colour, True))
                 continue
             if self._over_one_scene(name, a0 + start, a0 + end, b0, b1, colour):
                 continue
-            flat = _digitally_flat(std[start:end], config, axis.fineness)
-            if min(edges) >= needed:
+            if edged:
                 found.append(
                     _Line(
                         a0 + start,
@@ -919,7 +921,7 @@ class _Splitter:
                         1.0 + min(edges),
                         True,
                         tuple(float(v) for v in colour),
-                        flat,
+                        _digitally_flat(std[start:end], config, axis.fineness),
                     )
                 )
         return found
