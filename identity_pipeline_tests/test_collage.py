@@ -335,6 +335,45 @@ def test_the_edges_of_a_painted_bar_are_no_seams(photos, monkeypatch) -> None:
     assert len(split_image(image).boxes) > 1
 
 
+@pytest.mark.parametrize(("family", "seed"), [("stack", 4500011), ("irregular", 4600012)])
+def test_a_gutter_between_two_alike_photos_is_cut_among_its_like(
+    photos, monkeypatch, family, seed
+) -> None:
+    """Two photos alike across a gutter (gravel over coins) look like one scene behind a bar;
+    with two gutters of its colour and thickness found beside it, or cut before it, it is one
+    of them."""
+    collage = random_case(family, list(photos.values()), seed)
+    result, truth = split(collage)
+    assert_same_tiles(result.boxes, truth)
+    monkeypatch.setattr(split_module, "_same_band", lambda line, other, config: False)
+    result, _ = split(collage)
+    assert len(result.boxes) < len(truth)
+
+
+def test_a_light_bar_lit_across_too_is_painted_up_to_its_far_edge(photos, monkeypatch) -> None:
+    """A light window bar, rounded: light across it shifts its colour from edge to edge, so
+    the flat band found is only its brighter half. Its far edge is no seam either."""
+    image = np.asarray(random_case("single edges", list(photos.values()), 4400018).image)
+    assert len(split_image(image).boxes) == 1
+    monkeypatch.setattr(
+        split_module._Splitter,
+        "_smooth_extent",
+        lambda self, name, start, end, region: (start, end),
+    )
+    assert len(split_image(image).boxes) > 1
+
+
+def test_a_blank_margin_past_a_thin_line_is_no_painted_bar(photos, monkeypatch) -> None:
+    """The white top of a scanned page in a phone stack, lit unevenly, above a thin grey line
+    and then white again: no bar, so the seam above it stays."""
+    collage = random_case("stack borderless", list(photos.values()), 4400006)
+    result, truth = split(collage)
+    assert_same_tiles(result.boxes, truth)
+    monkeypatch.setattr(split_module._Splitter, "_stands_apart", lambda self, *args: True)
+    result, _ = split(collage)
+    assert len(result.boxes) < len(truth)
+
+
 @pytest.mark.parametrize(
     ("family", "seed"), [("stack borderless", 4300002), ("irregular borderless", 500015)]
 )

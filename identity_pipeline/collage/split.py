@@ -8,15 +8,18 @@ the few rows around each cut to place it to the pixel:
    region's border whose inner edge is a straight step are margins or frames and are trimmed;
    interior bands with a photo edge on both sides are gutters (unless the scene visibly goes on
    behind them, like a window bar: the two sides differ no more than two rows of one side as
-   far apart; or they repeat closer than photos can be, like blank paper between lines of
+   far apart, unless two of the collage's gutters have its colour and thickness (two alike
+   photos); or they repeat closer than photos can be, like blank paper between lines of
    text). A bar found to be over one scene also vetoes the rest of itself in smaller pieces
    and its crossing bar (same colour and thickness: a window's cross); bars flat but for
    shading along their length are looked for too, for this alone. A band whose brightness
    rises steadily from one end to the other is lit like a painted bar (an app's gutter is one
-   fill): no gutter, nor is its crossing bar or its twin (a door's other post), and the lines
-   at its edges are no seams. Margins and frames are digitally flat; a band that is not (a
-   painted wall) stays. Where one of two bands of one colour and thickness can be no gutter (a
-   blank or too thin strip of wall beside it), neither is: a door's two posts.
+   fill), and so are the smooth rows beside it (light across a rounded bar), if what lies past
+   both its edges differs from it (a page's blank margin does not): no gutter, nor is its
+   crossing bar or its twin (a door's other post), and the lines at its edges are no seams.
+   Margins and frames are digitally flat; a band that is not (a painted wall) stays. Where one
+   of two bands of one colour and thickness can be no gutter (a blank or too thin strip of wall
+   beside it), neither is: a door's two posts.
 2. Seams (no gutter): candidate lines are local maxima of the share of the line showing a step
    much larger than the step just beside it (``_seam_evidence``), or of the step profile (the
    step across the line against the steps 3 rows away, per stretch of the line). Each is judged
@@ -589,6 +592,8 @@ class _Splitter:
         self.gutter_colour: np.ndarray | None = None
         # Per direction, bands judged to be bars over one scene (see _scene_bar).
         self.scene_bars: dict[str, list[_SceneBar]] = {"h": [], "v": []}
+        # Per direction, the bands cut as gutters so far (see _gutters: a band among its like).
+        self.gutters_cut: dict[str, list[_Line]] = {"h": [], "v": []}
         self.best_refused_score: float | None = None  # the best seam score below the threshold
         # The direction and piece count of the cut that made the region being split.
         self.parent_cut: tuple[str, int] | None = None
@@ -873,7 +878,8 @@ class _Splitter:
         """
         config = self.config
         axis = self.axes[name]
-        found = []
+        found: list[_Line] = []
+        alike_sided: list[_Line] = []  # judged once all the region's gutters are found
         for start, end, colour in _bands(mean, std, config):
             if start == 0 or end == a1 - a0:
                 continue  # margins were trimmed before; a band here touching the edge is content
@@ -907,24 +913,35 @@ class _Splitter:
                 else config.gutter_edge_fraction
             )
             edged = min(edges) >= needed  # a photo edge on both sides
-            if edged and self._shaded_along(name, a0 + start, a0 + end, b0, b1):
-                self._note(f"{name} shaded bar {a0 + start}-{a0 + end}: painted, not a gutter")
-                self.scene_bars[name].append(_SceneBar(a0 + start, a0 + end, colour, True))
+            if edged and self._painted_bar(name, a0 + start, a0 + end, (a0, a1, b0, b1), colour):
                 continue
-            if self._over_one_scene(name, a0 + start, a0 + end, b0, b1, colour):
-                continue
-            if edged:
-                found.append(
-                    _Line(
-                        a0 + start,
-                        a0 + end,
-                        1.0 + min(edges),
-                        True,
-                        tuple(float(v) for v in colour),
-                        _digitally_flat(std[start:end], config, axis.fineness),
-                    )
+            behind = self._scene_behind(name, a0 + start, a0 + end, b0, b1)
+            line = _Line(
+                a0 + start,
+                a0 + end,
+                1.0 + min(edges),
+                True,
+                tuple(float(v) for v in colour),
+                _digitally_flat(std[start:end], config, axis.fineness),
+            )
+            if behind == "alike sides" and edged:
+                alike_sided.append(line)
+            elif behind is not None:
+                self._record_scene_bar(name, a0 + start, a0 + end, colour, behind)
+            elif edged:
+                found.append(line)
+        # Two photos alike (two pages of text) look like one scene behind a band; among a
+        # collage's gutters of its colour and thickness, the band is one of them.
+        gutters = found + self.gutters_cut[name]
+        for line in alike_sided:
+            if line.flat and sum(_same_band(line, gutter, config) for gutter in gutters) >= 2:
+                self._note(f"{name} gutter {line.start}-{line.end} among its like, sides alike")
+                found.append(line)
+            else:
+                self._record_scene_bar(
+                    name, line.start, line.end, np.array(line.colour), "alike sides"
                 )
-        return found
+        return sorted(found, key=lambda line: line.start)
 
     def _shaded_along(self, name: str, start: int, end: int, b0: int, b1: int) -> bool:
         """Does the band start..end brighten steadily along the line (light on a painted bar)?
@@ -932,21 +949,97 @@ class _Splitter:
         Only its inner rows count: the rows at its edges blend with the photos beside it.
         """
         config = self.config
+        axis = self.axes[name]
         inset = 1 if end - start < 6 else 2
         if end - start < 3 or b1 - b0 < 2 * config.shading_stretches:
             return False
         if end - start > config.painted_bar_max_share * (b1 - b0):
             return False  # a smooth stretch of a photo (a lit wall, the sky), not a bar
         bounds = _stretch_bounds(b0, b1, config.shading_stretches)
-        brightness = self.axes[name].block_means(start + inset, end - inset, bounds).mean(axis=1)
+        brightness = axis.block_means(start + inset, end - inset, bounds).mean(axis=1)
         ramp, scatter = _linear_ramp(brightness)
         significance = ramp / (scatter + config.shading_scatter_floor)
         return ramp >= config.shading_min_ramp and significance >= config.shading_min_significance
+
+    def _painted_bar(
+        self,
+        name: str,
+        start: int,
+        end: int,
+        region: tuple[int, int, int, int],
+        colour: np.ndarray,
+    ) -> bool:
+        """Is the band start..end (part of) a bar lit along its length? Recorded if so."""
+        b0, b1 = region[2:]
+        if not self._shaded_along(name, start, end, b0, b1):
+            return False
+        start, end = self._smooth_extent(name, start, end, region)
+        if not self._stands_apart(name, start, end, b0, b1, colour):
+            return False
+        self._note(f"{name} shaded bar {start}-{end}: painted, not a gutter")
+        self.scene_bars[name].append(_SceneBar(start, end, colour, True))
+        return True
+
+    def _stands_apart(
+        self, name: str, start: int, end: int, b0: int, b1: int, colour: np.ndarray
+    ) -> bool:
+        """Does the scene past both edges of the bar start..end differ from it? Past a thin line
+        beside a band, a blank page's margin is the band's colour again."""
+        axis = self.axes[name]
+        reach = axis.blend_rows + 1  # past the blend of bar and scene, and a line along it
+        beyond = (range(start - reach - 3, start - reach), range(end + reach, end + reach + 3))
+        return all(
+            axis.edge_fraction(rows, b0, b1, colour) >= self.config.gutter_edge_fraction
+            for rows in beyond
+        )
+
+    def _smooth_extent(
+        self, name: str, start: int, end: int, region: tuple[int, int, int, int]
+    ) -> tuple[int, int]:
+        """The band start..end with the rows beside it that go on smoothly from it: light
+        across a rounded bar shifts its colour from edge to edge, so a band (one colour) may be
+        only part of the bar, and its far edge is no seam either."""
+        config = self.config
+        axis = self.axes[name]
+        a0, a1, b0, b1 = region
+        reach = max(3, round(config.shading_reach * axis.fineness))
+        thickest = config.painted_bar_max_share * (b1 - b0)
+
+        def goes_on(row: int, beside: int) -> bool:
+            pixels = axis.img[row, b0:b1][None]
+            unshaded = (pixels - cv2.blur(pixels, (reach, 1))).std(axis=1).mean()
+            means = axis.img[[row, beside], b0:b1].mean(axis=1)
+            step = np.abs(means[0] - means[1]).sum()
+            return bool(
+                unshaded <= config.uniform_max_std and step <= config.band_colour_tolerance / 2
+            )
+
+        while start > a0 + 1 and end - start < thickest and goes_on(start - 1, start):
+            start -= 1
+        while end < a1 - 1 and end - start < thickest and goes_on(end, end - 1):
+            end += 1
+        return start, end
 
     def _over_one_scene(
         self, name: str, start: int, end: int, b0: int, b1: int, colour: np.ndarray
     ) -> bool:
         """Does the scene go on behind the band start..end (a window bar)? Recorded if so."""
+        behind = self._scene_behind(name, start, end, b0, b1)
+        if behind is not None:
+            self._record_scene_bar(name, start, end, colour, behind)
+        return behind is not None
+
+    def _record_scene_bar(
+        self, name: str, start: int, end: int, colour: np.ndarray, reason: str
+    ) -> None:
+        """Remember the band start..end as a bar over one scene (see _scene_bar)."""
+        self._note(f"{name} bar over one scene {start}-{end}: {reason}")
+        self.scene_bars[name].append(_SceneBar(start, end, colour))
+
+    def _scene_behind(self, name: str, start: int, end: int, b0: int, b1: int) -> str | None:
+        """Why the scene seems to go on behind the band start..end (a window bar): its detail
+        lines up across it ("continues"), or its two sides differ no more than rows of one
+        side as far apart ("alike sides"); None if neither."""
         config = self.config
         axis = self.axes[name]
         # Rows a few away from the band: JPEG ringing along its edges is alike on both sides.
@@ -960,14 +1053,11 @@ class _Splitter:
         continues = continuity >= config.gutter_continuity and (
             bridged is None or bridged < config.gutter_distinct_step
         )
-        if not continues and (bridged is None or bridged >= config.gutter_bridged_step):
-            return False
-        self._note(
-            f"{name} bar over one scene {start}-{end}: continuity {continuity:.2f}, "
-            f"bridged step {bridged}"
-        )
-        self.scene_bars[name].append(_SceneBar(start, end, colour))
-        return True
+        if continues:
+            return "continues"
+        if bridged is not None and bridged < config.gutter_bridged_step:
+            return "alike sides"
+        return None
 
     def _shaded_bars(self, name: str, region: Box) -> None:
         """Record bars over one scene that are flat but for shading along their length (too
@@ -1544,6 +1634,7 @@ class _Splitter:
     ) -> tuple[int, int, str, float]:
         """Full-res rows [lo, hi) the cut removes (empty for a seam), its source, its margin."""
         if line.gutter and (line.end > line.start or self.gutter_colour is not None):
+            self.gutters_cut[name].append(line)
             lo, hi = self._refine_gutter(name, line, g0, g1, f0, f1)
             self._adopt_gutter(self._full_colour(name, lo, hi, g0, g1) if hi > lo else line.colour)
             return lo, hi, CUT_GUTTER, 1.0
