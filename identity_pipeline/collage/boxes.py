@@ -66,6 +66,10 @@ class Box:
             round(self.y1 * factor_y),
         )
 
+    def contains(self, box: Sequence[float]) -> bool:
+        """Does this box hold ``box`` (x0, y0, x1, y1) whole?"""
+        return self.x0 <= box[0] and self.y0 <= box[1] and box[2] <= self.x1 and box[3] <= self.y1
+
     def as_list(self) -> list[int]:
         return [self.x0, self.y0, self.x1, self.y1]
 

@@ -9,7 +9,6 @@ identity -> face-keeping crop into an aspect bucket -> content-addressed files +
 from identity_pipeline.dataset.balance import BALANCE_COLUMNS, Balance, balance_repeats, repeats_for
 from identity_pipeline.dataset.buckets import (
     Bucket,
-    CropBox,
     CropPlan,
     make_buckets,
     mask_centroid,
@@ -70,7 +69,6 @@ __all__ = [
     "SPLIT_TRAIN",
     "Balance",
     "Bucket",
-    "CropBox",
     "CropPlan",
     "DatasetConfig",
     "ExportResult",

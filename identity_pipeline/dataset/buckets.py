@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from identity_pipeline.collage.boxes import Box as PixelBox
+
 Box = tuple[float, float, float, float]  # x0, y0, x1, y1
 
 
@@ -50,28 +52,6 @@ class CropPlan:
     def upscale(self) -> float:
         """How much the crop is enlarged to fill its bucket (< 1: reduced)."""
         return self.bucket.width / self.crop_width
-
-
-@dataclass(frozen=True)
-class CropBox:
-    x0: int
-    y0: int
-    x1: int
-    y1: int
-
-    @property
-    def width(self) -> int:
-        return self.x1 - self.x0
-
-    @property
-    def height(self) -> int:
-        return self.y1 - self.y0
-
-    def contains(self, box: Box) -> bool:
-        return self.x0 <= box[0] and self.y0 <= box[1] and box[2] <= self.x1 and box[3] <= self.y1
-
-    def as_tuple(self) -> tuple[int, int, int, int]:
-        return (self.x0, self.y0, self.x1, self.y1)
 
 
 def make_buckets(
@@ -170,11 +150,11 @@ def plan_crop(
 
 def place_crop(
     plan: CropPlan, tile_width: int, tile_height: int, centre: tuple[float, float]
-) -> CropBox:
+) -> PixelBox:
     """The plan's crop positioned as close to ``centre`` as keeping the face and tile allows."""
     x0 = _place(centre[0], plan.crop_width, plan.keep_box[0], plan.keep_box[2], tile_width)
     y0 = _place(centre[1], plan.crop_height, plan.keep_box[1], plan.keep_box[3], tile_height)
-    return CropBox(x0, y0, x0 + plan.crop_width, y0 + plan.crop_height)
+    return PixelBox(x0, y0, x0 + plan.crop_width, y0 + plan.crop_height)
 
 
 def _place(centre: float, length: int, keep_start: float, keep_end: float, limit: int) -> int:

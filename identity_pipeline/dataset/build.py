@@ -20,10 +20,10 @@ import pandas as pd
 import pyarrow as pa
 from PIL import Image
 
+from identity_pipeline.collage.boxes import Box as PixelBox
 from identity_pipeline.dataset.balance import Balance, balance_repeats
 from identity_pipeline.dataset.buckets import (
     Bucket,
-    CropBox,
     CropPlan,
     box_centre,
     make_buckets,
@@ -117,7 +117,7 @@ class TrainingSetResult:
 @dataclass(frozen=True)
 class _Rendered:
     sample_id: str
-    crop: CropBox
+    crop: PixelBox
     image_path: Path
     mask_path: Path
     written: int
@@ -195,7 +195,7 @@ def _render(
     centre = mask_centroid(np.asarray(mask)) if config.crop_centre == "mask" else None
     crop = place_crop(plan, width, height, centre or box_centre(face_box(row)))
     bucket = plan.bucket
-    sample_id = content_id(row["sample_key"], *crop.as_tuple(), bucket.width, bucket.height)
+    sample_id = content_id(row["sample_key"], *crop.as_list(), bucket.width, bucket.height)
     file_key = content_id(
         sample_id,
         sha256_bytes(image_bytes),
@@ -206,7 +206,7 @@ def _render(
     image_path = out_dir / IMAGES_DIR / f"{file_key}.jpg"
     mask_path = out_dir / MASKS_DIR / f"{file_key}.png"
     size = (bucket.width, bucket.height)
-    box = crop.as_tuple()
+    box = tuple(crop.as_list())
 
     def encode_image(handle: BinaryIO) -> None:
         with Image.open(io.BytesIO(image_bytes)) as opened:
