@@ -47,6 +47,7 @@ from identity_pipeline.dataset import (
     write_manifest,
     write_previews,
 )
+from identity_pipeline.masks.album_masks import MASK_SAMPLE_DTYPES
 from identity_pipeline.storage import content_id
 
 ALBUM = "family"
@@ -234,6 +235,14 @@ def built(album: Album, tmp_path_factory: pytest.TempPathFactory):
 
 # ----------------------------------------------------------------------------------------------
 # Captions
+
+
+def test_the_dataset_reads_only_columns_the_masks_stage_writes_with_those_dtypes() -> None:
+    """The dataset states its own input contract; this keeps it a subset of the masks table
+    (nullable Int64 there, plain int64 here: the dataset fills no gaps)."""
+    for column, dtype in INPUT_COLUMNS.items():
+        assert column in MASK_SAMPLE_DTYPES, column
+        assert MASK_SAMPLE_DTYPES[column].lower() == dtype, column
 
 
 def test_captions_use_solo_template_for_one_face_and_group_template_otherwise() -> None:
