@@ -7,6 +7,7 @@ import io
 import json
 from collections.abc import Sequence
 from contextlib import redirect_stdout
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -319,11 +320,13 @@ def test_bars_lit_steadily_along_their_length_are_painted_not_gutters(
     photos, scene, photo, seed, pieces_unless_lit
 ) -> None:
     """A window's bars or a door's posts, flat enough to pass for an app's gutters, but
-    brightening from one end to the other; without that test they are cut as gutters."""
+    brightening from one end to the other; without that test (nor the one for bars shaded
+    across, which the door's posts are too) they are cut as gutters."""
     collage = degrade(scene(photos[photo], (1000, 750), seed=seed), 0.9, 80, seed=seed)
     image = np.asarray(collage.image)
     assert len(split_image(image).boxes) == 1
-    assert len(split_image(image, UNLIT).boxes) == pieces_unless_lit
+    unlit = replace(UNLIT, rounded_bar_drift=np.inf)
+    assert len(split_image(image, unlit).boxes) == pieces_unless_lit
 
 
 def test_the_edges_of_a_painted_bar_are_no_seams(photos, monkeypatch) -> None:
@@ -361,6 +364,14 @@ def test_a_light_bar_lit_across_too_is_painted_up_to_its_far_edge(photos, monkey
         lambda self, name, start, end, region: (start, end),
     )
     assert len(split_image(image).boxes) > 1
+
+
+def test_a_pole_shaded_across_is_no_gutter(photos) -> None:
+    """A tripod's leg standing straight through a framed photo of grass: flat along its
+    length, but darkening steadily from one edge to the other, as no app's gutter does."""
+    image = np.asarray(random_case("framed single", list(photos.values()), 500002).image)
+    assert len(split_image(image).boxes) == 1
+    assert len(split_image(image, SplitConfig(rounded_bar_drift=np.inf)).boxes) == 2
 
 
 def test_a_blank_margin_past_a_thin_line_is_no_painted_bar(photos, monkeypatch) -> None:

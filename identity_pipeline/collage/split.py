@@ -17,6 +17,7 @@ the few rows around each cut to place it to the pixel:
    fill), and so are the smooth rows beside it (light across a rounded bar), if what lies past
    both its edges differs from it (a page's blank margin does not): no gutter, nor is its
    crossing bar or its twin (a door's other post), and the lines at its edges are no seams.
+   Nor is a band shaded steadily across, from one edge to the other (a pole, a rounded bar).
    Margins and frames are digitally flat; a band that is not (a painted wall) stays. Where one
    of two bands of one colour and thickness can be no gutter (a blank or too thin strip of wall
    beside it), neither is: a door's two posts.
@@ -104,6 +105,9 @@ class SplitConfig:
     shading_scatter_floor: float = 0.2
     painted_bar_max_share: float = 0.08  # of the line's length: thicker is a smooth photo area
     band_colour_tolerance: float = 24.0  # a row joins a band within this of its mean
+    # A band whose inner rows brighten (or darken) row by row, by this many grey levels from
+    # one to the other, is shaded across like a pole, not filled like a gutter.
+    rounded_bar_drift: float = 12.0
     edge_step: float = 30.0  # a pixel beside a band differs from its colour by at least this
     gutter_edge_fraction: float = 0.5  # of the line length, on each side of a gutter
     known_gutter_edge_fraction: float = 0.3  # ... once the collage's gutter colour is known
@@ -915,6 +919,9 @@ class _Splitter:
             edged = min(edges) >= needed  # a photo edge on both sides
             if edged and self._painted_bar(name, a0 + start, a0 + end, (a0, a1, b0, b1), colour):
                 continue
+            if edged and self._rounded(name, a0 + start, a0 + end, b0, b1):
+                self._note(f"{name} rounded bar {a0 + start}-{a0 + end}: shaded across, no gutter")
+                continue
             behind = self._scene_behind(name, a0 + start, a0 + end, b0, b1)
             line = _Line(
                 a0 + start,
@@ -942,6 +949,18 @@ class _Splitter:
                     name, line.start, line.end, np.array(line.colour), "alike sides"
                 )
         return sorted(found, key=lambda line: line.start)
+
+    def _rounded(self, name: str, start: int, end: int, b0: int, b1: int) -> bool:
+        """Does the band start..end brighten (or darken) steadily across (a pole, a rounded
+        bar)? An app's gutter is one fill; only its edge rows blend with the photos."""
+        inset = 1 if end - start < 6 else 2
+        if end - start - 2 * inset < 3:
+            return False  # too thin to tell shading from the blur of its edges
+        # Brightness only: JPEG smears colour (chroma) across a thin coloured gutter.
+        brightness = self.axes[name].row_stats(start + inset, end - inset, b0, b1)[0].mean(axis=1)
+        steps = np.diff(brightness)
+        steady = bool(np.all(steps > 0) or np.all(steps < 0))
+        return steady and abs(brightness[-1] - brightness[0]) >= self.config.rounded_bar_drift
 
     def _shaded_along(self, name: str, start: int, end: int, b0: int, b1: int) -> bool:
         """Does the band start..end brighten steadily along the line (light on a painted bar)?
@@ -1393,7 +1412,6 @@ class _Splitter:
     ) -> tuple[float, float, float]:
         """The pieces a cut at ``row`` leaves: log of the smaller one's share of the region,
         log of the worse aspect ratio, the smaller share of detailed pixels of the two."""
-        axis = self.axes[name]
         first, second = row - a0, a1 - row
         along = max(1, b1 - b0)
         aspect = max(max(length, along) / max(1, min(length, along)) for length in (first, second))
@@ -1401,7 +1419,6 @@ class _Splitter:
             self._detail_share(name, a0 + 1, row - 1, b0, b1),
             self._detail_share(name, row + 1, a1 - 1, b0, b1),
         )
-        del axis
         return (
             float(np.log(max(1, min(first, second)) / max(1, a1 - a0))),
             float(np.log(aspect)),
