@@ -293,7 +293,7 @@ def test_a_window_cross_whose_bar_is_shaded_along_its_length_is_one_photo(
     as a bar once its shading is set aside, it vetoes its flat crossing bar as a gutter."""
     image = np.asarray(random_case("single edges", list(photos.values()), 400041).image)
     assert len(split_image(image, UNLIT).boxes) == 1
-    monkeypatch.setattr(split_module._Splitter, "_shaded_bars", lambda self, name, region: None)
+    monkeypatch.setattr(split_module._Splitter, "_shaded_bars", lambda self, name, region: [])
     assert len(split_image(image, UNLIT).boxes) == 2
 
 
@@ -364,6 +364,34 @@ def test_a_light_bar_lit_across_too_is_painted_up_to_its_far_edge(photos, monkey
         lambda self, name, start, end, region: (start, end),
     )
     assert len(split_image(image).boxes) > 1
+
+
+@pytest.mark.parametrize("seed", [4100001, 5400012])
+def test_a_light_window_cross_lit_steeply_along_is_one_photo(photos, seed) -> None:
+    """Light bars in the sun vary along a row by more than a shaded bar may (std 12-30): no
+    band at all, so only their edges showed, and were cut as seams."""
+    image = np.asarray(random_case("single edges", list(photos.values()), seed).image)
+    assert len(split_image(image).boxes) == 1
+    assert len(split_image(image, SplitConfig(lit_bar_max_std=12.0)).boxes) > 1
+
+
+def test_a_lit_bar_crossing_a_painted_one_is_painted_too(photos, monkeypatch) -> None:
+    """A light window's upright bar between a dark suit and the sky: the scene does not
+    visibly go on behind it, but the painted bar it crosses tells what it is."""
+    image = np.asarray(random_case("single edges", list(photos.values()), 5800029).image)
+    assert len(split_image(image).boxes) == 1
+    monkeypatch.setattr(split_module._Splitter, "_crosses_painted_bar", lambda self, *a: False)
+    assert len(split_image(image).boxes) > 1
+
+
+def test_a_page_of_text_lit_steeply_has_no_painted_bars(photos) -> None:
+    """Between lines of text on an unevenly lit page, the blank strips are lit along like
+    bars; more of them than a window has bars are a page, and the stack's gutters stay."""
+    collage = random_case("stack", list(photos.values()), 3900002)
+    result, truth = split(collage)
+    assert_same_tiles(result.boxes, truth)
+    result, _ = split(collage, config=SplitConfig(lit_bars_max=100))
+    assert len(result.boxes) < len(truth)
 
 
 def test_a_pole_shaded_across_is_no_gutter(photos) -> None:

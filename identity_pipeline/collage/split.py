@@ -12,7 +12,10 @@ the few rows around each cut to place it to the pixel:
    photos); or they repeat closer than photos can be, like blank paper between lines of
    text). A bar found to be over one scene also vetoes the rest of itself in smaller pieces
    and its crossing bar (same colour and thickness: a window's cross); bars flat but for
-   shading along their length are looked for too, for this alone. A band whose brightness
+   shading along their length are looked for too, for this alone; so are bars lit steeply
+   along (light bars in the sun, too uneven for any band): painted if the scene goes on
+   behind them or a painted bar like them crosses them, unless one direction has more of them
+   than a window has bars (blank lines on an unevenly lit page). A band whose brightness
    rises steadily from one end to the other is lit like a painted bar (an app's gutter is one
    fill), and so are the smooth rows beside it (light across a rounded bar), if what lies past
    both its edges differs from it (a page's blank margin does not): no gutter, nor is its
@@ -94,6 +97,13 @@ class SplitConfig:
     shading_reach: int = 15
     shaded_bar_max_share: float = 0.03  # of the line's length: thicker is a smooth photo area
     shaded_bar_max_std: float = 12.0  # along a row of a shaded bar, shading included
+    # ... or up to this for a bar lit steeply along its length (a light bar in the sun): then
+    # painted, if the scene goes on behind it or a painted bar like it crosses it.
+    lit_bar_max_std: float = 30.0
+    # Light across a rounded bar drifts its rows' colour, edge to edge, by up to this many
+    # times band_colour_tolerance; a window's bars differ by as much from each other.
+    shaded_bar_colour_drift: float = 3.0
+    lit_bars_max: int = 2  # per direction in a region: more are a page's blank lines
     # Light falling along a painted bar (window, door post) brightens it steadily from one end
     # to the other; an app's gutter is one fill. A band is painted when the brightness of its
     # inner rows, over shading_stretches stretches of the line, fits a straight ramp that rises
@@ -333,6 +343,17 @@ class _Candidate:
     value: float
     verdict: _Line | str | None
     features: np.ndarray
+
+
+@dataclass(frozen=True)
+class _LitBar:
+    """A bar lit steeply along its length, not (yet) known to be painted (analysis rows)."""
+
+    name: str
+    start: int
+    end: int
+    region: tuple[int, int, int, int]  # a0, a1, b0, b1 of the region it was found in
+    colour: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -686,8 +707,10 @@ class _Splitter:
         if depth >= self.config.max_depth:
             return [region]
         if self.style is None:  # the first cut decides whether gutters are the style
-            for name in ("h", "v"):
-                self._shaded_bars(name, region)
+            undecided = [bar for name in ("h", "v") for bar in self._shaded_bars(name, region)]
+            for bar in undecided:  # a window's bar whose crossing bar was found after it
+                if self._crosses_painted_bar(bar.name, bar.start, bar.end, bar.colour):
+                    self._painted_bar(bar.name, bar.start, bar.end, bar.region, bar.colour)
         choices = {
             name: self._lines(
                 name, region, inherited[1] if inherited and inherited[0] == name else ()
@@ -1078,38 +1101,96 @@ class _Splitter:
             return "alike sides"
         return None
 
-    def _shaded_bars(self, name: str, region: Box) -> None:
+    def _shaded_bars(self, name: str, region: Box) -> list[_LitBar]:
         """Record bars over one scene that are flat but for shading along their length (too
         uneven for a band, so never a gutter): a window's other bar, crossing this one, is
-        then known for what it is whichever direction is judged first."""
+        then known for what it is whichever direction is judged first. Bars lit steeply along
+        (light bars in the sun) are painted if the scene goes on behind them or a painted bar
+        like them crosses them; those still undecided are returned."""
         config = self.config
         axis = self.axes[name]
         a0, a1, b0, b1 = self._analysis_region(name, region)
         if a1 - a0 < 8 or b1 - b0 < 16:
-            return
+            return []
         mean, std = axis.row_stats(a0, a1, b0, b1)
-        shaded = np.flatnonzero((std > config.uniform_max_std) & (std <= config.shaded_bar_max_std))
+        shaded = np.flatnonzero((std > config.uniform_max_std) & (std <= config.lit_bar_max_std))
         if len(shaded) == 0:
-            return
+            return []
         pixels = axis.img[a0 + shaded, b0:b1]
         reach = max(3, round(config.shading_reach * axis.fineness))
         unshaded_std = np.where(std <= config.uniform_max_std, std, np.inf)
         unshaded_std[shaded] = (pixels - cv2.blur(pixels, (reach, 1))).std(axis=1).mean(axis=1)
         bounds = _stretch_bounds(b0, b1, 16)
-        for start, end, colour in _bands(mean, unshaded_std, config):
+        lit_bars: list[tuple[int, int, np.ndarray, bool]] = []  # steeply lit: judged together
+        # Stretches where a painted bar crosses (a window's other bar) are no jump along it.
+        other = "v" if name == "h" else "h"
+        crossed = np.array(
+            [
+                any(
+                    bar.shaded and bar.start < hi and lo < bar.end for bar in self.scene_bars[other]
+                )
+                for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)
+            ]
+        )
+        # Light across a rounded bar shifts its colour from one edge to the other.
+        tolerance = config.band_colour_tolerance * config.shaded_bar_colour_drift
+        for start, end, colour in _bands(mean, unshaded_std, config, tolerance):
             if start == 0 or end == a1 - a0 or std[start:end].min() <= config.uniform_max_std:
                 continue  # touching the border, or a plain band (judged as a gutter)
-            if end - start > config.shaded_bar_max_share * (b1 - b0):
+            lit = bool(std[start:end].max() > config.shaded_bar_max_std)  # steeply, along
+            share = config.painted_bar_max_share if lit else config.shaded_bar_max_share
+            if end - start > share * (b1 - b0):
                 continue  # a smooth stretch of a photo (sky, wall), not a bar
-            along = axis.block_means(a0 + start, a0 + end, bounds)
-            if np.abs(np.diff(along, axis=0)).sum(axis=1).max() > config.band_colour_tolerance / 2:
-                continue  # a jump along the line: a smooth photo beside a gutter, not shading
             edges = (range(a0 + start - 3, a0 + start), range(a0 + end, a0 + end + 3))
-            if all(
+            if not all(
                 axis.edge_fraction(rows, b0, b1, colour) >= config.gutter_edge_fraction
                 for rows in edges
             ):
+                continue
+            steady = self._steady_along(name, a0 + start, a0 + end, bounds, crossed)
+            if lit:
+                lit_bars.append((a0 + start, a0 + end, colour, steady))
+            elif steady:
                 self._over_one_scene(name, a0 + start, a0 + end, b0, b1, colour)
+        if len(lit_bars) > config.lit_bars_max:
+            return []  # blank paper between lines of text, not a window's bars
+        undecided = []
+        for start, end, colour, steady in lit_bars:
+            if not steady:
+                continue
+            if (
+                self._crosses_painted_bar(name, start, end, colour)
+                or self._scene_behind(name, start, end, b0, b1) is not None
+            ):
+                self._painted_bar(name, start, end, (a0, a1, b0, b1), colour)
+            else:
+                undecided.append(_LitBar(name, start, end, (a0, a1, b0, b1), colour))
+        return undecided
+
+    def _steady_along(
+        self, name: str, start: int, end: int, bounds: np.ndarray, crossed: np.ndarray
+    ) -> bool:
+        """Does the band start..end change alike from stretch to stretch of the line (no
+        change, or steady light)? A jump is a smooth photo beside a gutter, not shading;
+        stretches ``crossed`` by a painted bar are left out."""
+        steps = np.diff(self.axes[name].block_means(start, end, bounds), axis=0)
+        steps = steps[~(crossed[:-1] | crossed[1:])]
+        if len(steps) == 0:
+            return False
+        jumps = np.abs(steps - np.median(steps, axis=0)).sum(axis=1)
+        return bool(jumps.max() <= self.config.band_colour_tolerance / 2)
+
+    def _crosses_painted_bar(self, name: str, start: int, end: int, colour: np.ndarray) -> bool:
+        """Is a painted bar of about this thickness and colour known in the other direction?
+        Light differs along each of a window's bars, so colours are matched loosely."""
+        other = "v" if name == "h" else "h"
+        tolerance = self.config.band_colour_tolerance * self.config.shaded_bar_colour_drift
+        return any(
+            bar.shaded
+            and 2 / 3 <= (end - start) / max(1, bar.end - bar.start) <= 3 / 2
+            and np.abs(np.asarray(bar.colour) - colour).sum() <= tolerance
+            for bar in self.scene_bars[other]
+        )
 
     def _scene_bar(self, name: str, start: int, end: int, colour: np.ndarray) -> _SceneBar | None:
         """The bar over one scene this band is part of: the rest of one seen before in a bigger
@@ -1868,22 +1949,24 @@ def _similar(rows: np.ndarray, a: int, b: int, config: SplitConfig) -> bool:
 
 
 def _bands(
-    mean: np.ndarray, std: np.ndarray, config: SplitConfig
+    mean: np.ndarray, std: np.ndarray, config: SplitConfig, tolerance: float | None = None
 ) -> list[tuple[int, int, np.ndarray]]:
     """Runs of flat rows of one colour: (start, end, colour), indices relative to the region.
 
     Rows with std up to ``uniform_max_std`` seed a band; next to a seed, rows up to twice that
     join too (JPEG noise peaks near photo edges), as long as the colour stays near the band's
-    running mean. A run of one or two rows touching a longer band is the blend between band and
+    running mean (within ``tolerance``: band_colour_tolerance unless given). A run of one or two
+    rows touching a longer band is the blend between band and
     photo and is folded into it.
     """
+    tolerance = config.band_colour_tolerance if tolerance is None else tolerance
     seed = std <= config.uniform_max_std
     loose = std <= 2 * config.uniform_max_std
     runs: list[list] = []  # [start, end, colour sum, has seed]
     for index in np.flatnonzero(loose):
         if runs and runs[-1][1] == index:
             start, end, total, seeded = runs[-1]
-            if np.abs(mean[index] - total / (end - start)).sum() <= config.band_colour_tolerance:
+            if np.abs(mean[index] - total / (end - start)).sum() <= tolerance:
                 runs[-1] = [start, index + 1, total + mean[index], seeded or bool(seed[index])]
                 continue
         runs.append([int(index), int(index) + 1, mean[index].astype(np.float64), bool(seed[index])])
