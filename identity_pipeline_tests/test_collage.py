@@ -394,6 +394,22 @@ def test_a_page_of_text_lit_steeply_has_no_painted_bars(photos) -> None:
     assert len(result.boxes) < len(truth)
 
 
+@pytest.mark.parametrize("seed", [6300005, 6400016])
+def test_a_frame_is_trimmed_evenly_where_the_photo_runs_into_its_colour(
+    photos, monkeypatch, seed
+) -> None:
+    """A black frame below a black helmet, a grey one beside a grey page: no step shows
+    between photo and frame there, but the frame is as thick as on the opposite side."""
+    collage = random_case("framed single", list(photos.values()), seed)
+    result, truth = split(collage)
+    assert_same_tiles(result.boxes, truth)
+    monkeypatch.setattr(
+        split_module._Splitter, "_even_frame", lambda self, name, outer, f0, f1, *rest: (f0, f1)
+    )
+    result, _ = split(collage)
+    assert result.boxes[0].iou(truth[0]) < 0.95
+
+
 def test_a_pole_shaded_across_is_no_gutter(photos) -> None:
     """A tripod's leg standing straight through a framed photo of grass: flat along its
     length, but darkening steadily from one edge to the other, as no app's gutter does."""

@@ -5,7 +5,9 @@ phone stack keeps 300 px across so each photo keeps its texture), plus a full-re
 the few rows around each cut to place it to the pixel:
 
 1. Uniform bands: rows (or columns) that are digitally flat along the whole region. Bands at the
-   region's border whose inner edge is a straight step are margins or frames and are trimmed;
+   region's border whose inner edge is a straight step are margins or frames and are trimmed,
+   and frames are even: as many rows of the frame's colour on the opposite side go too (a
+   photo's black edge against a black frame shows no step);
    interior bands with a photo edge on both sides are gutters (unless the scene visibly goes on
    behind them, like a window bar: the two sides differ no more than two rows of one side as
    far apart, unless two of the collage's gutters have its colour and thickness (two alike
@@ -779,6 +781,8 @@ class _Splitter:
         mean, std = axis.row_stats(a0, a1, b0, b1)
         bands = _bands(mean, std, self.config)
         f0, f1, g0, g1 = self._oriented(name, region)
+        outer = (f0, f1)
+        frame_colour = None
         for start, end, colour in bands:
             if start == 0 and end == a1 - a0:
                 return region  # entirely flat: nothing to trim towards
@@ -790,12 +794,16 @@ class _Splitter:
                     f0 = self._refine_band_end(
                         name, f0, (a0 + end + 1) / axis.scale, g0, g1, colour
                     )
+                    frame_colour = colour
             elif end == a1 - a0:
                 inner = range(max(a0 + start - 3, a0), a0 + start)
                 if axis.edge_fraction(inner, b0, b1, colour) >= self.config.margin_edge_fraction:
                     f1 = self._refine_band_start(
                         name, (a0 + start - 1) / axis.scale, f1, g0, g1, colour
                     )
+                    frame_colour = colour
+        if frame_colour is not None:
+            f0, f1 = self._even_frame(name, outer, f0, f1, g0, g1, frame_colour)
         if f1 - f0 < 2:
             return region
         return self._box(name, f0, f1, g0, g1)
@@ -1883,6 +1891,30 @@ class _Splitter:
         while start > 0 and member[start - 1]:
             start -= 1
         return lo + start if start < len(member) else int(round(approx))
+
+    def _even_frame(
+        self,
+        name: str,
+        outer: tuple[int, int],
+        f0: int,
+        f1: int,
+        g0: int,
+        g1: int,
+        colour: np.ndarray,
+    ) -> tuple[int, int]:
+        """Frames are even: where one side was trimmed and the other not, as many rows of the
+        frame's colour on the other side are frame too, though the photo beside them is as
+        dark as a black frame (no edge to see)."""
+        start_frame, end_frame = f0 - outer[0], outer[1] - f1
+        if (start_frame > 0) == (end_frame > 0):
+            return f0, f1
+        thickness = max(start_frame, end_frame)
+        lo, hi = (
+            (outer[1] - thickness, outer[1]) if start_frame else (outer[0], outer[0] + thickness)
+        )
+        if hi - lo >= f1 - f0 or not self._band_member_rows(name, lo, hi, g0, g1, colour).all():
+            return f0, f1
+        return (f0, lo) if start_frame else (hi, f1)
 
     def _line_limit(self, name: str) -> int:
         return self.height if name == "h" else self.width
