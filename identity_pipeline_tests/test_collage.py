@@ -410,6 +410,19 @@ def test_a_frame_is_trimmed_evenly_where_the_photo_runs_into_its_colour(
     assert result.boxes[0].iou(truth[0]) < 0.95
 
 
+def test_a_frame_trimmed_in_one_direction_is_trimmed_in_the_other_too(photos, monkeypatch) -> None:
+    """A frame seen above and below a photo whose left and right edges run into its colour:
+    as many columns of it on both sides are frame too."""
+    collage = random_case("framed single", list(photos.values()), 6600017)
+    result, truth = split(collage)
+    assert_same_tiles(result.boxes, truth)
+    monkeypatch.setattr(
+        split_module._Splitter, "_frame_all_round", lambda self, outer, region: region
+    )
+    result, _ = split(collage)
+    assert result.boxes[0].iou(truth[0]) < 0.95
+
+
 def test_a_pole_shaded_across_is_no_gutter(photos) -> None:
     """A tripod's leg standing straight through a framed photo of grass: flat along its
     length, but darkening steadily from one edge to the other, as no app's gutter does."""

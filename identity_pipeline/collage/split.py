@@ -6,8 +6,9 @@ the few rows around each cut to place it to the pixel:
 
 1. Uniform bands: rows (or columns) that are digitally flat along the whole region. Bands at the
    region's border whose inner edge is a straight step are margins or frames and are trimmed,
-   and frames are even: as many rows of the frame's colour on the opposite side go too (a
-   photo's black edge against a black frame shows no step);
+   and frames are even: as many rows of the frame's colour on the opposite side go too, and
+   on both sides of the other direction where none was seen there (a photo's black edge
+   against a black frame shows no step);
    interior bands with a photo edge on both sides are gutters (unless the scene visibly goes on
    behind them, like a window bar: the two sides differ no more than two rows of one side as
    far apart, unless two of the collage's gutters have its colour and thickness (two alike
@@ -765,12 +766,35 @@ class _Splitter:
     # --- margins ----------------------------------------------------------------------------
 
     def _trim_margins(self, region: Box) -> Box:
+        outer = region
         for _ in range(2):  # trimming one direction changes the rows the other one sees
             before = region
             for name in ("h", "v"):
                 region = self._trim_direction(name, region)
             if region == before:
                 break
+        return self._frame_all_round(outer, region)
+
+    def _frame_all_round(self, outer: Box, region: Box) -> Box:
+        """A frame trimmed evenly in one direction and not at all in the other: as many
+        columns of its colour on both sides of the other direction are frame too, where the
+        photo runs into the frame's colour on both sides (no step to see)."""
+        trims = {
+            "h": (region.y0 - outer.y0, outer.y1 - region.y1),
+            "v": (region.x0 - outer.x0, outer.x1 - region.x1),
+        }
+        for name, other in (("h", "v"), ("v", "h")):
+            thickness = min(trims[name])
+            if thickness < 2 or abs(trims[name][0] - trims[name][1]) > 2 or any(trims[other]):
+                continue
+            f0, f1, g0, g1 = self._oriented(name, outer)
+            colour = self._full_colour(name, f0, f0 + thickness, g0, g1)
+            o0, o1, p0, p1 = self._oriented(other, region)
+            if o1 - o0 <= 4 * thickness:
+                continue
+            sides = ((o0, o0 + thickness), (o1 - thickness, o1))
+            if all(self._band_member_rows(other, lo, hi, p0, p1, colour).all() for lo, hi in sides):
+                return self._box(other, o0 + thickness, o1 - thickness, p0, p1)
         return region
 
     def _trim_direction(self, name: str, region: Box) -> Box:
