@@ -452,6 +452,13 @@ class _Axis:
         count = max(1, b1 - b0)
         return (self.evidence[a0:a1, b1] - self.evidence[a0:a1, b0]) / count
 
+    def unshaded_std(self, rows: np.ndarray, b0: int, b1: int) -> np.ndarray:
+        """Per row, the mean per-channel std over columns b0..b1 once shading along the line
+        (what a blur over shading_reach keeps) is set aside."""
+        pixels = self.img[rows, b0:b1]
+        reach = max(3, round(self.config.shading_reach * self.fineness))
+        return (pixels - cv2.blur(pixels, (reach, 1))).std(axis=1).mean(axis=1)
+
     def edge_fraction(self, rows: range, b0: int, b1: int, colour: np.ndarray) -> float:
         """Best share, over ``rows``, of a row that differs from ``colour`` by a clear step.
 
@@ -978,6 +985,11 @@ class _Splitter:
                 self._note(f"{name} rounded bar {a0 + start}-{a0 + end}: shaded across, no gutter")
                 continue
             behind = self._scene_behind(name, a0 + start, a0 + end, b0, b1)
+            if behind is not None and not (edged and behind == "alike sides"):
+                self._record_scene_bar(name, a0 + start, a0 + end, colour, behind)
+                continue
+            if not edged:
+                continue
             line = _Line(
                 a0 + start,
                 a0 + end,
@@ -986,12 +998,10 @@ class _Splitter:
                 tuple(float(v) for v in colour),
                 _digitally_flat(std[start:end], config, axis.fineness),
             )
-            if behind == "alike sides" and edged:
-                alike_sided.append(line)
-            elif behind is not None:
-                self._record_scene_bar(name, a0 + start, a0 + end, colour, behind)
-            elif edged:
+            if behind is None:
                 found.append(line)
+            else:
+                alike_sided.append(line)
         # Two photos alike (two pages of text) look like one scene behind a band; among a
         # collage's gutters of its colour and thickness, the band is one of them.
         gutters = found + self.gutters_cut[name]
@@ -1008,11 +1018,11 @@ class _Splitter:
     def _rounded(self, name: str, start: int, end: int, b0: int, b1: int) -> bool:
         """Does the band start..end brighten (or darken) steadily across (a pole, a rounded
         bar)? An app's gutter is one fill; only its edge rows blend with the photos."""
-        inset = 1 if end - start < 6 else 2
-        if end - start - 2 * inset < 3:
+        inner0, inner1 = _inner_rows(start, end)
+        if inner1 - inner0 < 3:
             return False  # too thin to tell shading from the blur of its edges
         # Brightness only: JPEG smears colour (chroma) across a thin coloured gutter.
-        brightness = self.axes[name].row_stats(start + inset, end - inset, b0, b1)[0].mean(axis=1)
+        brightness = self.axes[name].row_stats(inner0, inner1, b0, b1)[0].mean(axis=1)
         steps = np.diff(brightness)
         steady = bool(np.all(steps > 0) or np.all(steps < 0))
         return steady and abs(brightness[-1] - brightness[0]) >= self.config.rounded_bar_drift
@@ -1024,13 +1034,12 @@ class _Splitter:
         """
         config = self.config
         axis = self.axes[name]
-        inset = 1 if end - start < 6 else 2
         if end - start < 3 or b1 - b0 < 2 * config.shading_stretches:
             return False
         if end - start > config.painted_bar_max_share * (b1 - b0):
             return False  # a smooth stretch of a photo (a lit wall, the sky), not a bar
         bounds = _stretch_bounds(b0, b1, config.shading_stretches)
-        brightness = axis.block_means(start + inset, end - inset, bounds).mean(axis=1)
+        brightness = axis.block_means(*_inner_rows(start, end), bounds).mean(axis=1)
         ramp, scatter = _linear_ramp(brightness)
         significance = ramp / (scatter + config.shading_scatter_floor)
         return ramp >= config.shading_min_ramp and significance >= config.shading_min_significance
@@ -1076,12 +1085,10 @@ class _Splitter:
         config = self.config
         axis = self.axes[name]
         a0, a1, b0, b1 = region
-        reach = max(3, round(config.shading_reach * axis.fineness))
         thickest = config.painted_bar_max_share * (b1 - b0)
 
         def goes_on(row: int, beside: int) -> bool:
-            pixels = axis.img[row, b0:b1][None]
-            unshaded = (pixels - cv2.blur(pixels, (reach, 1))).std(axis=1).mean()
+            unshaded = axis.unshaded_std(np.array([row]), b0, b1)[0]
             means = axis.img[[row, beside], b0:b1].mean(axis=1)
             step = np.abs(means[0] - means[1]).sum()
             return bool(
@@ -1148,10 +1155,8 @@ class _Splitter:
         shaded = np.flatnonzero((std > config.uniform_max_std) & (std <= config.lit_bar_max_std))
         if len(shaded) == 0:
             return []
-        pixels = axis.img[a0 + shaded, b0:b1]
-        reach = max(3, round(config.shading_reach * axis.fineness))
         unshaded_std = np.where(std <= config.uniform_max_std, std, np.inf)
-        unshaded_std[shaded] = (pixels - cv2.blur(pixels, (reach, 1))).std(axis=1).mean(axis=1)
+        unshaded_std[shaded] = axis.unshaded_std(a0 + shaded, b0, b1)
         bounds = _stretch_bounds(b0, b1, 16)
         lit_bars: list[tuple[int, int, np.ndarray, bool]] = []  # steeply lit: judged together
         # Stretches where a painted bar crosses (a window's other bar) are no jump along it.
@@ -1219,7 +1224,7 @@ class _Splitter:
         tolerance = self.config.band_colour_tolerance * self.config.shaded_bar_colour_drift
         return any(
             bar.shaded
-            and 2 / 3 <= (end - start) / max(1, bar.end - bar.start) <= 3 / 2
+            and _alike_thickness(end - start, max(1, bar.end - bar.start))
             and np.abs(np.asarray(bar.colour) - colour).sum() <= tolerance
             for bar in self.scene_bars[other]
         )
@@ -1953,6 +1958,12 @@ def _digitally_flat(row_std: np.ndarray, config: SplitConfig, fineness: float) -
     return bool(row_std.mean() <= config.margin_max_std * np.sqrt(fineness))
 
 
+def _inner_rows(start: int, end: int) -> tuple[int, int]:
+    """The rows of the band start..end that do not blend with what lies beside it."""
+    inset = 1 if end - start < 6 else 2
+    return start + inset, end - inset
+
+
 def _linear_ramp(values: np.ndarray) -> tuple[float, float]:
     """Rise from first to last of the least-squares line through ``values`` (absolute), and the
     root-mean-square scatter of the values about that line."""
@@ -1994,9 +2005,13 @@ def _alike_bars(
 ) -> bool:
     """One colour and about one thickness (within a factor of 3/2): a pair of bars of one
     window or door, or of one collage's gutters."""
-    return 2 / 3 <= thickness / other_thickness <= 3 / 2 and _colours_match(
+    return _alike_thickness(thickness, other_thickness) and _colours_match(
         colour, other_colour, config
     )
+
+
+def _alike_thickness(thickness: float, other_thickness: float) -> bool:
+    return 2 / 3 <= thickness / other_thickness <= 3 / 2
 
 
 def _similar(rows: np.ndarray, a: int, b: int, config: SplitConfig) -> bool:
