@@ -332,13 +332,13 @@ def test_bars_lit_steadily_along_their_length_are_painted_not_gutters(
 def test_the_edges_of_a_painted_bar_are_no_seams(photos, monkeypatch) -> None:
     """Coins behind a dark window cross: once the bars are known to be painted, the seam
     scorer would still cut along their edges, where the coins stop."""
-    image = np.asarray(random_case("single edges", list(photos.values()), 4100022).image)
+    image = np.asarray(random_case("single edges", list(photos.values()), 4100014).image)
     assert len(split_image(image).boxes) == 1
     monkeypatch.setattr(split_module._Splitter, "_at_painted_bar", lambda self, name, line: False)
     assert len(split_image(image).boxes) > 1
 
 
-@pytest.mark.parametrize(("family", "seed"), [("stack", 4500011), ("irregular", 4600012)])
+@pytest.mark.parametrize(("family", "seed"), [("stack", 4300016), ("grid", 4200036)])
 def test_a_gutter_between_two_alike_photos_is_cut_among_its_like(
     photos, monkeypatch, family, seed
 ) -> None:
@@ -390,8 +390,22 @@ def test_a_page_of_text_lit_steeply_has_no_painted_bars(photos) -> None:
     collage = random_case("stack", list(photos.values()), 3900002)
     result, truth = split(collage)
     assert_same_tiles(result.boxes, truth)
-    result, _ = split(collage, config=SplitConfig(lit_bars_max=100))
-    assert len(result.boxes) < len(truth)
+
+
+def test_more_lit_bars_than_a_window_has_are_no_bars() -> None:
+    """Three blank strips lit steeply along, between rows of texture: a page's blank lines,
+    not a window's bars; none is recorded as painted (it would hide a gutter of its kind)."""
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 120, (300, 400, 3)).astype(np.float32)
+    for top in (60, 140, 220):
+        image[top : top + 7] = np.linspace(150, 245, 400)[None, :, None]
+    image = np.clip(image + rng.normal(0.0, 1.0, image.shape), 0, 255).astype(np.uint8)
+    painted = []
+    for config in (SplitConfig(), SplitConfig(lit_bars_max=100)):
+        splitter = split_module._Splitter(image, config, ())
+        splitter._shaded_bars("h", Box(0, 0, 400, 300))
+        painted.append(len(splitter.scene_bars["h"]))
+    assert painted == [0, 3]
 
 
 @pytest.mark.parametrize("seed", [6300005, 6400016])
@@ -431,6 +445,135 @@ def test_a_pole_shaded_across_is_no_gutter(photos) -> None:
     assert len(split_image(image, SplitConfig(rounded_bar_drift=np.inf)).boxes) == 2
 
 
+def test_a_door_post_lit_along_makes_its_twin_no_gutter(photos, monkeypatch) -> None:
+    """Two brown posts between a smooth wall and a photo of grass: the lit one is too uneven
+    for a band, the other passes for a flat gutter. The lit one, painted, vetoes its twin."""
+    image = np.asarray(random_case("single edges", list(photos.values()), 6600041).image)
+    assert len(split_image(image).boxes) == 1
+    # As before: a shaded bar not over one scene was left unjudged.
+    monkeypatch.setattr(split_module._Splitter, "_over_one_scene", lambda self, *args: True)
+    assert len(split_image(image).boxes) == 2
+
+
+def test_a_thin_band_at_a_post_edge_is_no_gutter(photos, monkeypatch) -> None:
+    """The blended last column of a door post is a band one column wide; the seam evidence
+    of its far edge (post against view) once counted for its near edge too."""
+    image = np.asarray(random_case("single edges", list(photos.values()), 7500031).image)
+    assert len(split_image(image).boxes) == 1
+
+    def both_halves(start: int, end: int, lines: int) -> tuple[tuple[int, int], ...]:
+        middle = (start + end) // 2
+        return (
+            (max(0, start - 2), min(start + 3, middle + 1)),
+            (max(end - 3, middle), min(lines, end + 2)),
+        )
+
+    monkeypatch.setattr(split_module, "_edge_evidence_rows", both_halves)
+    assert len(split_image(image).boxes) == 2
+
+
+def test_edge_evidence_of_a_thin_band_comes_from_its_own_side() -> None:
+    """Evidence at row r compares rows r-1 and r+1: for a one-row band at row 10 the row
+    whose step spans both edges (10) belongs to neither."""
+    (lo, hi), (lo2, hi2) = split_module._edge_evidence_rows(10, 11, 100)
+    assert (lo, hi) == (8, 10)
+    assert (lo2, hi2) == (11, 13)
+    thick = split_module._edge_evidence_rows(10, 20, 100)
+    assert thick == ((8, 13), (17, 22))
+
+
+def test_a_dark_window_cross_with_blended_edges_is_one_photo(photos, monkeypatch) -> None:
+    """A flat dark cross over a motorcycle: the upright bar's blended edge column varies along
+    it like a bar lit in the sun; only its inner columns tell how it is lit."""
+    image = np.asarray(random_case("single edges", list(photos.values()), 5100031).image)
+    assert len(split_image(image).boxes) == 1
+    monkeypatch.setattr(split_module, "_inner_rows", lambda start, end: (start, end))
+    assert len(split_image(image).boxes) > 1
+
+
+def test_poles_across_a_horizon_are_one_scene(photos, monkeypatch) -> None:
+    """Trees standing in front of a horizon: their trunks go on across it. A trunk's blur
+    halo along the line is no neighbour to compare it with; counted as one, two trunks of
+    three were missed."""
+    image = np.asarray(random_case("single edges", list(photos.values()), 7800028).image)
+    assert len(split_image(image).boxes) == 1
+    splitter = split_module._Splitter(image, SplitConfig(), ())
+    axis = splitter.axes["h"]
+    horizon = 254  # analysis rows: where the seam scorer judges the horizon
+
+    def trunks() -> int:
+        return splitter._crossing_objects(axis, horizon, 0, axis.img.shape[1])
+
+    assert trunks() == 2  # the third is a pixel wide once downscaled
+    stands_out = split_module._stands_out
+    monkeypatch.setattr(
+        split_module,
+        "_stands_out",
+        lambda strip, g0, g1, context, step, gap=0: stands_out(strip, g0, g1, context, step),
+    )
+    assert trunks() == 1
+
+
+def test_stands_out_looks_past_a_blur_halo() -> None:
+    line = np.full((40, 3), 200.0)
+    line[18:22] = 20.0  # a dark trunk, blurred along the line by a 5-pixel box
+    blurred = np.convolve(line[:, 0], np.ones(5) / 5, mode="same")[:, None].repeat(3, axis=1)
+    g0, g1, context = np.array([19]), np.array([21]), np.array([3])
+    assert not split_module._stands_out(blurred, g0, g1, context, 250.0)[0]
+    assert split_module._stands_out(blurred, g0, g1, context, 250.0, gap=2)[0]
+
+
+def test_a_chunk_of_a_gradient_sky_is_no_gutter(photos) -> None:
+    """A sky brightening towards the horizon over a coffee cup: one chunk of it is flat along
+    its rows and ends at the horizon, and the rows above it differ from its mean colour by a
+    clear step. Its brightness ramps across, with noise: no app's gutter does that."""
+    image = np.asarray(random_case("single edges", list(photos.values()), 8800038).image)
+    assert len(split_image(image).boxes) == 1
+    assert len(split_image(image, SplitConfig(rounded_bar_drift=np.inf)).boxes) == 2
+
+
+def test_rounded_finds_a_noisy_ramp_across_a_band_but_not_a_flat_fill() -> None:
+    rng = np.random.default_rng(3)
+    image = rng.integers(0, 255, (120, 200, 3)).astype(np.float32)
+    ramp = np.linspace(140.0, 170.0, 40) + rng.normal(0.0, 1.5, 40)  # not monotonic
+    image[40:80] = ramp[:, None, None] + rng.normal(0.0, 0.5, (40, 200, 3))
+    image[80:84] = 120.0  # a flat gutter below it
+    splitter = split_module._Splitter(image.astype(np.uint8), SplitConfig(), ())
+    axis = splitter.axes["h"]
+    assert axis.scale == 1.0
+    assert np.any(np.diff(ramp[2:-2]) < 0)
+    assert splitter._rounded("h", 40, 80, 0, 200)
+    assert not splitter._rounded("h", 80, 84, 0, 200)
+    flat = image.copy()
+    flat[40:80] = 155.0 + rng.normal(0.0, 1.5, (40, 200, 3))
+    assert not split_module._Splitter(flat.astype(np.uint8), SplitConfig(), ())._rounded(
+        "h", 40, 80, 0, 200
+    )
+
+
+@pytest.mark.parametrize("seed", [9300016, 9200026])
+def test_a_band_is_no_gutter_once_a_painted_bar_it_belongs_to_is_found(
+    photos, monkeypatch, seed
+) -> None:
+    """The darker half of a rounded window bar (9300016), a door's flat post (9200026): each
+    band was judged before its painted other half, or its lit twin, was recognised."""
+    image = np.asarray(random_case("single edges", list(photos.values()), seed).image)
+    assert len(split_image(image).boxes) == 1
+    monkeypatch.setattr(split_module._Splitter, "_part_of_painted_bar", lambda self, *a: False)
+    assert len(split_image(image).boxes) == 2
+
+
+def test_a_steeply_rounded_bar_is_painted_across_its_whole_thickness(photos) -> None:
+    """Light across a light window bar brightens it by ~14 grey levels a row: more than a band
+    allows, so the flat band found is half the bar; its rows step no more than the bar's own
+    rows do, and the rest of the bar joins it."""
+    image = np.asarray(random_case("single edges", list(photos.values()), 8900008).image)
+    splitter = split_module._Splitter(image, SplitConfig(), ())
+    axis = splitter.axes["h"]
+    region = (0, axis.img.shape[0], 0, axis.img.shape[1])
+    assert splitter._smooth_extent("h", 212, 216, region) == (209, 216)
+
+
 def test_a_blank_margin_past_a_thin_line_is_no_painted_bar(photos, monkeypatch) -> None:
     """The white top of a scanned page in a phone stack, lit unevenly, above a thin grey line
     and then white again: no bar, so the seam above it stays."""
@@ -453,6 +596,42 @@ def test_a_smooth_lit_stretch_of_a_photo_is_no_painted_bar(photos, family, seed)
     assert_same_tiles(result.boxes, truth)
     result, _ = split(collage, config=SplitConfig(painted_bar_max_share=1.0))
     assert len(result.boxes) < len(truth)
+
+
+def _text_lines(height: int, period: int, phase: int = 0) -> np.ndarray:
+    """Grey "lines of text": rows of noisy dark glyphs every ``period`` rows on white."""
+    rng = np.random.default_rng(period + phase)
+    page = np.full((height, 300, 3), 235, np.uint8)
+    for top in range(phase, height, period):
+        glyphs = rng.integers(20, 235, (min(period // 2, height - top), 300, 1), dtype=np.uint8)
+        page[top : top + period // 2] = glyphs
+    return page
+
+
+def test_rhythm_tells_lines_of_one_page_from_two_pages_meeting() -> None:
+    """Both sides lined alike; between two lines of one page the rhythm goes on across the
+    line, where two pages meet out of step it restarts."""
+    one_page = _text_lines(400, 20)
+    two_pages = np.concatenate([_text_lines(200, 20), _text_lines(200, 20, phase=9)])
+    rhythms = []
+    for image in (one_page, two_pages):
+        splitter = split_module._Splitter(image, SplitConfig(), ())
+        axis = splitter.axes["h"]
+        row = round(200 * axis.scale)
+        rhythms.append(splitter._rhythm(axis, row, 0, axis.img.shape[0], 0, axis.img.shape[1]))
+    (one_sides, one_across), (two_sides, two_across) = rhythms
+    assert one_sides > 0.8 and two_sides > 0.8
+    assert one_across > 0.8
+    assert two_across < 0.3
+
+
+def test_autocorrelations_are_the_correlations_at_each_lag() -> None:
+    rng = np.random.default_rng(0)
+    values = np.sin(np.arange(120) / 3.0) + rng.normal(0.0, 0.3, 120)
+    lags = np.arange(5, 60)
+    expected = [split_module._correlation(values[:-lag], values[lag:]) for lag in lags]
+    np.testing.assert_allclose(split_module._autocorrelations(values, lags), expected, atol=1e-9)
+    assert not split_module._autocorrelations(np.ones(30), np.arange(2, 9)).any()
 
 
 def test_linear_ramp_measures_the_rise_and_the_scatter_about_it() -> None:
@@ -780,7 +959,7 @@ def test_demo_borderless_phone_stack_has_four_full_width_tiles() -> None:
 
 def test_seam_scorer_file_is_readable_json_of_well_formed_trees() -> None:
     text = split_module.SCORER_FILE.read_text(encoding="utf-8")
-    assert len(text.encode()) < 400_000
+    assert len(text.encode()) < 1_000_000
     data = json.loads(text)
     features = len(split_module.SCORER_FEATURES)
     assert tuple(data["features"]) == split_module.SCORER_FEATURES

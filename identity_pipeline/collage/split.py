@@ -106,7 +106,9 @@ class SplitConfig:
     # Light across a rounded bar drifts its rows' colour, edge to edge, by up to this many
     # times band_colour_tolerance; a window's bars differ by as much from each other.
     shaded_bar_colour_drift: float = 3.0
-    lit_bars_max: int = 2  # per direction in a region: more are a page's blank lines
+    # Bars lit steeply, or shaded bars not over one scene (door posts), per direction in a
+    # region: more are a page's blank lines.
+    lit_bars_max: int = 2
     # Light falling along a painted bar (window, door post) brightens it steadily from one end
     # to the other; an app's gutter is one fill. A band is painted when the brightness of its
     # inner rows, over shading_stretches stretches of the line, fits a straight ramp that rises
@@ -175,6 +177,10 @@ class SplitConfig:
     crossing_objects: int = 1
     crossing_max_width: float = 0.15
     crossing_reach: int = 8  # analysis rows an object must continue on each side of the line
+    # Rhythm of lines of text across a seam candidate: periods of rhythm_min_period rows up to
+    # half of rhythm_reach rows, looked for on each side of the line.
+    rhythm_min_period: int = 5
+    rhythm_reach: int = 160
     # Two strong parallel lines at most object_max_fraction of the image's longer side apart,
     # with a strip between whose colour only drifts slowly along it (L1 detail at most
     # object_strip_detail after removing a trend over object_trend_window of the length), are the
@@ -240,6 +246,8 @@ SCORER_FEATURES = (
     "texture split share",
     "texture split rank",
     "texture split share near",
+    "rhythm on both sides",
+    "rhythm across",
 )
 
 
@@ -402,6 +410,8 @@ class _Axis:
         # _analysis_factor): line blur and detail scales grow with it.
         self.fineness = fineness
         blur = max(1, round(config.line_blur * fineness))
+        # Pixels along a line on each side of a sharp change that the blur below mixes into it.
+        self.blur_reach = blur // 2
         img = cv2.blur(analysis, (blur, 1)) if blur > 1 else analysis
         self.img = img
         lines, length = img.shape[:2]
@@ -959,14 +969,8 @@ class _Splitter:
             before = range(max(a0, a0 + start - 3), a0 + start)
             after = range(a0 + end, min(a1, a0 + end + 3))
             edges, distinct_edges = [], []
-            # Seam evidence near each edge, from its own half of the band only: a thin band's
-            # other edge is no evidence for this one (a gradient sky's last band at a horizon).
-            middle = a0 + (start + end) // 2
-            windows = (
-                (before, max(0, a0 + start - 2), min(a0 + start + 3, middle + 1)),
-                (after, max(a0 + end - 3, middle), min(axis.img.shape[0], a0 + end + 2)),
-            )
-            for rows, lo, hi in windows:
+            evidence_rows = _edge_evidence_rows(a0 + start, a0 + end, axis.img.shape[0])
+            for rows, (lo, hi) in zip((before, after), evidence_rows, strict=True):
                 distinct = axis.edge_fraction(rows, b0, b1, colour)
                 evidence = axis.seam_fraction(lo, hi, b0, b1).max() if hi > lo else 0.0
                 distinct_edges.append(distinct)
@@ -1002,6 +1006,9 @@ class _Splitter:
                 found.append(line)
             else:
                 alike_sided.append(line)
+        # A bar found painted later in the loop (the other half of a rounded bar, a door's
+        # other post) tells what the bands before it were.
+        found = [line for line in found if not self._part_of_painted_bar(name, line)]
         # Two photos alike (two pages of text) look like one scene behind a band; among a
         # collage's gutters of its colour and thickness, the band is one of them.
         gutters = found + self.gutters_cut[name]
@@ -1015,17 +1022,28 @@ class _Splitter:
                 )
         return sorted(found, key=lambda line: line.start)
 
+    def _part_of_painted_bar(self, name: str, line: _Line) -> bool:
+        """Is the band a painted bar's, touching it or its twin (see _scene_bar)?"""
+        bar = self._scene_bar(name, line.start, line.end, np.asarray(line.colour))
+        return bar is not None and bar.shaded
+
     def _rounded(self, name: str, start: int, end: int, b0: int, b1: int) -> bool:
         """Does the band start..end brighten (or darken) steadily across (a pole, a rounded
-        bar)? An app's gutter is one fill; only its edge rows blend with the photos."""
+        bar, a chunk of a gradient sky)? An app's gutter is one fill; only its edge rows blend
+        with the photos."""
         inner0, inner1 = _inner_rows(start, end)
         if inner1 - inner0 < 3:
             return False  # too thin to tell shading from the blur of its edges
         # Brightness only: JPEG smears colour (chroma) across a thin coloured gutter.
         brightness = self.axes[name].row_stats(inner0, inner1, b0, b1)[0].mean(axis=1)
+        config = self.config
         steps = np.diff(brightness)
-        steady = bool(np.all(steps > 0) or np.all(steps < 0))
-        return steady and abs(brightness[-1] - brightness[0]) >= self.config.rounded_bar_drift
+        if np.all(steps > 0) or np.all(steps < 0):
+            return bool(abs(brightness[-1] - brightness[0]) >= config.rounded_bar_drift)
+        # Noise in a thick band breaks the steps' run: a straight ramp across then.
+        rise, scatter = _linear_ramp(brightness)
+        significance = rise / (scatter + config.shading_scatter_floor)
+        return rise >= config.rounded_bar_drift and significance >= config.shading_min_significance
 
     def _shaded_along(self, name: str, start: int, end: int, b0: int, b1: int) -> bool:
         """Does the band start..end brighten steadily along the line (light on a painted bar)?
@@ -1086,14 +1104,16 @@ class _Splitter:
         axis = self.axes[name]
         a0, a1, b0, b1 = region
         thickest = config.painted_bar_max_share * (b1 - b0)
+        # Steps from row to row as steep as within the band go on with it (light across).
+        inside = np.abs(np.diff(axis.img[start:end, b0:b1].mean(axis=1), axis=0)).sum(axis=1)
+        steep = 1.5 * float(inside.mean()) if len(inside) else 0.0
+        steepest = max(config.band_colour_tolerance / 2, steep)
 
         def goes_on(row: int, beside: int) -> bool:
             unshaded = axis.unshaded_std(np.array([row]), b0, b1)[0]
             means = axis.img[[row, beside], b0:b1].mean(axis=1)
             step = np.abs(means[0] - means[1]).sum()
-            return bool(
-                unshaded <= config.uniform_max_std and step <= config.band_colour_tolerance / 2
-            )
+            return bool(unshaded <= config.uniform_max_std and step <= steepest)
 
         while start > a0 + 1 and end - start < thickest and goes_on(start - 1, start):
             start -= 1
@@ -1159,6 +1179,7 @@ class _Splitter:
         unshaded_std[shaded] = axis.unshaded_std(a0 + shaded, b0, b1)
         bounds = _stretch_bounds(b0, b1, 16)
         lit_bars: list[tuple[int, int, np.ndarray, bool]] = []  # steeply lit: judged together
+        posts: list[tuple[int, int, np.ndarray]] = []  # not over one scene: a door's posts
         # Stretches where a painted bar crosses (a window's other bar) are no jump along it.
         other = "v" if name == "h" else "h"
         crossed = np.array(
@@ -1174,7 +1195,9 @@ class _Splitter:
         for start, end, colour in _bands(mean, unshaded_std, config, tolerance):
             if start == 0 or end == a1 - a0 or std[start:end].min() <= config.uniform_max_std:
                 continue  # touching the border, or a plain band (judged as a gutter)
-            lit = bool(std[start:end].max() > config.shaded_bar_max_std)  # steeply, along
+            inner0, inner1 = _inner_rows(start, end)  # its edge rows blend with the photos
+            along = std[inner0:inner1] if inner1 > inner0 else std[start:end]
+            lit = bool(along.max() > config.shaded_bar_max_std)  # steeply, along
             share = config.painted_bar_max_share if lit else config.shaded_bar_max_share
             if end - start > share * (b1 - b0):
                 continue  # a smooth stretch of a photo (sky, wall), not a bar
@@ -1187,10 +1210,14 @@ class _Splitter:
             steady = self._steady_along(name, a0 + start, a0 + end, bounds, crossed)
             if lit:
                 lit_bars.append((a0 + start, a0 + end, colour, steady))
-            elif steady:
-                self._over_one_scene(name, a0 + start, a0 + end, b0, b1, colour)
-        if len(lit_bars) > config.lit_bars_max:
+            elif steady and not self._over_one_scene(name, a0 + start, a0 + end, b0, b1, colour):
+                posts.append((a0 + start, a0 + end, colour))
+        if len(lit_bars) + len(posts) > config.lit_bars_max:
             return []  # blank paper between lines of text, not a window's bars
+        for start, end, colour in posts:
+            # Lit along like a painted bar, a door post between the wall and the view: its
+            # twin (the other post) is then known for no gutter either.
+            self._painted_bar(name, start, end, (a0, a1, b0, b1), colour)
         undecided = []
         for start, end, colour, steady in lit_bars:
             if not steady:
@@ -1402,6 +1429,7 @@ class _Splitter:
                     float(split_share[index]),
                     float(split_share[index]) / best_split,
                     float(near_split_share[index]),
+                    *self._rhythm(axis, row, a0, a1, b0, b1),
                 ],
                 dtype=np.float64,
             )
@@ -1525,6 +1553,26 @@ class _Splitter:
             changes.append(float(np.median(np.log((across + floor) / (within + floor)))))
         return changes[0], changes[1]
 
+    def _rhythm(
+        self, axis: _Axis, row: int, a0: int, a1: int, b0: int, b1: int
+    ) -> tuple[float, float]:
+        """Lines of text or brick courses on both sides of a line, and whether their rhythm goes
+        on across it. Detail per row (std along the line) on each side repeats best at some
+        period p; returned: the worse of the two sides' autocorrelations at that p, and the
+        correlation of the p rows just above the line with the p rows just below. Between two
+        lines of one page the rhythm goes on; at a seam between two pages it restarts."""
+        config = self.config
+        reach = min(row - a0, a1 - row, config.rhythm_reach)
+        if reach < 2 * config.rhythm_min_period:
+            return 0.0, 0.0
+        detail = axis.row_stats(row - reach, row + reach, b0, b1)[1]
+        above, below = detail[:reach], detail[reach:]
+        periods = np.arange(config.rhythm_min_period, reach // 2 + 1)
+        sides = np.minimum(_autocorrelations(above, periods), _autocorrelations(below, periods))
+        period = int(periods[np.argmax(sides)])
+        across = _correlation(above[-period:], below[:period])
+        return float(sides.max()), across
+
     def _piece_features(
         self, name: str, region: Box, row: int, a0: int, a1: int, b0: int, b1: int
     ) -> tuple[float, float, float]:
@@ -1646,14 +1694,15 @@ class _Splitter:
         g0, g1 = runs[:, 0], runs[:, 1]
         width = g1 - g0
         context = np.maximum(3, width)
+        gap = axis.blur_reach  # the object's own blur halo is no neighbour
         keep = (width >= 2) & (width <= max_width)
-        keep &= (g0 - context >= 0) & (g1 + context <= len(continuous))
+        keep &= (g0 - gap >= 3) & (g1 + gap + 3 <= len(continuous))  # room for neighbours
         if not keep.any():
             return 0
         g0, g1, context = g0[keep], g1[keep], context[keep]
         stands = np.ones(len(g0), bool)
         for strip in (near_above, near_below):
-            stands &= _stands_out(strip, g0, g1, context, config.edge_step)
+            stands &= _stands_out(strip, g0, g1, context, config.edge_step, gap)
         return int(stands.sum())
 
     def _object_strip(self, axis: _Axis, lo: int, hi: int, b0: int, b1: int) -> bool:
@@ -1958,6 +2007,19 @@ def _digitally_flat(row_std: np.ndarray, config: SplitConfig, fineness: float) -
     return bool(row_std.mean() <= config.margin_max_std * np.sqrt(fineness))
 
 
+def _edge_evidence_rows(start: int, end: int, lines: int) -> tuple[tuple[int, int], ...]:
+    """Rows (lo, hi) whose seam evidence speaks for the first and for the second edge of the
+    band start..end, each from its own half of the band only: a thin band's other edge is no
+    evidence for this one (a gradient sky's last band at a horizon). Evidence at row r steps
+    from r-1 to r+1, so in a band a row or two thick it spans both edges there (the blended
+    last row of a door post beside the view)."""
+    middle = (start + end) // 2
+    return (
+        (max(0, start - 2), min(start + 3, middle + 1, end - 1)),
+        (max(end - 3, middle, start + 1), min(lines, end + 2)),
+    )
+
+
 def _inner_rows(start: int, end: int) -> tuple[int, int]:
     """The rows of the band start..end that do not blend with what lies beside it."""
     inset = 1 if end - start < 6 else 2
@@ -1972,6 +2034,28 @@ def _linear_ramp(values: np.ndarray) -> tuple[float, float]:
     slope = float((position * centred).sum() / (position**2).sum())
     scatter = float(np.sqrt(((centred - slope * position) ** 2).mean()))
     return abs(slope) * (len(values) - 1), scatter
+
+
+def _correlation(first: np.ndarray, second: np.ndarray) -> float:
+    """Pearson correlation of two equally long profiles; 0 where either is flat."""
+    first, second = first - first.mean(), second - second.mean()
+    norm = float(np.sqrt((first**2).sum() * (second**2).sum()))
+    return float((first * second).sum()) / norm if norm > 1e-9 else 0.0
+
+
+def _autocorrelations(values: np.ndarray, lags: np.ndarray) -> np.ndarray:
+    """Per lag p, the Pearson correlation of values[:-p] with values[p:]; 0 where flat."""
+    values = values.astype(np.float64)
+    count = len(values) - lags
+    prefix = np.concatenate([[0.0], np.cumsum(values)])
+    prefix_sq = np.concatenate([[0.0], np.cumsum(values**2)])
+    head_sum, tail_sum = prefix[count], prefix[-1] - prefix[lags]
+    head_sq, tail_sq = prefix_sq[count], prefix_sq[-1] - prefix_sq[lags]
+    products = np.correlate(values, values, "full")[len(values) - 1 + lags]
+    covariance = products - head_sum * tail_sum / count
+    spread = (head_sq - head_sum**2 / count) * (tail_sq - tail_sum**2 / count)
+    safe = spread > 1e-9
+    return np.where(safe, covariance / np.sqrt(np.where(safe, spread, 1.0)), 0.0)
 
 
 def _colours_match(
@@ -2141,10 +2225,15 @@ def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
 
 
 def _stands_out(
-    strip: np.ndarray, g0: np.ndarray, g1: np.ndarray, context: np.ndarray, step: float
+    strip: np.ndarray,
+    g0: np.ndarray,
+    g1: np.ndarray,
+    context: np.ndarray,
+    step: float,
+    gap: int = 0,
 ) -> np.ndarray:
-    """Per stretch g0..g1 of a strip: does it differ from the ``context`` pixels just left and
-    right of it?"""
+    """Per stretch g0..g1 of a strip: does it differ from the ``context`` pixels left and
+    right of it (fewer at the strip's ends), ``gap`` pixels away?"""
     prefix = np.zeros((len(strip) + 1, strip.shape[1]), np.float64)
     np.cumsum(strip, axis=0, out=prefix[1:])
 
@@ -2152,8 +2241,8 @@ def _stands_out(
         return (prefix[hi] - prefix[lo]) / (hi - lo)[:, None]
 
     inside = mean(g0, g1)
-    left = mean(g0 - context, g0)
-    right = mean(g1, g1 + context)
+    left = mean(np.maximum(0, g0 - gap - context), g0 - gap)
+    right = mean(g1 + gap, np.minimum(len(strip), g1 + gap + context))
     return (np.abs(inside - left).sum(axis=1) >= step) & (
         np.abs(inside - right).sum(axis=1) >= step
     )
