@@ -1192,15 +1192,23 @@ class _Splitter:
         )
         # Light across a rounded bar shifts its colour from one edge to the other.
         tolerance = config.band_colour_tolerance * config.shaded_bar_colour_drift
+        plain = _bands(mean, std, config)  # candidates for gutters, or for a post's twin
         for start, end, colour in _bands(mean, unshaded_std, config, tolerance):
-            if start == 0 or end == a1 - a0 or std[start:end].min() <= config.uniform_max_std:
+            if start == 0 or end == a1 - a0 or np.median(std[start:end]) <= config.uniform_max_std:
                 continue  # touching the border, or a plain band (judged as a gutter)
             inner0, inner1 = _inner_rows(start, end)  # its edge rows blend with the photos
             along = std[inner0:inner1] if inner1 > inner0 else std[start:end]
             lit = bool(along.max() > config.shaded_bar_max_std)  # steeply, along
-            share = config.painted_bar_max_share if lit else config.shaded_bar_max_share
-            if end - start > share * (b1 - b0):
+            if end - start > config.painted_bar_max_share * (b1 - b0):
                 continue  # a smooth stretch of a photo (sky, wall), not a bar
+            # Thicker than a window's bar: a close-up door's post only beside its flat twin.
+            slim = end - start <= config.shaded_bar_max_share * (b1 - b0)
+            twin = any(
+                _alike_bars(colour, end - start, other, other_end - other_start, config)
+                for other_start, other_end, other in plain
+            )
+            if not (lit or slim or twin):
+                continue
             edges = (range(a0 + start - 3, a0 + start), range(a0 + end, a0 + end + 3))
             if not all(
                 axis.edge_fraction(rows, b0, b1, colour) >= config.gutter_edge_fraction
@@ -1210,7 +1218,9 @@ class _Splitter:
             steady = self._steady_along(name, a0 + start, a0 + end, bounds, crossed)
             if lit:
                 lit_bars.append((a0 + start, a0 + end, colour, steady))
-            elif steady and not self._over_one_scene(name, a0 + start, a0 + end, b0, b1, colour):
+            elif steady and not (
+                slim and self._over_one_scene(name, a0 + start, a0 + end, b0, b1, colour)
+            ):
                 posts.append((a0 + start, a0 + end, colour))
         if len(lit_bars) + len(posts) > config.lit_bars_max:
             return []  # blank paper between lines of text, not a window's bars
