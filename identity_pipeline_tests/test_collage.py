@@ -624,7 +624,8 @@ def test_rhythm_tells_lines_of_one_page_from_two_pages_meeting() -> None:
         splitter = split_module._Splitter(image, SplitConfig(), ())
         axis = splitter.axes["h"]
         row = round(200 * axis.scale)
-        rhythms.append(splitter._rhythm(axis, row, 0, axis.img.shape[0], 0, axis.img.shape[1]))
+        detail = axis.row_stats(0, axis.img.shape[0], 0, axis.img.shape[1])[1]
+        rhythms.append(split_module._rhythm(detail, row, SplitConfig()))
     (one_sides, one_across), (two_sides, two_across) = rhythms
     assert one_sides > 0.8 and two_sides > 0.8
     assert one_across > 0.8

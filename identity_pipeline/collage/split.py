@@ -15,10 +15,12 @@ the few rows around each cut to place it to the pixel:
    photos); or they repeat closer than photos can be, like blank paper between lines of
    text). A bar found to be over one scene also vetoes the rest of itself in smaller pieces
    and its crossing bar (same colour and thickness: a window's cross); bars flat but for
-   shading along their length are looked for too, for this alone; so are bars lit steeply
-   along (light bars in the sun, too uneven for any band): painted if the scene goes on
+   shading along their length are looked for too: over one scene, or else lit along like a
+   door's post (one thicker than a window's bar only beside its flat twin); so are bars lit
+   steeply along (light bars in the sun, too uneven for any band): painted if the scene goes on
    behind them or a painted bar like them crosses them, unless one direction has more of them
-   than a window has bars (blank lines on an unevenly lit page). A band whose brightness
+   than a window has bars, posts included (blank lines on an unevenly lit page). A band whose
+   brightness
    rises steadily from one end to the other is lit like a painted bar (an app's gutter is one
    fill), and so are the smooth rows beside it (light across a rounded bar), if what lies past
    both its edges differs from it (a page's blank margin does not): no gutter, nor is its
@@ -1105,7 +1107,7 @@ class _Splitter:
         a0, a1, b0, b1 = region
         thickest = config.painted_bar_max_share * (b1 - b0)
         # Steps from row to row as steep as within the band go on with it (light across).
-        inside = np.abs(np.diff(axis.img[start:end, b0:b1].mean(axis=1), axis=0)).sum(axis=1)
+        inside = np.abs(np.diff(axis.row_stats(start, end, b0, b1)[0], axis=0)).sum(axis=1)
         steep = 1.5 * float(inside.mean()) if len(inside) else 0.0
         steepest = max(config.band_colour_tolerance / 2, steep)
 
@@ -1163,9 +1165,10 @@ class _Splitter:
     def _shaded_bars(self, name: str, region: Box) -> list[_LitBar]:
         """Record bars over one scene that are flat but for shading along their length (too
         uneven for a band, so never a gutter): a window's other bar, crossing this one, is
-        then known for what it is whichever direction is judged first. Bars lit steeply along
-        (light bars in the sun) are painted if the scene goes on behind them or a painted bar
-        like them crosses them; those still undecided are returned."""
+        then known for what it is whichever direction is judged first; those not over one
+        scene are painted if lit along (a door's posts). Bars lit steeply along (light bars in
+        the sun) are painted if the scene goes on behind them or a painted bar like them
+        crosses them; those still undecided are returned."""
         config = self.config
         axis = self.axes[name]
         a0, a1, b0, b1 = self._analysis_region(name, region)
@@ -1203,11 +1206,7 @@ class _Splitter:
                 continue  # a smooth stretch of a photo (sky, wall), not a bar
             # Thicker than a window's bar: a close-up door's post only beside its flat twin.
             slim = end - start <= config.shaded_bar_max_share * (b1 - b0)
-            twin = any(
-                _alike_bars(colour, end - start, other, other_end - other_start, config)
-                for other_start, other_end, other in plain
-            )
-            if not (lit or slim or twin):
+            if not (lit or slim or _has_twin(colour, end - start, plain, config)):
                 continue
             edges = (range(a0 + start - 3, a0 + start), range(a0 + end, a0 + end + 3))
             if not all(
@@ -1400,6 +1399,7 @@ class _Splitter:
         if not kept:
             return []
         texture_rows = _texture_rows(axis, a0, a1, b0, b1)
+        row_detail = axis.row_stats(a0, a1, b0, b1)[1]  # std along each row (see _rhythm)
         piece_rows = int(np.ceil(min_rows))  # no cut leaves fewer
         split_share = _split_share(texture_rows, margin=piece_rows)
         best_split = max(float(split_share.max()), 1e-6)
@@ -1439,7 +1439,7 @@ class _Splitter:
                     float(split_share[index]),
                     float(split_share[index]) / best_split,
                     float(near_split_share[index]),
-                    *self._rhythm(axis, row, a0, a1, b0, b1),
+                    *_rhythm(row_detail, index, config),
                 ],
                 dtype=np.float64,
             )
@@ -1562,26 +1562,6 @@ class _Splitter:
             floor = config.profile_floor
             changes.append(float(np.median(np.log((across + floor) / (within + floor)))))
         return changes[0], changes[1]
-
-    def _rhythm(
-        self, axis: _Axis, row: int, a0: int, a1: int, b0: int, b1: int
-    ) -> tuple[float, float]:
-        """Lines of text or brick courses on both sides of a line, and whether their rhythm goes
-        on across it. Detail per row (std along the line) on each side repeats best at some
-        period p; returned: the worse of the two sides' autocorrelations at that p, and the
-        correlation of the p rows just above the line with the p rows just below. Between two
-        lines of one page the rhythm goes on; at a seam between two pages it restarts."""
-        config = self.config
-        reach = min(row - a0, a1 - row, config.rhythm_reach)
-        if reach < 2 * config.rhythm_min_period:
-            return 0.0, 0.0
-        detail = axis.row_stats(row - reach, row + reach, b0, b1)[1]
-        above, below = detail[:reach], detail[reach:]
-        periods = np.arange(config.rhythm_min_period, reach // 2 + 1)
-        sides = np.minimum(_autocorrelations(above, periods), _autocorrelations(below, periods))
-        period = int(periods[np.argmax(sides)])
-        across = _correlation(above[-period:], below[:period])
-        return float(sides.max()), across
 
     def _piece_features(
         self, name: str, region: Box, row: int, a0: int, a1: int, b0: int, b1: int
@@ -2046,6 +2026,24 @@ def _linear_ramp(values: np.ndarray) -> tuple[float, float]:
     return abs(slope) * (len(values) - 1), scatter
 
 
+def _rhythm(detail: np.ndarray, index: int, config: SplitConfig) -> tuple[float, float]:
+    """Lines of text or brick courses on both sides of the line at ``index`` of ``detail``
+    (each row's std along the line), and whether their rhythm goes on across it. Each side's
+    detail repeats best at some period p; returned: the worse of the two sides'
+    autocorrelations at that p, and the correlation of the p rows just above the line with
+    the p rows just below. Between two lines of one page the rhythm goes on; at a seam
+    between two pages it restarts."""
+    reach = min(index, len(detail) - index, config.rhythm_reach)
+    if reach < 2 * config.rhythm_min_period:
+        return 0.0, 0.0
+    above, below = detail[index - reach : index], detail[index : index + reach]
+    periods = np.arange(config.rhythm_min_period, reach // 2 + 1)
+    sides = np.minimum(_autocorrelations(above, periods), _autocorrelations(below, periods))
+    period = int(periods[np.argmax(sides)])
+    across = _correlation(above[-period:], below[:period])
+    return float(sides.max()), across
+
+
 def _correlation(first: np.ndarray, second: np.ndarray) -> float:
     """Pearson correlation of two equally long profiles; 0 where either is flat."""
     first, second = first - first.mean(), second - second.mean()
@@ -2101,6 +2099,18 @@ def _alike_bars(
     window or door, or of one collage's gutters."""
     return _alike_thickness(thickness, other_thickness) and _colours_match(
         colour, other_colour, config
+    )
+
+
+def _has_twin(
+    colour: np.ndarray,
+    thickness: int,
+    bands: list[tuple[int, int, np.ndarray]],
+    config: SplitConfig,
+) -> bool:
+    """Is one of ``bands`` (start, end, colour) alike the bar (see _alike_bars)?"""
+    return any(
+        _alike_bars(colour, thickness, other, end - start, config) for start, end, other in bands
     )
 
 
