@@ -510,6 +510,8 @@ def test_poles_across_a_horizon_are_one_scene(photos, monkeypatch) -> None:
     def trunks() -> int:
         return splitter._crossing_objects(axis, horizon, 0, axis.img.shape[1])
 
+    assert trunks() == 3
+    monkeypatch.setattr(split_module, "_thin_crossings", lambda *args: [])
     assert trunks() == 2  # the third is a pixel wide once downscaled
     stands_out = split_module._stands_out
     monkeypatch.setattr(
@@ -518,6 +520,51 @@ def test_poles_across_a_horizon_are_one_scene(photos, monkeypatch) -> None:
         lambda strip, g0, g1, context, step, gap=0: stands_out(strip, g0, g1, context, step),
     )
     assert trunks() == 1
+
+
+def test_thin_trunks_across_a_horizon_are_one_scene(photos, monkeypatch) -> None:
+    """Three trunks a few pixels wide cross a dead-straight horizon: once downscaled and
+    blurred along the line none keeps its own colour, and the horizon was cut."""
+    image = np.asarray(random_case("single edges", list(photos.values()), 10900036).image)
+    assert len(split_image(image).boxes) == 1
+    monkeypatch.setattr(split_module, "_thin_crossings", lambda *args: [])
+    assert len(split_image(image).boxes) == 2
+
+
+def test_a_thin_pole_blurred_into_sky_and_ground_crosses_the_horizon() -> None:
+    """Two pixels of dark pole, blurred along the line by a 5-pixel box, are mostly sky above
+    the horizon and mostly ground below it: their colours differ across it, but only as much
+    as the background does, times its share of the blend."""
+    sky, ground, pole = np.array([200.0, 210.0, 250.0]), np.array([120.0, 120.0, 120.0]), 30.0
+    above, below = np.tile(sky, (60, 1)), np.tile(ground, (60, 1))
+    above[30:32] = below[30:32] = pole
+    kernel = np.ones(5) / 5
+    blur = lambda strip: np.stack(  # noqa: E731
+        [np.convolve(strip[:, c], kernel, mode="same") for c in range(3)], axis=1
+    )
+    above, below = blur(above), blur(below)
+    steady = np.ones(60, bool)
+    assert np.abs(above[30] - below[30]).sum() > SplitConfig().seam_step  # no colour goes on
+    found = split_module._thin_crossings(above, below, steady, 2, SplitConfig())
+    assert len(found) == 1 and found[0][0] <= 31 <= found[0][1]
+    # Two photos side by side: a dark spot above, a light one below, at the same place.
+    below[28:34] = np.array([250.0, 250.0, 250.0])
+    assert split_module._thin_crossings(above, below, steady, 2, SplitConfig()) == []
+
+
+@pytest.mark.parametrize(
+    ("above", "below", "width", "crosses"),
+    [(110.0, 65.0, 3, True), (230.0, 185.0, 3, False), (110.0, 65.0, 1, False)],
+)
+def test_a_thin_crossing_is_a_blend_of_a_real_colour(above, below, width, crosses) -> None:
+    """Backgrounds 100 above and 40 below; the spot changes across the line by 3/4 of that
+    change: a blend of 1/4 object, whose own colour is 140 in the first case and 620 (no
+    colour at all) in the second. A lone pixel is no blurred object but a chance alignment."""
+    above_strip, below_strip = np.full((40, 3), 100.0), np.full((40, 3), 40.0)
+    above_strip[19 : 19 + width], below_strip[19 : 19 + width] = above, below
+    steady = np.ones(40, bool)
+    found = split_module._thin_crossings(above_strip, below_strip, steady, 2, SplitConfig())
+    assert bool(found) == crosses
 
 
 def test_stands_out_looks_past_a_blur_halo() -> None:

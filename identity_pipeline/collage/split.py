@@ -179,6 +179,8 @@ class SplitConfig:
     crossing_objects: int = 1
     crossing_max_width: float = 0.15
     crossing_reach: int = 8  # analysis rows an object must continue on each side of the line
+    # A thin object's blur is at most this share background (see _thin_crossings).
+    thin_crossing_max_share: float = 0.8
     # Rhythm of lines of text across a seam candidate: periods of rhythm_min_period rows up to
     # half of rhythm_reach rows, looked for on each side of the line.
     rhythm_min_period: int = 5
@@ -1662,7 +1664,8 @@ class _Splitter:
 
         A stretch of the line where the colour is the same just above, just below, and a few rows
         further on both sides, and that stands out from its neighbours along the line both above
-        and below. Two unrelated photos rarely line up like that by chance.
+        and below; or an object too thin to keep its own colour (see _thin_crossings). Two
+        unrelated photos rarely line up like that by chance.
         """
         config = self.config
         reach = config.crossing_reach
@@ -1674,26 +1677,21 @@ class _Splitter:
         far_above = img[row - reach - 2 : row - reach + 1, b0:b1].mean(axis=0)
         far_below = img[row + reach : row + reach + 3, b0:b1].mean(axis=0)
         step = config.seam_step
-        continuous = (
-            (np.abs(near_above - near_below).sum(axis=1) < step)
-            & (np.abs(near_above - far_above).sum(axis=1) < step)
-            & (np.abs(near_below - far_below).sum(axis=1) < step)
+        # Each side goes on along the object, away from the line.
+        steady = (np.abs(near_above - far_above).sum(axis=1) < step) & (
+            np.abs(near_below - far_below).sum(axis=1) < step
         )
-        max_width = config.crossing_max_width * (b1 - b0)
-        runs = np.asarray(_runs(continuous), dtype=np.int64).reshape(-1, 2)
-        g0, g1 = runs[:, 0], runs[:, 1]
-        width = g1 - g0
-        context = np.maximum(3, width)
+        continuous = steady & (np.abs(near_above - near_below).sum(axis=1) < step)
         gap = axis.blur_reach  # the object's own blur halo is no neighbour
-        keep = (width >= 2) & (width <= max_width)
-        keep &= (g0 - gap >= 3) & (g1 + gap + 3 <= len(continuous))  # room for neighbours
-        if not keep.any():
-            return 0
-        g0, g1, context = g0[keep], g1[keep], context[keep]
-        stands = np.ones(len(g0), bool)
-        for strip in (near_above, near_below):
-            stands &= _stands_out(strip, g0, g1, context, config.edge_step, gap)
-        return int(stands.sum())
+        wide = _wide_crossings(near_above, near_below, continuous, gap, config)
+        thin = _thin_crossings(near_above, near_below, steady, gap, config)
+        # A wide object's blended edges may pass for thin ones.
+        thin = [
+            (lo, hi)
+            for lo, hi in thin
+            if not any(lo < w1 + gap + 3 and w0 - gap - 3 < hi for w0, w1 in wide)
+        ]
+        return len(wide) + len(thin)
 
     def _object_strip(self, axis: _Axis, lo: int, hi: int, b0: int, b1: int) -> bool:
         """Is the strip between two close parallel lines one object (a post, a bar, mortar)?
@@ -2266,6 +2264,71 @@ def _stands_out(
     return (np.abs(inside - left).sum(axis=1) >= step) & (
         np.abs(inside - right).sum(axis=1) >= step
     )
+
+
+def _wide_crossings(
+    above: np.ndarray, below: np.ndarray, continuous: np.ndarray, gap: int, config: SplitConfig
+) -> list[tuple[int, int]]:
+    """Stretches of one colour above and below the line (``continuous``) that stand out from
+    their neighbours on both sides of it, ``gap`` pixels away (see _crossing_objects)."""
+    max_width = config.crossing_max_width * len(continuous)
+    runs = np.asarray(_runs(continuous), dtype=np.int64).reshape(-1, 2)
+    g0, g1 = runs[:, 0], runs[:, 1]
+    width = g1 - g0
+    keep = (width >= 2) & (width <= max_width)
+    keep &= (g0 - gap >= 3) & (g1 + gap + 3 <= len(continuous))  # room for neighbours
+    g0, g1 = g0[keep], g1[keep]
+    context = np.maximum(3, g1 - g0)
+    stands = np.ones(len(g0), bool)
+    for strip in (above, below):
+        stands &= _stands_out(strip, g0, g1, context, config.edge_step, gap)
+    return [(int(lo), int(hi)) for lo, hi in zip(g0[stands], g1[stands], strict=True)]
+
+
+def _thin_crossings(
+    above: np.ndarray, below: np.ndarray, steady: np.ndarray, gap: int, config: SplitConfig
+) -> list[tuple[int, int]]:
+    """Stretches where an object too thin to keep its own colour crosses the line: a thin
+    pole, blurred into what lies behind it, is a blend of the pole and of the sky above the
+    line and of the ground below it.
+
+    At each pixel of the strips ``above`` and ``below`` the line, the background is the mean of
+    the pixels ``gap``+1..``gap``+3 to the left and right. An object stands out from it, more
+    than the background differs from left to right, on both sides; and the change of its
+    colour across the line is the change of the background, times the background's share of
+    the blend (at most ``thin_crossing_max_share``): the object itself is the same on both
+    sides, and unmixed from the blend it has a colour a photo can hold. ``steady``: each side
+    goes on along the object, away from the line.
+    """
+    length = len(above)
+    if length < 2 * gap + 8:
+        return []
+    centre = np.arange(gap + 3, length - gap - 3)
+    backgrounds, standing = [], np.ones(len(centre), bool)
+    for strip in (above, below):
+        prefix = np.zeros((length + 1, strip.shape[1]), np.float64)
+        np.cumsum(strip, axis=0, out=prefix[1:])
+        left = (prefix[centre - gap] - prefix[centre - gap - 3]) / 3
+        right = (prefix[centre + gap + 4] - prefix[centre + gap + 1]) / 3
+        background = (left + right) / 2
+        contrast = np.abs(strip[centre] - background).sum(axis=1)
+        uneven = np.abs(left - right).sum(axis=1)
+        standing &= (contrast >= config.edge_step) & (contrast > uneven)
+        backgrounds.append(background)
+    change = above[centre] - below[centre]
+    background_change = backgrounds[0] - backgrounds[1]
+    power = (background_change**2).sum(axis=1)
+    share = np.clip((change * background_change).sum(axis=1) / np.maximum(power, 1e-6), 0, 1)
+    residual = np.abs(change - share[:, None] * background_change).sum(axis=1)
+    blended = (residual < config.seam_step) & (share <= config.thin_crossing_max_share)
+    # The object's own colour, unmixed from the blend, is a colour: chance alignments of two
+    # photos' details mostly unmix to none.
+    own = (above[centre] - share[:, None] * backgrounds[0]) / np.maximum(1 - share, 1e-6)[:, None]
+    blended &= np.all((own >= -config.edge_step) & (own <= 255 + config.edge_step), axis=1)
+    mask = np.zeros(length, bool)
+    mask[centre] = standing & blended & steady[centre]
+    # A blurred object blends over a few pixels; a lone pixel is a chance alignment.
+    return [(lo, hi) for lo, hi in _runs(mask) if 2 <= hi - lo <= 2 * gap + 3]
 
 
 def _drop_crowded(gutters: list[_Line], min_rows: float) -> list[_Line]:
