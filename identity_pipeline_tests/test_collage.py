@@ -478,6 +478,31 @@ def test_a_thin_band_at_a_post_edge_is_no_gutter(photos) -> None:
     assert len(split_image(image).boxes) == 1
 
 
+@pytest.mark.parametrize("seed", [12400020, 12200007])
+def test_the_blended_edge_of_a_door_post_is_no_gutter(photos, seed) -> None:
+    """Resizing smears the edge between a smooth wall and a flat door post into one column
+    of their mixed colour, flat along its length and unlike both sides: it passed for a thin
+    gutter, and the wall beside it, framed by it, for a photo."""
+    image = np.asarray(random_case("single edges", list(photos.values()), seed).image)
+    assert len(split_image(image).boxes) == 1
+    unchecked = SplitConfig(blend_share_range=(2.0, 2.0))
+    assert len(split_image(image, unchecked).boxes) == 2
+
+
+def test_a_blend_of_the_rows_beside_it_is_no_gutter_but_a_colour_of_its_own_is() -> None:
+    wall, post = np.array([200.0, 120.0, 150.0]), np.array([110.0, 70.0, 30.0])
+    rng = np.random.default_rng(0)
+    image = np.zeros((9, 50, 3))
+    image[:4], image[5:] = wall, post
+    image += rng.normal(0.0, 1.0, image.shape)
+    image[4] = 0.4 * wall + 0.6 * post
+    assert split_module._blend_of_sides(image, 4, 5, 0, 50, SplitConfig())
+    image[4] = 250.0  # a white gutter a row thick
+    assert not split_module._blend_of_sides(image, 4, 5, 0, 50, SplitConfig())
+    image[4] = 0.95 * wall + 0.05 * post  # the wall's own last row: no blend to speak of
+    assert not split_module._blend_of_sides(image, 4, 5, 0, 50, SplitConfig())
+
+
 def test_edge_evidence_of_a_thin_band_comes_from_its_own_side() -> None:
     """Evidence at row r compares rows r-1 and r+1: for a one-row band at row 10 the row
     whose step spans both edges (10) belongs to neither."""
@@ -529,6 +554,14 @@ def test_thin_trunks_across_a_horizon_are_one_scene(photos, monkeypatch) -> None
     assert len(split_image(image).boxes) == 1
     monkeypatch.setattr(split_module, "_thin_crossings", lambda *args: [])
     assert len(split_image(image).boxes) == 2
+
+
+def test_three_objects_across_a_line_veto_it(photos) -> None:
+    """Three poles stand across a horizon over a tissue photo; everything else about the
+    horizon looks like a seam, and the scorer alone took it."""
+    image = np.asarray(random_case("single edges", list(photos.values()), 12300032).image)
+    assert len(split_image(image).boxes) == 1
+    assert len(split_image(image, SplitConfig(crossing_objects=99)).boxes) == 2
 
 
 def test_a_thin_pole_blurred_into_sky_and_ground_crosses_the_horizon() -> None:

@@ -26,6 +26,8 @@ the few rows around each cut to place it to the pixel:
    both its edges differs from it (a page's blank margin does not): no gutter, nor is its
    crossing bar or its twin (a door's other post), and the lines at its edges are no seams.
    Nor is a band shaded steadily across, from one edge to the other (a pole, a rounded bar).
+   A band a row or two thick that is a blend of the rows beside it is the smeared edge
+   between them (a wall and a door post), no gutter.
    Margins and frames are digitally flat; a band that is not (a painted wall) stays. Where one
    of two bands of one colour and thickness can be no gutter (a blank or too thin strip of wall
    beside it), neither is: a door's two posts.
@@ -34,16 +36,18 @@ the few rows around each cut to place it to the pixel:
    step across the line against the steps 3 rows away, per stretch of the line). Each is judged
    by a learned scorer (``seam_scorer.json``: gradient-boosted trees walked in numpy; trained by
    ``benchmarks/train_collage_scorer.py`` on synthetic collages of seeds the benchmark does not
-   evaluate, built from augmented copies of the source photos) over 26 features: evidence
+   evaluate, built from augmented copies of the source photos) over 28 features: evidence
    share, step ratios, a periodic structure around it (bricks, text), an object's other edge
-   close by (a post, a bar), objects crossing it (a pole across a horizon), how alike the two
+   close by (a post, a bar), objects crossing it (a pole across a horizon, however thin: a
+   blend of pole and background on each side; three of them veto it), how alike the two
    sides look, each side's colour and texture next to the line (robust to one smooth side), the
    share of the line's stretches that agree, how much stronger it is than close parallel lines,
    how far the two sides lie apart for their own variability, a change point in multi-scale
    texture (gravel over grass), the same over the whole region (how much of the variance of
    each row's texture one split there explains, and whether no other split explains more),
-   the region's aspect and the cut that made it (a tile of a phone stack is rarely cut
-   across), and the pieces it would leave (size, aspect, detail).
+   rows of detail that repeat on both sides (lines of text) and whether their rhythm goes on
+   across the line, the region's aspect and the cut that made it (a tile of a phone stack is
+   rarely cut across), and the pieces it would leave (size, aspect, detail).
 3. Hard limits stay rules: a cut through a given face box, a piece too small, thin or blank for a
    photo; a thin flat strip between two close edges is a thin gutter.
 4. The first cuts set the collage's style: after gutters only gutters of that colour follow,
@@ -172,11 +176,16 @@ class SplitConfig:
     nms_radius: int = 3
     thin_object_rows: int = 6  # two edges this close: a thin gutter if flat between, else an object
     thin_gutter_max_std: float = 8.0  # thin gutters blur into the photos: a looser flatness
+    # A band a row or two thick that is this share (low, high) of the row before it, the rest
+    # the row after, all along the line, is the blended edge between the two (see
+    # _blend_of_sides), no gutter.
+    blend_share_range: tuple[float, float] = (0.15, 0.85)
     # This many other lines on each side, closer than a photo could be: a periodic structure.
     periodic_lines: int = 2
-    # A line crossed by this many objects (continuing across it, standing out beside it) is an
-    # edge inside one scene; objects wider than crossing_max_width of the line do not count.
-    crossing_objects: int = 1
+    # Objects crossing a line (continuing across it, standing out beside it) say it is an edge
+    # inside one scene: a scorer feature, and crossing_objects of them are a veto. Objects
+    # wider than crossing_max_width of the line do not count.
+    crossing_objects: int = 3
     crossing_max_width: float = 0.15
     crossing_reach: int = 8  # analysis rows an object must continue on each side of the line
     # A thin object's blur is at most this share background (see _thin_crossings).
@@ -352,11 +361,13 @@ class _Line:
 @dataclass(frozen=True)
 class _Candidate:
     """A possible seam at analysis row ``row``: its evidence share, what a close parallel line
-    makes of it (a thin gutter, an object edge's reason, or None) and its scorer features."""
+    makes of it (a thin gutter, an object edge's reason, or None), the objects crossing it and
+    its scorer features."""
 
     row: int
     value: float
     verdict: _Line | str | None
+    crossings: int
     features: np.ndarray
 
 
@@ -702,10 +713,9 @@ class _Splitter:
         ]
         if not rows:
             return None
-        scorer = _scorer()
         lines = []
         for candidate in self._seam_candidates(name, region, a0, a1, b0, b1, [], rows):
-            score = scorer.score(candidate.features)
+            score = self._score(candidate)
             self._note(
                 f"{name} aligned seam {candidate.row} in {region.as_list()} score {score:.2f}"
             )
@@ -981,6 +991,9 @@ class _Splitter:
                 edges.append(max(distinct, evidence if evidence >= config.seam_fraction else 0.0))
             if max(distinct_edges) < config.gutter_edge_fraction and self.gutter_colour is None:
                 continue  # neither side stands apart from it: blank paper between lines of text
+            if end - start <= 2 and _blend_of_sides(axis.img, a0 + start, a0 + end, b0, b1, config):
+                self._note(f"{name} band {a0 + start}-{a0 + end}: the blend of an edge")
+                continue
             needed = (
                 config.known_gutter_edge_fraction
                 if self.gutter_colour is not None
@@ -1310,7 +1323,6 @@ class _Splitter:
     ) -> list[_Line]:
         """Seams the learned line scorer accepts, and thin gutters seen as two close edges."""
         config = self.config
-        scorer = _scorer()
         lines: list[_Line] = []
         paired: set[int] = set()
         for candidate in self._seam_candidates(name, region, a0, a1, b0, b1, gutters):
@@ -1321,7 +1333,7 @@ class _Splitter:
                 # seam (a photo's dark border row against the next photo).
                 lines.append(candidate.verdict)
                 paired.update((candidate.verdict.start, candidate.verdict.end))
-            score = scorer.score(candidate.features)
+            score = self._score(candidate)
             self._note(
                 f"{name} seam {candidate.row} {candidate.value:.2f} verdict {candidate.verdict} "
                 f"score {score:.2f} features {np.round(candidate.features, 2).tolist()}"
@@ -1331,6 +1343,14 @@ class _Splitter:
             elif self.best_refused_score is None or score > self.best_refused_score:
                 self.best_refused_score = score
         return lines
+
+    def _score(self, candidate: _Candidate) -> float:
+        """The learned scorer's belief that the line is a seam. Objects crossing the line
+        (trunks across a horizon) lower it; crossing_objects of them are an edge inside one
+        scene, whatever else the line looks like."""
+        if candidate.crossings >= self.config.crossing_objects:
+            return 0.0
+        return _scorer().score(candidate.features)
 
     def _seam_candidates(
         self,
@@ -1418,6 +1438,7 @@ class _Splitter:
             if value >= config.seam_fraction and periodic < config.periodic_lines:
                 verdict = self._pair_verdict(name, axis, row, near, peaks, object_rows, b0, b1)
             rival = max((v for _, v in near), default=0.0)
+            crossings = self._crossing_objects(axis, row, b0, b1)
             features = np.array(
                 [
                     value,
@@ -1426,7 +1447,7 @@ class _Splitter:
                     float(np.median(ratio_min[index])),
                     min(periodic, 4),
                     1.0 if verdict is not None else 0.0,
-                    min(self._crossing_objects(axis, row, b0, b1), 3),
+                    min(crossings, 3),
                     self._side_similarity(axis, row, a0, a1, b0, b1),
                     *self._piece_features(name, region, row, a0, a1, b0, b1),
                     1.0 if self.style == CUT_SEAM else 0.0,
@@ -1445,7 +1466,7 @@ class _Splitter:
                 ],
                 dtype=np.float64,
             )
-            candidates.append(_Candidate(row, value, verdict, features))
+            candidates.append(_Candidate(row, value, verdict, crossings, features))
         return candidates
 
     def _step_profile(
@@ -2006,6 +2027,26 @@ def _edge_evidence_rows(start: int, end: int, lines: int) -> tuple[tuple[int, in
         (max(0, start - 2), min(start + 3, middle + 1, end - 1)),
         (max(end - 3, middle, start + 1), min(lines, end + 2)),
     )
+
+
+def _blend_of_sides(
+    img: np.ndarray, start: int, end: int, b0: int, b1: int, config: SplitConfig
+) -> bool:
+    """Is the thin band start..end the blend of the rows beside it (one share of each, all
+    along the line)? Resizing smears the edge between a wall and a door post into a row of
+    their mixed colour, flat where both are; a gutter has a colour of its own."""
+    if start < 1 or end >= len(img):
+        return False
+    before, after = img[start - 1, b0:b1], img[end, b0:b1]
+    band = img[start:end, b0:b1].mean(axis=0)
+    contrast = before - after
+    power = float((contrast**2).sum())
+    if np.abs(contrast).sum(axis=1).mean() < config.edge_step:
+        return False  # no edge here to blend
+    share = float(((band - after) * contrast).sum()) / power
+    residual = np.abs(band - after - share * contrast).sum(axis=1).mean()
+    low, high = config.blend_share_range
+    return low <= share <= high and residual <= config.band_colour_tolerance / 2
 
 
 def _inner_rows(start: int, end: int) -> tuple[int, int]:
