@@ -1066,8 +1066,7 @@ def test_seam_scorer_file_is_readable_json_of_well_formed_trees() -> None:
     assert len(set(scores)) > 1
 
 
-def test_exported_trees_score_like_scikit_learn() -> None:
-    """The numpy tree walk gives scikit-learn's probabilities for a model it exports."""
+def _trainer():
     import importlib.util
 
     spec = importlib.util.spec_from_file_location(
@@ -1075,6 +1074,31 @@ def test_exported_trees_score_like_scikit_learn() -> None:
     )
     trainer = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(trainer)
+    return trainer
+
+
+def test_objects_crossing_a_line_never_raise_its_score() -> None:
+    """The trainer fits the crossing-objects feature as non-increasing, even where training
+    data happen to say otherwise, and the shipped scorer was trained so."""
+    crossing = split_module.SCORER_FEATURES.index("crossing objects")
+    rng = np.random.default_rng(2)
+    x = rng.normal(0, 1, (600, len(split_module.SCORER_FEATURES)))
+    x[:, crossing] = rng.integers(0, 4, 600)
+    y = (x[:, 0] + 0.8 * x[:, crossing] + rng.normal(0, 0.3, 600) > 1).astype(float)
+    weights = _trainer().fit(np.column_stack([x, y]), trees=20, leaves=7, rate=0.3)
+    fitted = split_module.scorer_from_trees(weights["trees"], weights["baseline"])
+    for scorer in (fitted, split_module._scorer()):
+        for row in rng.normal(0, 2, (40, len(split_module.SCORER_FEATURES))):
+            scores = []
+            for count in range(4):
+                row[crossing] = count
+                scores.append(scorer.score(row))
+            assert all(b <= a + 1e-9 for a, b in zip(scores, scores[1:], strict=False))
+
+
+def test_exported_trees_score_like_scikit_learn() -> None:
+    """The numpy tree walk gives scikit-learn's probabilities for a model it exports."""
+    trainer = _trainer()
     rng = np.random.default_rng(1)
     x = rng.normal(0, 1, (400, len(split_module.SCORER_FEATURES)))
     y = (x[:, 0] + 0.5 * x[:, 3] * x[:, 5] + rng.normal(0, 0.3, 400) > 0).astype(float)
