@@ -652,6 +652,8 @@ class _Splitter:
         self.gutter_colour: np.ndarray | None = None
         # Per direction, bands judged to be bars over one scene (see _scene_bar).
         self.scene_bars: dict[str, list[_SceneBar]] = {"h": [], "v": []}
+        # Bands lit steeply along (see _shaded_bars), steady or not: start, end, colour.
+        self.lit_bands: dict[str, list[tuple[int, int, np.ndarray]]] = {"h": [], "v": []}
         # Per direction, the bands cut as gutters so far (see _gutters: a band among its like).
         self.gutters_cut: dict[str, list[_Line]] = {"h": [], "v": []}
         self.best_refused_score: float | None = None  # the best seam score below the threshold
@@ -742,8 +744,12 @@ class _Splitter:
             return [region]
         if self.style is None:  # the first cut decides whether gutters are the style
             undecided = [bar for name in ("h", "v") for bar in self._shaded_bars(name, region)]
-            for bar in undecided:  # a window's bar whose crossing bar was found after it
-                if self._crosses_painted_bar(bar.name, bar.start, bar.end, bar.colour):
+            # A window's bar whose crossing bar was found after it, or is lit too unevenly
+            # to be judged alone: two lit bars alike, crossing, are a window's cross.
+            for bar in undecided:
+                if self._crosses_painted_bar(
+                    bar.name, bar.start, bar.end, bar.colour
+                ) or self._crosses_lit_band(bar):
                     self._painted_bar(bar.name, bar.start, bar.end, bar.region, bar.colour)
         choices = {
             name: self._lines(
@@ -1238,6 +1244,7 @@ class _Splitter:
                 posts.append((a0 + start, a0 + end, colour))
         if len(lit_bars) + len(posts) > config.lit_bars_max:
             return []  # blank paper between lines of text, not a window's bars
+        self.lit_bands[name] = [(start, end, colour) for start, end, colour, _ in lit_bars]
         for start, end, colour in posts:
             # Lit along like a painted bar, a door post between the wall and the view: its
             # twin (the other post) is then known for no gutter either.
@@ -1269,15 +1276,21 @@ class _Splitter:
         return bool(jumps.max() <= self.config.band_colour_tolerance / 2)
 
     def _crosses_painted_bar(self, name: str, start: int, end: int, colour: np.ndarray) -> bool:
-        """Is a painted bar of about this thickness and colour known in the other direction?
-        Light differs along each of a window's bars, so colours are matched loosely."""
+        """Is a painted bar of about this thickness and colour known in the other direction?"""
         other = "v" if name == "h" else "h"
-        tolerance = self.config.band_colour_tolerance * self.config.shaded_bar_colour_drift
         return any(
             bar.shaded
-            and _alike_thickness(end - start, max(1, bar.end - bar.start))
-            and np.abs(np.asarray(bar.colour) - colour).sum() <= tolerance
+            and _loosely_alike(end - start, colour, bar.end - bar.start, bar.colour, self.config)
             for bar in self.scene_bars[other]
+        )
+
+    def _crosses_lit_band(self, bar: _LitBar) -> bool:
+        """Is a band lit steeply along, of about the bar's thickness and colour, known in the
+        other direction (see _shaded_bars)?"""
+        other = "v" if bar.name == "h" else "h"
+        return any(
+            _loosely_alike(bar.end - bar.start, bar.colour, end - start, colour, self.config)
+            for start, end, colour in self.lit_bands[other]
         )
 
     def _scene_bar(self, name: str, start: int, end: int, colour: np.ndarray) -> _SceneBar | None:
@@ -2150,6 +2163,21 @@ def _has_twin(
     """Is one of ``bands`` (start, end, colour) alike the bar (see _alike_bars)?"""
     return any(
         _alike_bars(colour, thickness, other, end - start, config) for start, end, other in bands
+    )
+
+
+def _loosely_alike(
+    thickness: int,
+    colour: np.ndarray,
+    other_thickness: int,
+    other_colour: tuple[float, float, float] | np.ndarray,
+    config: SplitConfig,
+) -> bool:
+    """Two crossing bars of one window: about as thick, and of one colour matched loosely, as
+    light differs along each of them."""
+    tolerance = config.band_colour_tolerance * config.shaded_bar_colour_drift
+    return _alike_thickness(thickness, max(1, other_thickness)) and bool(
+        np.abs(np.asarray(other_colour) - colour).sum() <= tolerance
     )
 
 
