@@ -293,7 +293,7 @@ def test_a_window_cross_whose_bar_is_shaded_along_its_length_is_one_photo(
     as a bar once its shading is set aside, it vetoes its flat crossing bar as a gutter."""
     image = np.asarray(random_case("single edges", list(photos.values()), 400041).image)
     assert len(split_image(image, UNLIT).boxes) == 1
-    monkeypatch.setattr(split_module._Splitter, "_shaded_bars", lambda self, name, region: [])
+    monkeypatch.setattr(split_module._Splitter, "_shaded_bars", lambda self, name, region: ([], []))
     assert len(split_image(image, UNLIT).boxes) == 2
 
 
@@ -382,7 +382,9 @@ def test_a_lit_bar_crossing_a_painted_one_is_painted_too(photos, monkeypatch) ->
     image = np.asarray(random_case("single edges", list(photos.values()), 5800029).image)
     assert len(split_image(image).boxes) == 1
     monkeypatch.setattr(split_module._Splitter, "_crosses_painted_bar", lambda self, *a: False)
-    monkeypatch.setattr(split_module._Splitter, "_crosses_lit_band", lambda self, bar: False)
+    monkeypatch.setattr(
+        split_module._Splitter, "_crosses_lit_band", lambda self, bar, crossing: False
+    )
     assert len(split_image(image).boxes) > 1
 
 
@@ -531,7 +533,9 @@ def test_a_dark_window_cross_with_blended_edges_is_one_photo(photos, monkeypatch
     it is also found crossing its lit-looking twin: that second route is closed here.)"""
     image = np.asarray(random_case("single edges", list(photos.values()), 5100031).image)
     assert len(split_image(image).boxes) == 1
-    monkeypatch.setattr(split_module._Splitter, "_crosses_lit_band", lambda self, bar: False)
+    monkeypatch.setattr(
+        split_module._Splitter, "_crosses_lit_band", lambda self, bar, crossing: False
+    )
     assert len(split_image(image).boxes) == 1
     monkeypatch.setattr(split_module, "_inner_rows", lambda start, end: (start, end))
     assert len(split_image(image).boxes) > 1
@@ -577,7 +581,9 @@ def test_two_lit_bars_crossing_are_a_window(photos, monkeypatch) -> None:
     Two lit bars alike in colour and thickness, crossing, are a window's."""
     image = np.asarray(random_case("single edges", list(photos.values()), 13100024).image)
     assert len(split_image(image).boxes) == 1
-    monkeypatch.setattr(split_module._Splitter, "_crosses_lit_band", lambda self, bar: False)
+    monkeypatch.setattr(
+        split_module._Splitter, "_crosses_lit_band", lambda self, bar, crossing: False
+    )
     assert len(split_image(image).boxes) == 2
 
 

@@ -19,12 +19,12 @@ the few rows around each cut to place it to the pixel:
    door's post (one thicker than a window's bar only beside its flat twin); so are bars lit
    steeply along (light bars in the sun, too uneven for any band): painted if the scene goes on
    behind them or a painted bar like them crosses them, unless one direction has more of them
-   than a window has bars, posts included (blank lines on an unevenly lit page). A band whose
-   brightness
-   rises steadily from one end to the other is lit like a painted bar (an app's gutter is one
-   fill), and so are the smooth rows beside it (light across a rounded bar), if what lies past
-   both its edges differs from it (a page's blank margin does not): no gutter, nor is its
-   crossing bar or its twin (a door's other post), and the lines at its edges are no seams.
+   than a window has bars, posts included (blank lines on an unevenly lit page); two lit bars
+   alike that cross each other are a window's cross. A band whose brightness rises steadily
+   from one end to the other is lit like a painted bar (an app's gutter is one fill), and so
+   are the smooth rows beside it (light across a rounded bar), if what lies past both its
+   edges differs from it (a page's blank margin does not): no gutter, nor is its crossing bar
+   or its twin (a door's other post), and the lines at its edges are no seams.
    Nor is a band shaded steadily across, from one edge to the other (a pole, a rounded bar).
    A band a row or two thick that is a blend of the rows beside it is the smeared edge
    between them (a wall and a door post), no gutter.
@@ -652,8 +652,6 @@ class _Splitter:
         self.gutter_colour: np.ndarray | None = None
         # Per direction, bands judged to be bars over one scene (see _scene_bar).
         self.scene_bars: dict[str, list[_SceneBar]] = {"h": [], "v": []}
-        # Bands lit steeply along (see _shaded_bars), steady or not: start, end, colour.
-        self.lit_bands: dict[str, list[tuple[int, int, np.ndarray]]] = {"h": [], "v": []}
         # Per direction, the bands cut as gutters so far (see _gutters: a band among its like).
         self.gutters_cut: dict[str, list[_Line]] = {"h": [], "v": []}
         self.best_refused_score: float | None = None  # the best seam score below the threshold
@@ -743,14 +741,16 @@ class _Splitter:
         if depth >= self.config.max_depth:
             return [region]
         if self.style is None:  # the first cut decides whether gutters are the style
-            undecided = [bar for name in ("h", "v") for bar in self._shaded_bars(name, region)]
+            judged = {name: self._shaded_bars(name, region) for name in ("h", "v")}
             # A window's bar whose crossing bar was found after it, or is lit too unevenly
             # to be judged alone: two lit bars alike, crossing, are a window's cross.
-            for bar in undecided:
-                if self._crosses_painted_bar(
-                    bar.name, bar.start, bar.end, bar.colour
-                ) or self._crosses_lit_band(bar):
-                    self._painted_bar(bar.name, bar.start, bar.end, bar.region, bar.colour)
+            for name, (undecided, _) in judged.items():
+                crossing = judged["v" if name == "h" else "h"][1]
+                for bar in undecided:
+                    if self._crosses_painted_bar(
+                        bar.name, bar.start, bar.end, bar.colour
+                    ) or self._crosses_lit_band(bar, crossing):
+                        self._painted_bar(bar.name, bar.start, bar.end, bar.region, bar.colour)
         choices = {
             name: self._lines(
                 name, region, inherited[1] if inherited and inherited[0] == name else ()
@@ -1183,26 +1183,27 @@ class _Splitter:
             return "alike sides"
         return None
 
-    def _shaded_bars(self, name: str, region: Box) -> list[_LitBar]:
+    def _shaded_bars(self, name: str, region: Box) -> tuple[list[_LitBar], list[_LitBar]]:
         """Record bars over one scene that are flat but for shading along their length (too
         uneven for a band, so never a gutter): a window's other bar, crossing this one, is
         then known for what it is whichever direction is judged first; those not over one
         scene are painted if lit along (a door's posts). Bars lit steeply along (light bars in
         the sun) are painted if the scene goes on behind them or a painted bar like them
-        crosses them; those still undecided are returned."""
+        crosses them. Returned: those still undecided, and every bar lit steeply, steady
+        along or not (see _crosses_lit_band)."""
         config = self.config
         axis = self.axes[name]
         a0, a1, b0, b1 = self._analysis_region(name, region)
         if a1 - a0 < 8 or b1 - b0 < 16:
-            return []
+            return [], []
         mean, std = axis.row_stats(a0, a1, b0, b1)
         shaded = np.flatnonzero((std > config.uniform_max_std) & (std <= config.lit_bar_max_std))
         if len(shaded) == 0:
-            return []
+            return [], []
         unshaded_std = np.where(std <= config.uniform_max_std, std, np.inf)
         unshaded_std[shaded] = axis.unshaded_std(a0 + shaded, b0, b1)
         bounds = _stretch_bounds(b0, b1, 16)
-        lit_bars: list[tuple[int, int, np.ndarray, bool]] = []  # steeply lit: judged together
+        lit_bars: list[tuple[_LitBar, bool]] = []  # steeply lit, steady or not: judged together
         posts: list[tuple[int, int, np.ndarray]] = []  # not over one scene: a door's posts
         # Stretches where a painted bar crosses (a window's other bar) are no jump along it.
         other = "v" if name == "h" else "h"
@@ -1237,30 +1238,30 @@ class _Splitter:
                 continue
             steady = self._steady_along(name, a0 + start, a0 + end, bounds, crossed)
             if lit:
-                lit_bars.append((a0 + start, a0 + end, colour, steady))
+                bar = _LitBar(name, a0 + start, a0 + end, (a0, a1, b0, b1), colour)
+                lit_bars.append((bar, steady))
             elif steady and not (
                 slim and self._over_one_scene(name, a0 + start, a0 + end, b0, b1, colour)
             ):
                 posts.append((a0 + start, a0 + end, colour))
         if len(lit_bars) + len(posts) > config.lit_bars_max:
-            return []  # blank paper between lines of text, not a window's bars
-        self.lit_bands[name] = [(start, end, colour) for start, end, colour, _ in lit_bars]
+            return [], []  # blank paper between lines of text, not a window's bars
         for start, end, colour in posts:
             # Lit along like a painted bar, a door post between the wall and the view: its
             # twin (the other post) is then known for no gutter either.
             self._painted_bar(name, start, end, (a0, a1, b0, b1), colour)
         undecided = []
-        for start, end, colour, steady in lit_bars:
+        for bar, steady in lit_bars:
             if not steady:
                 continue
             if (
-                self._crosses_painted_bar(name, start, end, colour)
-                or self._scene_behind(name, start, end, b0, b1) is not None
+                self._crosses_painted_bar(name, bar.start, bar.end, bar.colour)
+                or self._scene_behind(name, bar.start, bar.end, b0, b1) is not None
             ):
-                self._painted_bar(name, start, end, (a0, a1, b0, b1), colour)
+                self._painted_bar(name, bar.start, bar.end, bar.region, bar.colour)
             else:
-                undecided.append(_LitBar(name, start, end, (a0, a1, b0, b1), colour))
-        return undecided
+                undecided.append(bar)
+        return undecided, [bar for bar, _ in lit_bars]
 
     def _steady_along(
         self, name: str, start: int, end: int, bounds: np.ndarray, crossed: np.ndarray
@@ -1284,13 +1285,14 @@ class _Splitter:
             for bar in self.scene_bars[other]
         )
 
-    def _crosses_lit_band(self, bar: _LitBar) -> bool:
-        """Is a band lit steeply along, of about the bar's thickness and colour, known in the
-        other direction (see _shaded_bars)?"""
-        other = "v" if bar.name == "h" else "h"
+    def _crosses_lit_band(self, bar: _LitBar, crossing: Sequence[_LitBar]) -> bool:
+        """Is one of the ``crossing`` bars, lit steeply along in the other direction (steady
+        or not), of about the bar's thickness and colour?"""
         return any(
-            _loosely_alike(bar.end - bar.start, bar.colour, end - start, colour, self.config)
-            for start, end, colour in self.lit_bands[other]
+            _loosely_alike(
+                bar.end - bar.start, bar.colour, other.end - other.start, other.colour, self.config
+            )
+            for other in crossing
         )
 
     def _scene_bar(self, name: str, start: int, end: int, colour: np.ndarray) -> _SceneBar | None:
