@@ -552,7 +552,7 @@ def test_poles_across_a_horizon_are_one_scene(photos, monkeypatch) -> None:
     horizon = 254  # analysis rows: where the seam scorer judges the horizon
 
     def trunks() -> int:
-        return splitter._crossing_objects(axis, horizon, 0, axis.img.shape[1])
+        return len(splitter._crossing_objects(axis, horizon, 0, axis.img.shape[1]))
 
     assert trunks() == 3
     monkeypatch.setattr(split_module, "_thin_crossings", lambda *args: [])
@@ -589,10 +589,56 @@ def test_two_lit_bars_crossing_are_a_window(photos, monkeypatch) -> None:
 
 def test_three_objects_across_a_line_veto_it(photos) -> None:
     """Three poles stand across a horizon over a tissue photo; everything else about the
-    horizon looks like a seam, and the scorer alone took it."""
+    horizon looks like a seam, and the scorer alone took it. (They also go on far on both
+    sides, a second veto, switched off here too.)"""
     image = np.asarray(random_case("single edges", list(photos.values()), 12300032).image)
     assert len(split_image(image).boxes) == 1
-    assert len(split_image(image, SplitConfig(crossing_objects=99)).boxes) == 2
+    assert len(split_image(image, SplitConfig(long_crossing_reach=10**6)).boxes) == 1
+    vetoes_off = SplitConfig(crossing_objects=99, long_crossing_reach=10**6)
+    assert len(split_image(image, vetoes_off).boxes) == 2
+
+
+def test_two_long_trunks_across_a_horizon_veto_it(photos) -> None:
+    """Two trunks cross a horizon over a lake; the scorer gave the horizon 0.96 and two
+    crossing objects alone are too few to veto a line (photos' details line up by chance at
+    seams). These two go on far above and below it."""
+    image = np.asarray(random_case("single edges", list(photos.values()), 12300030).image)
+    assert len(split_image(image).boxes) == 1
+    assert len(split_image(image, SplitConfig(long_crossing_reach=10**6)).boxes) == 2
+
+
+def test_details_lining_up_at_a_seam_by_chance_do_not_veto_it(photos) -> None:
+    """Two photos of a borderless stack whose details meet at the seam in two places: those
+    stop within a few rows, and the seam is cut."""
+    collage = random_case("stack borderless", list(photos.values()), 12700013)
+    result, truth = split(collage)
+    assert_same_tiles(result.boxes, truth)
+    result, truth = split(collage, config=SplitConfig(long_crossing_reach=4))
+    assert len(result.boxes) < len(truth)
+
+
+def _pole_across_a_horizon(pole_rows: tuple[int, int], gap_rows: int = 0) -> bool:
+    """Does a dark pole, standing over rows pole_rows of a 300-row sky-over-ground scene, go
+    on from the horizon (row 150) far enough on both sides? ``gap_rows``: rows of it hidden
+    below the horizon (behind a leaf)."""
+    image = np.zeros((300, 300, 3), np.uint8)
+    image[:150], image[150:] = (180, 200, 240), (90, 110, 60)
+    image[pole_rows[0] : pole_rows[1], 140:146] = (40, 30, 20)
+    image[170 : 170 + gap_rows, 140:146] = (90, 110, 60)
+    splitter = split_module._Splitter(image, SplitConfig(), ())
+    axis = splitter.axes["h"]
+    row = round(150 * axis.scale)
+    length = axis.img.shape[1]
+    (span,) = splitter._crossing_objects(axis, row, 0, length)
+    return splitter._goes_on(axis, row, 0, axis.img.shape[0], 0, length, span)
+
+
+def test_a_crossing_object_goes_on_only_if_it_stands_out_far_on_both_sides() -> None:
+    assert _pole_across_a_horizon((20, 280))
+    assert _pole_across_a_horizon((20, 280), gap_rows=4)  # a leaf is no end
+    assert not _pole_across_a_horizon((20, 280), gap_rows=12)
+    assert not _pole_across_a_horizon((20, 180))  # ends 30 rows below the horizon
+    assert not _pole_across_a_horizon((120, 280))
 
 
 def test_a_thin_pole_blurred_into_sky_and_ground_crosses_the_horizon() -> None:

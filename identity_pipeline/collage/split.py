@@ -39,7 +39,8 @@ the few rows around each cut to place it to the pixel:
    evaluate, built from augmented copies of the source photos) over 28 features: evidence
    share, step ratios, a periodic structure around it (bricks, text), an object's other edge
    close by (a post, a bar), objects crossing it (a pole across a horizon, however thin: a
-   blend of pole and background on each side; three of them veto it), how alike the two
+   blend of pole and background on each side; three of them veto it, and so do two that go
+   on standing out far on both sides, like two trunks), how alike the two
    sides look, each side's colour and texture next to the line (robust to one smooth side), the
    share of the line's stretches that agree, how much stronger it is than close parallel lines,
    how far the two sides lie apart for their own variability, a change point in multi-scale
@@ -188,6 +189,10 @@ class SplitConfig:
     crossing_objects: int = 3
     crossing_max_width: float = 0.15
     crossing_reach: int = 8  # analysis rows an object must continue on each side of the line
+    # Two crossing objects that go on standing out this many analysis rows on both sides (two
+    # trunks across a horizon) are a veto too: two photos' details that happen to line up at
+    # a seam rarely go on far on both.
+    long_crossing_reach: int = 48
     # A thin object's blur is at most this share background (see _thin_crossings).
     thin_crossing_max_share: float = 0.8
     # Rhythm of lines of text across a seam candidate: periods of rhythm_min_period rows up to
@@ -368,6 +373,7 @@ class _Candidate:
     value: float
     verdict: _Line | str | None
     crossings: int
+    long_crossings: int
     features: np.ndarray
 
 
@@ -1363,7 +1369,7 @@ class _Splitter:
         """The learned scorer's belief that the line is a seam. Objects crossing the line
         (trunks across a horizon) lower it; crossing_objects of them are an edge inside one
         scene, whatever else the line looks like."""
-        if candidate.crossings >= self.config.crossing_objects:
+        if candidate.crossings >= self.config.crossing_objects or candidate.long_crossings >= 2:
             return 0.0
         return _scorer().score(candidate.features)
 
@@ -1453,7 +1459,13 @@ class _Splitter:
             if value >= config.seam_fraction and periodic < config.periodic_lines:
                 verdict = self._pair_verdict(name, axis, row, near, peaks, object_rows, b0, b1)
             rival = max((v for _, v in near), default=0.0)
-            crossings = self._crossing_objects(axis, row, b0, b1)
+            objects = self._crossing_objects(axis, row, b0, b1)
+            crossings = len(objects)
+            long_crossings = (
+                sum(self._goes_on(axis, row, a0, a1, b0, b1, span) for span in objects)
+                if 2 <= crossings < config.crossing_objects
+                else 0
+            )
             features = np.array(
                 [
                     value,
@@ -1481,7 +1493,7 @@ class _Splitter:
                 ],
                 dtype=np.float64,
             )
-            candidates.append(_Candidate(row, value, verdict, crossings, features))
+            candidates.append(_Candidate(row, value, verdict, crossings, long_crossings, features))
         return candidates
 
     def _step_profile(
@@ -1695,18 +1707,18 @@ class _Splitter:
             return None
         return tuple(float(v) for v in colour)
 
-    def _crossing_objects(self, axis: _Axis, row: int, b0: int, b1: int) -> int:
+    def _crossing_objects(self, axis: _Axis, row: int, b0: int, b1: int) -> list[tuple[int, int]]:
         """Objects that continue across the line (a pole across a horizon): one scene, not two.
 
         A stretch of the line where the colour is the same just above, just below, and a few rows
         further on both sides, and that stands out from its neighbours along the line both above
         and below; or an object too thin to keep its own colour (see _thin_crossings). Two
-        unrelated photos rarely line up like that by chance.
+        unrelated photos rarely line up like that by chance. [start, end) along the line, from b0.
         """
         config = self.config
         reach = config.crossing_reach
         if row < reach + 2 or row + reach + 2 > axis.img.shape[0]:
-            return 0
+            return []
         img = axis.img
         near_above = img[row - 4 : row - 1, b0:b1].mean(axis=0)
         near_below = img[row + 2 : row + 5, b0:b1].mean(axis=0)
@@ -1727,7 +1739,41 @@ class _Splitter:
             for lo, hi in thin
             if not any(lo < w1 + gap + 3 and w0 - gap - 3 < hi for w0, w1 in wide)
         ]
-        return len(wide) + len(thin)
+        return wide + thin
+
+    def _goes_on(
+        self, axis: _Axis, row: int, a0: int, a1: int, b0: int, b1: int, span: tuple[int, int]
+    ) -> bool:
+        """Does the object crossing the line at ``span`` go on standing out from its
+        neighbours along the line for long_crossing_reach rows on both sides, inside a0..a1?
+
+        Three rows in a row may fail (a branch, a JPEG block); a longer gap ends the object.
+        """
+        reach = self.config.long_crossing_reach
+        if row - reach - 2 < a0 or row + reach + 3 > a1:
+            return False
+        lo, hi = span
+        gap = axis.blur_reach
+        context = max(3, hi - lo)
+        c0, c1 = b0 + lo - gap - context, b0 + hi + gap + context
+        if c0 < b0 or c1 > b1:
+            return False
+        for rows in (slice(row - reach - 2, row - 1), slice(row + 2, row + reach + 3)):
+            columns = axis.img[rows, c0:c1]
+            inside = columns[:, context + gap : context + gap + hi - lo].mean(axis=1)
+            left = columns[:, :context].mean(axis=1)
+            right = columns[:, -context:].mean(axis=1)
+            # Three-row means, as the line's own strips are.
+            inside, left, right = (
+                (values[:-2] + values[1:-1] + values[2:]) / 3 for values in (inside, left, right)
+            )
+            step = self.config.edge_step
+            stands = (np.abs(inside - left).sum(axis=1) >= step) & (
+                np.abs(inside - right).sum(axis=1) >= step
+            )
+            if any(end - start > 3 for start, end in _runs(~stands)):
+                return False
+        return True
 
     def _object_strip(self, axis: _Axis, lo: int, hi: int, b0: int, b1: int) -> bool:
         """Is the strip between two close parallel lines one object (a post, a bar, mortar)?
