@@ -617,6 +617,22 @@ def test_details_lining_up_at_a_seam_by_chance_do_not_veto_it(photos) -> None:
     assert len(result.boxes) < len(truth)
 
 
+def test_both_edges_of_a_wide_door_post_find_each_other(photos) -> None:
+    """A door post 33 analysis rows wide beside a photo of a flower: its inner edge peaks a row
+    off the candidate line, which put its outer edge just past the closest lines that count as
+    near, so the inner edge had no partner and was cut as a seam."""
+    image = np.asarray(random_case("single edges", list(photos.values()), 11700030).image)
+    assert len(split_image(image).boxes) == 1
+    splitter = split_module._Splitter(image, SplitConfig(), ())
+    region = Box(0, 0, image.shape[1], image.shape[0])
+    a0, a1, b0, b1 = splitter._analysis_region("v", region)
+    candidates = splitter._seam_candidates("v", region, a0, a1, b0, b1, [])
+    verdicts = {candidate.row: candidate.verdict for candidate in candidates}
+    post_edges = [row for row in verdicts if 80 <= row <= 125]
+    assert len(post_edges) == 2
+    assert all(str(verdicts[row]).startswith("object strip") for row in post_edges)
+
+
 def _pole_across_a_horizon(pole_rows: tuple[int, int], gap_rows: int = 0) -> bool:
     """Does a dark pole, standing over rows pole_rows of a 300-row sky-over-ground scene, go
     on from the horizon (row 150) far enough on both sides? ``gap_rows``: rows of it hidden

@@ -189,9 +189,10 @@ class SplitConfig:
     crossing_objects: int = 3
     crossing_max_width: float = 0.15
     crossing_reach: int = 8  # analysis rows an object must continue on each side of the line
-    # Two crossing objects that go on standing out this many analysis rows on both sides (two
-    # trunks across a horizon) are a veto too: two photos' details that happen to line up at
-    # a seam rarely go on far on both.
+    # long_crossing_objects crossing objects that go on standing out long_crossing_reach
+    # analysis rows on both sides (two trunks across a horizon) are a veto too: two photos'
+    # details that happen to line up at a seam rarely go on far on both.
+    long_crossing_objects: int = 2
     long_crossing_reach: int = 48
     # A thin object's blur is at most this share background (see _thin_crossings).
     thin_crossing_max_share: float = 0.8
@@ -1367,9 +1368,14 @@ class _Splitter:
 
     def _score(self, candidate: _Candidate) -> float:
         """The learned scorer's belief that the line is a seam. Objects crossing the line
-        (trunks across a horizon) lower it; crossing_objects of them are an edge inside one
-        scene, whatever else the line looks like."""
-        if candidate.crossings >= self.config.crossing_objects or candidate.long_crossings >= 2:
+        (trunks across a horizon) lower it; crossing_objects of them, or long_crossing_objects
+        that go on far on both sides, are an edge inside one scene, whatever else the line looks
+        like."""
+        config = self.config
+        if (
+            candidate.crossings >= config.crossing_objects
+            or candidate.long_crossings >= config.long_crossing_objects
+        ):
             return 0.0
         return _scorer().score(candidate.features)
 
@@ -1457,13 +1463,19 @@ class _Splitter:
             periodic = min(before, len(near) - before)
             verdict = None
             if value >= config.seam_fraction and periodic < config.periodic_lines:
-                verdict = self._pair_verdict(name, axis, row, near, peaks, object_rows, b0, b1)
+                # An object may be wider than the closest lines that count as near.
+                partners = [
+                    (r, v)
+                    for r, v in peaks
+                    if config.nms_radius < abs(r - row) < max(min_rows, object_rows + 1)
+                ]
+                verdict = self._pair_verdict(name, axis, row, partners, peaks, object_rows, b0, b1)
             rival = max((v for _, v in near), default=0.0)
             objects = self._crossing_objects(axis, row, b0, b1)
             crossings = len(objects)
             long_crossings = (
                 sum(self._goes_on(axis, row, a0, a1, b0, b1, span) for span in objects)
-                if 2 <= crossings < config.crossing_objects
+                if config.long_crossing_objects <= crossings < config.crossing_objects
                 else 0
             )
             features = np.array(
