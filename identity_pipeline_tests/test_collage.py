@@ -137,6 +137,20 @@ def test_borderless_rows_with_different_column_counts(photos) -> None:
     assert result.kind == "irregular"
 
 
+def test_a_row_of_photos_longer_than_any_one_photo_is_cut_across(photos, monkeypatch) -> None:
+    """Three photos side by side over two rows of others: their row, cut off by a gutter, is
+    far too long for one photo, and the whole collage was taken for one photo. A row too long
+    for a photo is a piece when it is cut across in turn."""
+    names = ("coffee", "rocket", "grass", "coins", "chelsea", "brick")
+    layout = rows_layout((3, 1, 2), row_heights=(0.23, 0.34, 0.43))
+    collage = compose_collage(pick(photos, *names), layout, (1782, 1188), 8, 0, (216, 54, 248))
+    result, truth = split(degrade(collage, 1.0, 85, seed=6))
+    assert_same_tiles(result.boxes, truth)
+    monkeypatch.setattr(split_module._Splitter, "_cut_across", lambda *args: False)
+    result, truth = split(degrade(collage, 1.0, 85, seed=6))
+    assert len(result.boxes) < len(truth)
+
+
 def test_photo_in_a_uniform_frame_is_one_tile_without_the_frame(photos) -> None:
     collage = framed_single(photos["china"], (1200, 900), (40, 30, 40, 90), (250, 250, 245), seed=6)
     result, truth = split(degrade(collage, 0.9, 80, seed=6))

@@ -50,7 +50,8 @@ the few rows around each cut to place it to the pixel:
    across the line, the region's aspect and the cut that made it (a tile of a phone stack is
    rarely cut across), and the pieces it would leave (size, aspect, detail).
 3. Hard limits stay rules: a cut through a given face box, a piece too small, thin or blank for a
-   photo; a thin flat strip between two close edges is a thin gutter.
+   photo (too thin only if it is not cut across in turn: a row of photos); a thin flat strip
+   between two close edges is a thin gutter.
 4. The first cuts set the collage's style: after gutters only gutters of that colour follow,
    after seams only seams (collages use one or the other throughout).
 5. Cut along the chosen lines of one direction and recurse into each piece, so irregular layouts
@@ -97,7 +98,8 @@ class SplitConfig:
     # A photo is at least this big: a fraction of the image's longer side, and absolute pixels.
     min_tile_fraction: float = 0.05
     min_tile_px: int = 24
-    # ... and no thinner than 1:max_tile_aspect.
+    # ... and no thinner than 1:max_tile_aspect (a piece that is gets cut across: a row of
+    # photos).
     max_tile_aspect: float = 6.0
     max_depth: int = 6
 
@@ -1829,7 +1831,7 @@ class _Splitter:
             for index in range(len(lines) + 1):
                 lo, hi = edges[2 * index], edges[2 * index + 1]
                 beside = [lines[i] for i in (index - 1, index) if 0 <= i < len(lines)]
-                if not self._plausible_piece(name, region, lo, hi, beside):
+                if not self._plausible_piece(name, region, lo, hi, beside, len(lines) + 1):
                     bad_piece = beside
                     break
             if bad_piece is None:
@@ -1846,13 +1848,16 @@ class _Splitter:
         return lines
 
     def _plausible_piece(
-        self, name: str, region: Box, lo: int, hi: int, beside: list[_Line]
+        self, name: str, region: Box, lo: int, hi: int, beside: list[_Line], pieces: int
     ) -> bool:
         axis = self.axes[name]
         _, _, g0, g1 = self._oriented(name, region)
         across = (hi - lo) / axis.scale
         along = g1 - g0
-        if max(across, along) > self.config.max_tile_aspect * max(1.0, min(across, along)):
+        too_long = max(across, along) > self.config.max_tile_aspect * max(1.0, min(across, along))
+        # Too long for one photo, unless it is a row of photos (an irregular collage's row of
+        # three): then it is cut across in turn.
+        if too_long and (along <= across or not self._cut_across(name, region, lo, hi, pieces)):
             return False
         _, _, b0, b1 = self._analysis_region(name, region)
         if beside and all(line.flat for line in beside):
@@ -1864,6 +1869,20 @@ class _Splitter:
         else:
             needed = self.config.blank_fraction
         return self._detail_share(name, lo + 1, hi - 1, b0, b1) >= needed
+
+    def _cut_across(self, name: str, region: Box, lo: int, hi: int, pieces: int) -> bool:
+        """Would the piece at analysis rows lo..hi of ``region``, one of ``pieces``, be cut in
+        the other direction? Asked before any cut is taken, so it leaves no decision behind."""
+        scale = self.axes[name].scale
+        _, _, g0, g1 = self._oriented(name, region)
+        piece = self._box(name, round(lo / scale), round(hi / scale), g0, g1)
+        state = self.best_refused_score, len(self.decisions.margins), self.parent_cut
+        self.parent_cut = (name, pieces)
+        try:
+            return bool(self._lines("v" if name == "h" else "h", piece))
+        finally:
+            self.best_refused_score, margins, self.parent_cut = state
+            del self.decisions.margins[margins:]
 
     def _detail_share(self, name: str, a0: int, a1: int, b0: int, b1: int) -> float:
         if a1 <= a0 or b1 <= b0:
