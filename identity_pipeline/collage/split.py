@@ -1877,12 +1877,14 @@ class _Splitter:
         _, _, g0, g1 = self._oriented(name, region)
         piece = self._box(name, round(lo / scale), round(hi / scale), g0, g1)
         state = self.best_refused_score, len(self.decisions.margins), self.parent_cut
+        scene_bars = {key: list(bars) for key, bars in self.scene_bars.items()}
         self.parent_cut = (name, pieces)
         try:
             return bool(self._lines("v" if name == "h" else "h", piece))
         finally:
             self.best_refused_score, margins, self.parent_cut = state
             del self.decisions.margins[margins:]
+            self.scene_bars = scene_bars
 
     def _detail_share(self, name: str, a0: int, a1: int, b0: int, b1: int) -> float:
         if a1 <= a0 or b1 <= b0:
