@@ -1772,20 +1772,14 @@ class _Splitter:
         c0, c1 = b0 + lo - gap - context, b0 + hi + gap + context
         if c0 < b0 or c1 > b1:
             return False
+        # The object within the columns c0..c1, with its full context on both sides.
+        g0, g1 = np.array([context + gap]), np.array([c1 - c0 - context - gap])
         for rows in (slice(row - reach - 2, row - 1), slice(row + 2, row + reach + 3)):
             columns = axis.img[rows, c0:c1]
-            inside = columns[:, context + gap : context + gap + hi - lo].mean(axis=1)
-            left = columns[:, :context].mean(axis=1)
-            right = columns[:, -context:].mean(axis=1)
             # Three-row means, as the line's own strips are.
-            inside, left, right = (
-                (values[:-2] + values[1:-1] + values[2:]) / 3 for values in (inside, left, right)
-            )
-            step = self.config.edge_step
-            stands = (np.abs(inside - left).sum(axis=1) >= step) & (
-                np.abs(inside - right).sum(axis=1) >= step
-            )
-            if any(end - start > 3 for start, end in _runs(~stands)):
+            strips = (columns[:-2] + columns[1:-1] + columns[2:]) / 3
+            stands = _stands_out(strips, g0, g1, np.array([context]), self.config.edge_step, gap)
+            if any(end - start > 3 for start, end in _runs(~stands[:, 0])):
                 return False
         return True
 
@@ -2400,19 +2394,21 @@ def _stands_out(
     step: float,
     gap: int = 0,
 ) -> np.ndarray:
-    """Per stretch g0..g1 of a strip: does it differ from the ``context`` pixels left and
-    right of it (fewer at the strip's ends), ``gap`` pixels away?"""
-    prefix = np.zeros((len(strip) + 1, strip.shape[1]), np.float64)
-    np.cumsum(strip, axis=0, out=prefix[1:])
+    """Per stretch g0..g1 of a strip (length x 3, or strips stacked: ... x length x 3): does
+    it differ from the ``context`` pixels left and right of it (fewer at the strip's ends),
+    ``gap`` pixels away?"""
+    length = strip.shape[-2]
+    prefix = np.zeros((*strip.shape[:-2], length + 1, strip.shape[-1]), np.float64)
+    np.cumsum(strip, axis=-2, out=prefix[..., 1:, :])
 
     def mean(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-        return (prefix[hi] - prefix[lo]) / (hi - lo)[:, None]
+        return (prefix[..., hi, :] - prefix[..., lo, :]) / (hi - lo)[:, None]
 
     inside = mean(g0, g1)
     left = mean(np.maximum(0, g0 - gap - context), g0 - gap)
-    right = mean(g1 + gap, np.minimum(len(strip), g1 + gap + context))
-    return (np.abs(inside - left).sum(axis=1) >= step) & (
-        np.abs(inside - right).sum(axis=1) >= step
+    right = mean(g1 + gap, np.minimum(length, g1 + gap + context))
+    return (np.abs(inside - left).sum(axis=-1) >= step) & (
+        np.abs(inside - right).sum(axis=-1) >= step
     )
 
 
