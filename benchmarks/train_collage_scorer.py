@@ -82,9 +82,18 @@ def inside(box: Box, region: Box) -> bool:
 
 
 def collect(
-    splitter, region: Box, boxes: list[Box], depth: int, rng, rows: list, recurse: bool = True
+    splitter,
+    region: Box,
+    boxes: list[Box],
+    depth: int,
+    rng,
+    rows: list,
+    recurse: bool = True,
+    parent: tuple[str, int] | None = None,
 ) -> None:
-    """Candidates of ``region`` in both directions, labelled; recurse into the true pieces."""
+    """Candidates of ``region`` in both directions, labelled; recurse into the true pieces.
+
+    ``parent``: the direction and piece count of the cut that made ``region``."""
     splitter.style = CUT_SEAM if depth > 0 else None
     gaps = {name: true_gaps(boxes, region, name) if len(boxes) > 1 else [] for name in "hv"}
     for name in "hv":
@@ -93,7 +102,7 @@ def collect(
         min_rows = splitter.min_tile * axis.scale
         if a1 - a0 < 2 * min_rows or b1 - b0 < 4:
             continue
-        for candidate in splitter._seam_candidates(name, region, a0, a1, b0, b1, []):
+        for candidate in splitter._seam_candidates(name, region, a0, a1, b0, b1, [], parent=parent):
             position = candidate.row + 0.5
             label = any(
                 abs(position - (lo + hi) / 2 * axis.scale) <= MATCH_ROWS for lo, hi in gaps[name]
@@ -112,8 +121,7 @@ def collect(
         piece = _piece(region, name, start, end)
         members = [b for b in boxes if inside(b, piece)]
         if members:
-            splitter.parent_cut = (name, len(spans))
-            collect(splitter, piece, members, depth + 1, rng, rows)
+            collect(splitter, piece, members, depth + 1, rng, rows, parent=(name, len(spans)))
     if recurse and len(spans) >= 3:
         # The splitter may miss one of several parallel cuts and meet it again inside a piece
         # (a cut along its parent's direction): show the scorer such pieces too.
@@ -121,8 +129,7 @@ def collect(
         start, end = spans[first][0], spans[first + 1][1]
         piece = _piece(region, name, start, end)
         members = [b for b in boxes if inside(b, piece)]
-        splitter.parent_cut = (name, len(spans) - 1)
-        collect(splitter, piece, members, depth + 1, rng, rows, recurse=False)
+        collect(splitter, piece, members, depth + 1, rng, rows, False, (name, len(spans) - 1))
 
 
 def _piece(region: Box, name: str, start: int, end: int) -> Box:

@@ -151,6 +151,30 @@ def test_a_row_of_photos_longer_than_any_one_photo_is_cut_across(photos, monkeyp
     assert len(result.boxes) < len(truth)
 
 
+def test_the_row_look_ahead_leaves_no_judgement_behind(photos, monkeypatch) -> None:
+    """Asking whether a too-long piece would be cut across takes no decision: the piece may
+    never exist. Every band is made to pass for a painted bar, so the look-ahead judges some;
+    none of its judgements, nor a refusal margin, may outlive it."""
+    names = ("coffee", "rocket", "grass", "coins", "chelsea", "brick")
+    layout = rows_layout((3, 1, 2), row_heights=(0.23, 0.34, 0.43))
+    collage = compose_collage(pick(photos, *names), layout, (1782, 1188), 8, 0, (216, 54, 248))
+    image = np.ascontiguousarray(np.asarray(degrade(collage, 1.0, 85, seed=6).image))
+    judged: list[tuple[str, int, int]] = []
+
+    def painted(self, name, start, end, colour):
+        judged.append((name, start, end))
+        return split_module._SceneBar(start, end, colour, True)
+
+    monkeypatch.setattr(split_module._Splitter, "_scene_bar", painted)
+    splitter = split_module._Splitter(image, split_module.DEFAULT_CONFIG, ())
+    whole = Box(0, 0, *collage.image.size)
+    top_row_end = round(collage.boxes[0].y1 * splitter.axes["h"].scale)
+    assert splitter._cut_across("h", whole, 0, top_row_end, 3)
+    assert judged, "the look-ahead judged no band: the test shows nothing"
+    assert splitter.scene_bars == {"h": [], "v": []}
+    assert splitter.decisions.margins == [] and splitter.decisions.cuts == []
+
+
 def test_photo_in_a_uniform_frame_is_one_tile_without_the_frame(photos) -> None:
     collage = framed_single(photos["china"], (1200, 900), (40, 30, 40, 90), (250, 250, 245), seed=6)
     result, truth = split(degrade(collage, 0.9, 80, seed=6))

@@ -410,6 +410,19 @@ class _Decisions:
     cuts: list[Cut] = field(default_factory=list)
 
 
+# The direction ("h" or "v") and piece count of the cut that made a region; None at the top.
+_ParentCut = tuple[str, int] | None
+
+
+@dataclass(frozen=True)
+class _LineSearch:
+    """Lines to cut a region along, and, when none is taken but some seam was refused, the
+    margin of that refusal (for the confidence)."""
+
+    lines: list[_Line]
+    refusal_margin: float | None = None
+
+
 class _Axis:
     """Line statistics for cuts along rows of ``analysis``; columns use the transposed image."""
 
@@ -663,9 +676,6 @@ class _Splitter:
         self.scene_bars: dict[str, list[_SceneBar]] = {"h": [], "v": []}
         # Per direction, the bands cut as gutters so far (see _gutters: a band among its like).
         self.gutters_cut: dict[str, list[_Line]] = {"h": [], "v": []}
-        self.best_refused_score: float | None = None  # the best seam score below the threshold
-        # The direction and piece count of the cut that made the region being split.
-        self.parent_cut: tuple[str, int] | None = None
 
     def _note(self, message: str) -> None:
         if self.trace is not None:
@@ -688,7 +698,6 @@ class _Splitter:
         """
         pending = list(boxes)
         done: list[Box] = []
-        self.parent_cut = None
         while pending:
             box = pending.pop()
             pieces = None
@@ -740,10 +749,15 @@ class _Splitter:
         return self._cut(name, region, lines)
 
     def _split_region(
-        self, region: Box, depth: int, inherited: tuple[str, Sequence[_Line]] | None = None
+        self,
+        region: Box,
+        depth: int,
+        inherited: tuple[str, Sequence[_Line]] | None = None,
+        parent: _ParentCut = None,
     ) -> list[Box]:
         """``inherited``: lines taken across the parent region in the direction it was not cut
-        (full-length there, so full-length across this piece too: a grid's other cuts)."""
+        (full-length there, so full-length across this piece too: a grid's other cuts).
+        ``parent``: the cut that made ``region``."""
         region = self._trim_margins(region)
         if region.width < 2 or region.height < 2:
             return []
@@ -760,12 +774,16 @@ class _Splitter:
                         bar.name, bar.start, bar.end, bar.colour
                     ) or self._crosses_lit_band(bar, crossing):
                         self._painted_bar(bar.name, bar.start, bar.end, bar.region, bar.colour)
-        choices = {
+        searches = {
             name: self._lines(
-                name, region, inherited[1] if inherited and inherited[0] == name else ()
+                name, region, inherited[1] if inherited and inherited[0] == name else (), parent
             )
             for name in ("h", "v")
         }
+        for search in searches.values():
+            if search.refusal_margin is not None:
+                self.decisions.margins.append(search.refusal_margin)
+        choices = {name: search.lines for name, search in searches.items()}
         name = max(choices, key=lambda key: _orientation_score(choices[key]))
         lines = choices[name]
         if not lines:
@@ -777,8 +795,7 @@ class _Splitter:
         across = (other, choices[other]) if self.config.inherit_lines else None
         boxes: list[Box] = []
         for piece in pieces:
-            self.parent_cut = (name, len(pieces))
-            boxes.extend(self._split_region(piece, depth + 1, across))
+            boxes.extend(self._split_region(piece, depth + 1, across, (name, len(pieces))))
         return boxes
 
     # --- coordinates ------------------------------------------------------------------------
@@ -880,16 +897,23 @@ class _Splitter:
 
     # --- candidate lines --------------------------------------------------------------------
 
-    def _lines(self, name: str, region: Box, inherited: Sequence[_Line] = ()) -> list[_Line]:
+    def _lines(
+        self,
+        name: str,
+        region: Box,
+        inherited: Sequence[_Line] = (),
+        parent: _ParentCut = None,
+    ) -> _LineSearch:
+        """Gutters and seams to cut ``region`` along in direction ``name``. Decides nothing:
+        the caller takes the lines (or not) and records the refusal margin."""
         axis = self.axes[name]
         a0, a1, b0, b1 = self._analysis_region(name, region)
         min_rows = self.min_tile * axis.scale
         if a1 - a0 < 2 * min_rows or b1 - b0 < 4:
-            return []
+            return _LineSearch([])
         mean, std = axis.row_stats(a0, a1, b0, b1)
         gutters = _drop_crowded(self._gutters(name, a0, a1, b0, b1, mean, std), min_rows)
-        self.best_refused_score = None
-        seams = self._seams(name, region, a0, a1, b0, b1, [])
+        seams, best_refused = self._seams(name, region, a0, a1, b0, b1, [], parent)
         beside_gutter = [
             line
             for line in seams
@@ -958,13 +982,12 @@ class _Splitter:
             f"{[(c.start, c.end) for c in chosen]}"
         )
         rejected = [c.strength for c in seams if c not in chosen and not c.gutter]
-        if self.best_refused_score is not None:
-            rejected.append(self.best_refused_score)
-        if rejected and not chosen:
-            threshold = self.config.seam_score
-            best = max(rejected)
-            self.decisions.margins.append(max(0.0, (threshold - best) / threshold))
-        return chosen
+        if best_refused is not None:
+            rejected.append(best_refused)
+        if not rejected or chosen:
+            return _LineSearch(chosen)
+        threshold = self.config.seam_score
+        return _LineSearch(chosen, max(0.0, (threshold - max(rejected)) / threshold))
 
     def _gutters(
         self,
@@ -1344,12 +1367,17 @@ class _Splitter:
         b0: int,
         b1: int,
         gutters: list[_Line],
-    ) -> list[_Line]:
-        """Seams the learned line scorer accepts, and thin gutters seen as two close edges."""
+        parent: _ParentCut = None,
+    ) -> tuple[list[_Line], float | None]:
+        """Seams the learned line scorer accepts, and thin gutters seen as two close edges;
+        and the best score among the seams it refused (None if none was)."""
         config = self.config
         lines: list[_Line] = []
+        best_refused: float | None = None
         paired: set[int] = set()
-        for candidate in self._seam_candidates(name, region, a0, a1, b0, b1, gutters):
+        for candidate in self._seam_candidates(
+            name, region, a0, a1, b0, b1, gutters, parent=parent
+        ):
             if candidate.row in paired:
                 continue
             if isinstance(candidate.verdict, _Line):
@@ -1364,9 +1392,9 @@ class _Splitter:
             )
             if score >= config.seam_score:
                 lines.append(_Line(candidate.row, candidate.row, score, False))
-            elif self.best_refused_score is None or score > self.best_refused_score:
-                self.best_refused_score = score
-        return lines
+            elif best_refused is None or score > best_refused:
+                best_refused = score
+        return lines, best_refused
 
     def _score(self, candidate: _Candidate) -> float:
         """The learned scorer's belief that the line is a seam. Objects crossing the line
@@ -1391,6 +1419,7 @@ class _Splitter:
         b1: int,
         gutters: list[_Line],
         near_rows: Sequence[int] | None = None,
+        parent: _ParentCut = None,
     ) -> list[_Candidate]:
         """Every line that might be a seam, with the features the line scorer judges it by.
 
@@ -1497,7 +1526,7 @@ class _Splitter:
                     float(np.log(max(1, a1 - a0) / max(1, b1 - b0))),
                     *self._side_contrast(name, axis, row, a0, a1, b0, b1),
                     float((ratio_max[index] > config.stretch_step_ratio).mean()),
-                    self._parent_pieces(name),
+                    _parent_pieces(name, parent),
                     *self._side_shift(axis, row, a0, a1, b0, b1),
                     *self._texture_change(axis, row, a0, a1, b0, b1),
                     float(split_share[index]),
@@ -1538,15 +1567,6 @@ class _Splitter:
             np.log((here + floor) / (beside_max + floor)),
             np.log((here + floor) / (beside_min + floor)),
         )
-
-    def _parent_pieces(self, name: str) -> float:
-        """Log of the number of pieces the enclosing region was cut into: positive when this
-        line would cross those cuts (a tile of a grid row, or of a phone stack: rarely cut
-        across), negative when it runs along them, 0 at the top."""
-        if self.parent_cut is None:
-            return 0.0
-        parent, pieces = self.parent_cut
-        return float(np.log(pieces)) * (1.0 if parent != name else -1.0)
 
     def _side_contrast(
         self, name: str, axis: _Axis, row: int, a0: int, a1: int, b0: int, b1: int
@@ -1866,18 +1886,18 @@ class _Splitter:
 
     def _cut_across(self, name: str, region: Box, lo: int, hi: int, pieces: int) -> bool:
         """Would the piece at analysis rows lo..hi of ``region``, one of ``pieces``, be cut in
-        the other direction? Asked before any cut is taken, so it leaves no decision behind."""
+        the other direction? Asked before any cut is taken, so it leaves nothing behind: the
+        bars it judges go to a scratch copy (a judgement on a piece that may never exist)."""
         scale = self.axes[name].scale
         _, _, g0, g1 = self._oriented(name, region)
         piece = self._box(name, round(lo / scale), round(hi / scale), g0, g1)
-        state = self.best_refused_score, len(self.decisions.margins), self.parent_cut
-        scene_bars = {key: list(bars) for key, bars in self.scene_bars.items()}
-        self.parent_cut = (name, pieces)
+        scene_bars = self.scene_bars
+        self.scene_bars = {key: list(bars) for key, bars in scene_bars.items()}
+        self._note(f"look-ahead: is {piece.as_list()} cut across?")
         try:
-            return bool(self._lines("v" if name == "h" else "h", piece))
+            other = "v" if name == "h" else "h"
+            return bool(self._lines(other, piece, parent=(name, pieces)).lines)
         finally:
-            self.best_refused_score, margins, self.parent_cut = state
-            del self.decisions.margins[margins:]
             self.scene_bars = scene_bars
 
     def _detail_share(self, name: str, a0: int, a1: int, b0: int, b1: int) -> float:
@@ -2102,6 +2122,16 @@ def _digitally_flat(row_std: np.ndarray, config: SplitConfig, fineness: float) -
     of it than line blur takes away.
     """
     return bool(row_std.mean() <= config.margin_max_std * np.sqrt(fineness))
+
+
+def _parent_pieces(name: str, parent: _ParentCut) -> float:
+    """Log of the number of pieces the enclosing region was cut into: positive when a line in
+    direction ``name`` would cross those cuts (a tile of a grid row, or of a phone stack:
+    rarely cut across), negative when it runs along them, 0 at the top."""
+    if parent is None:
+        return 0.0
+    direction, pieces = parent
+    return float(np.log(pieces)) * (1.0 if direction != name else -1.0)
 
 
 def _edge_evidence_rows(start: int, end: int, lines: int) -> tuple[tuple[int, int], ...]:
