@@ -1,7 +1,7 @@
 """Benchmark the collage splitter on synthetic, degraded collages with known tiles.
 
     .venv/bin/python benchmarks/collage_split.py [--quick] [--seed S] [--family F] [--failures DIR]
-        [--set FIELD=VALUE ...]
+        [--set FIELD=VALUE ...] [--real DIR | --real none] [--photos DIR]
 
 Builds its own cases (identity_pipeline.collage.synthetic) from license-clean photos shipped inside
 installed packages (scikit-image, scikit-learn): regular grids, phone stacks and irregular layouts,
@@ -13,6 +13,14 @@ JPEG 60-95. Splitting runs on one thread.
 Per family it prints: cases, exact-correct % (tile count equal and every true tile matched
 one-to-one at IoU >= 0.95), over-splits (more tiles than true), under-splits (fewer), mean ms per
 image, and mean megapixels. A separate line times images at a 1600 px longer side.
+
+``--photos DIR`` builds the cases from the photos of a folder instead (read in place; photos
+with a border of their own and the folder's known collages left out): e.g. the real portraits
+of faces-dev, people photos like an album's, and small (250 px), so blown up to fill tiles.
+
+Then it splits real photos as they are (``--real``, default the labelled third-party set
+/work/shared/data/faces-dev, read in place, never copied): how many single photos are cut, and
+how many of the few that are collages themselves get their tile count.
 """
 
 from __future__ import annotations
@@ -32,12 +40,14 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
 from identity_pipeline.collage import Box, SplitConfig, draw_cuts, split_image  # noqa: E402
+from identity_pipeline.collage import split as split_module  # noqa: E402
 from identity_pipeline.collage.synthetic import (  # noqa: E402
     FAMILIES,
     Collage,
     random_case,
     sample_photos,
 )
+from identity_pipeline.photos import load_photo  # noqa: E402
 
 MATCH_IOU = 0.95
 # Cases per family in a full run (about 270 in all); --quick takes a quarter.
@@ -53,6 +63,16 @@ CASES_PER_FAMILY = {
     "single edges": 45,
 }
 SINGLE_FAMILIES = ("single", "single edges", "framed single")
+DEFAULT_REAL_PHOTOS = Path("/work/shared/data/faces-dev")
+# The photos of DEFAULT_REAL_PHOTOS that are collages themselves, with their tile count (judged
+# by eye: press composites cropped to one face with slivers of the photos beside it, and two
+# portraits side by side); every other photo there is one photo.
+REAL_COLLAGE_TILES = {
+    "groups/fr_two_people.jpg": 2,
+    "images/Andrea_Yates/Andrea_Yates_0001.jpg": 3,
+    "images/Keith_Foulke/Keith_Foulke_0001.jpg": 3,
+}
+PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 
 
 @dataclass
@@ -163,9 +183,17 @@ def main(argv: list[str] | None = None) -> int:
         metavar="FIELD=VALUE",
         help="override a SplitConfig field, e.g. --set seam_score=0.4 (repeatable)",
     )
+    parser.add_argument(
+        "--photos", type=Path, help="build the cases from the photos of this folder instead"
+    )
+    parser.add_argument(
+        "--real",
+        default=str(DEFAULT_REAL_PHOTOS),
+        help="a folder of real photos to split as they are ('none' to skip)",
+    )
     args = parser.parse_args(argv)
     cv2.setNumThreads(1)
-    photos = [photo for _, photo in sample_photos()]
+    photos = folder_photos(args.photos) if args.photos else [p for _, p in sample_photos()]
     config = config_with(args.set)
     outcomes: list[Outcome] = []
     started = time.perf_counter()
@@ -190,7 +218,77 @@ def main(argv: list[str] | None = None) -> int:
             f"1600 px longer side: mean {statistics.fmean(timings):.1f} ms, "
             f"max {max(timings):.1f} ms over {len(timings)} images (one thread)"
         )
+    real = Path(args.real)
+    if args.real != "none" and real.is_dir():
+        print_real_photos(real, split_real_photos(real, config))
+    elif args.real != "none":
+        print(f"real photos: {real} not found, skipped")
     return 0
+
+
+def photo_paths(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in PHOTO_SUFFIXES)
+
+
+def folder_photos(folder: Path) -> list:
+    """Source photos from ``folder``: not its known collages, nor photos with a border of their
+    own (letterbox bars): a tile's true box would include the border the splitter trims."""
+    photos, left_out = [], 0
+    for path in photo_paths(folder):
+        if (
+            folder == DEFAULT_REAL_PHOTOS
+            and path.relative_to(folder).as_posix() in REAL_COLLAGE_TILES
+        ):
+            left_out += 1
+            continue
+        photo = load_photo(path)
+        whole = Box(0, 0, *photo.size)
+        splitter = split_module._Splitter(np.asarray(photo), SplitConfig(), ())
+        if splitter._trim_margins(whole) != whole:
+            left_out += 1
+            continue
+        photos.append(photo)
+    print(f"source photos from {folder}: {len(photos)} ({left_out} left out)")
+    return photos
+
+
+@dataclass(frozen=True)
+class RealOutcome:
+    name: str  # path relative to the folder
+    true_count: int
+    found_count: int
+    ms: float
+
+
+def split_real_photos(folder: Path, config: SplitConfig) -> list[RealOutcome]:
+    """Every photo under ``folder``, split as it is (EXIF-upright, no degradation)."""
+    outcomes = []
+    for path in photo_paths(folder):
+        name = path.relative_to(folder).as_posix()
+        array = np.asarray(load_photo(path))
+        start = time.perf_counter()
+        result = split_image(array, config)
+        elapsed = (time.perf_counter() - start) * 1000
+        true_count = REAL_COLLAGE_TILES.get(name, 1) if folder == DEFAULT_REAL_PHOTOS else 1
+        outcomes.append(RealOutcome(name, true_count, len(result.boxes), elapsed))
+    return outcomes
+
+
+def print_real_photos(folder: Path, outcomes: list[RealOutcome]) -> None:
+    singles = [o for o in outcomes if o.true_count == 1]
+    collages = [o for o in outcomes if o.true_count > 1]
+    cut = [o for o in singles if o.found_count > 1]
+    right = [o for o in collages if o.found_count == o.true_count]
+    ms = statistics.fmean(o.ms for o in outcomes) if outcomes else 0.0
+    print(f"real photos ({folder}): {len(outcomes)} photos, {ms:.1f} ms/img")
+    print(f"  single photos cut: {len(cut)} of {len(singles)}")
+    for outcome in cut:
+        print(f"    {outcome.name}: {outcome.found_count} tiles")
+    if collages:
+        print(f"  collages with their tile count: {len(right)} of {len(collages)}")
+        for outcome in collages:
+            if outcome.found_count != outcome.true_count:
+                print(f"    {outcome.name}: {outcome.found_count} tiles of {outcome.true_count}")
 
 
 def config_with(overrides: list[str]) -> SplitConfig:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import sys
 from collections.abc import Sequence
 from contextlib import redirect_stdout
 from dataclasses import replace
@@ -1202,15 +1203,51 @@ def test_seam_scorer_file_is_readable_json_of_well_formed_trees() -> None:
     assert len(set(scores)) > 1
 
 
-def _trainer():
+def _benchmark_script(name: str):
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location(
-        "train_collage_scorer", Path(__file__).parents[1] / "benchmarks/train_collage_scorer.py"
-    )
-    trainer = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(trainer)
-    return trainer
+    path = Path(__file__).parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def _trainer():
+    return _benchmark_script("train_collage_scorer")
+
+
+def test_the_benchmark_splits_real_photos_as_they_are(photos, tmp_path, monkeypatch) -> None:
+    """The benchmark's real-photo section: every photo of a folder split as it is, single
+    photos cut counted and named, and the folder's known collages checked for their count."""
+    benchmark = _benchmark_script("collage_split")
+    (tmp_path / "people").mkdir()
+    photos["chelsea"].convert("RGB").save(tmp_path / "people" / "cat.jpg", quality=90)
+    pair = compose_collage(pick(photos, "coffee", "rocket"), grid_layout(1, 2), (900, 500), seed=1)
+    pair.image.save(tmp_path / "pair.png")
+    (tmp_path / "notes.txt").write_text("not a photo")
+    monkeypatch.setattr(benchmark, "DEFAULT_REAL_PHOTOS", tmp_path)
+    monkeypatch.setattr(benchmark, "REAL_COLLAGE_TILES", {"pair.png": 2})
+    outcomes = benchmark.split_real_photos(tmp_path, SplitConfig())
+    assert [(o.name, o.true_count, o.found_count) for o in outcomes] == [
+        ("pair.png", 2, 2),
+        ("people/cat.jpg", 1, 1),
+    ]
+    printed = io.StringIO()
+    with redirect_stdout(printed):
+        benchmark.print_real_photos(tmp_path, outcomes)
+        benchmark.print_real_photos(tmp_path, [replace(outcomes[1], found_count=3)])
+    text = printed.getvalue()
+    assert "single photos cut: 0 of 1" in text and "collages with their tile count: 1 of 1" in text
+    assert "single photos cut: 1 of 1\n    people/cat.jpg: 3 tiles" in text
+    # As sources for synthetic cases: no known collage, no photo with a border of its own.
+    letterboxed = np.zeros((400, 600, 3), np.uint8)
+    letterboxed[50:350] = np.asarray(photos["coffee"].convert("RGB").resize((600, 300)))
+    Image.fromarray(letterboxed).save(tmp_path / "people" / "letterboxed.png")
+    with redirect_stdout(io.StringIO()):
+        sources = benchmark.folder_photos(tmp_path)
+    assert [source.size for source in sources] == [photos["chelsea"].size]
 
 
 def test_objects_crossing_a_line_never_raise_its_score() -> None:
