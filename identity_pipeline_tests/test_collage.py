@@ -152,6 +152,23 @@ def test_a_row_of_photos_longer_than_any_one_photo_is_cut_across(photos, monkeyp
     assert len(result.boxes) < len(truth)
 
 
+def test_smooth_photos_between_gutters_are_photos_not_blank_strips(photos) -> None:
+    """Small photos blown up to fill their tiles (thumbnails of portraits, mostly) have no fine
+    detail; the blank-piece rule took them for painted walls and the collage for one photo.
+    Their detail at a coarser scale (a face's features, a cat's stripes) tells them apart."""
+    thumbnails = []
+    for name in ("astronaut", "chelsea", "coffee"):
+        thumbnail = photos[name].convert("RGB")
+        thumbnail.thumbnail((64, 64), Image.Resampling.BOX)
+        thumbnails.append(thumbnail)
+    collage = compose_collage(thumbnails, grid_layout(1, 3), (1500, 600), 8, 0, (40, 40, 40), 3)
+    result, truth = split(degrade(collage, 0.9, 85, seed=3))
+    assert_same_tiles(result.boxes, truth)
+    fine_detail_only = SplitConfig(blank_coarse_fraction=1.01)
+    result, truth = split(degrade(collage, 0.9, 85, seed=3), config=fine_detail_only)
+    assert len(result.boxes) == 1
+
+
 def test_the_row_look_ahead_leaves_no_judgement_behind(photos, monkeypatch) -> None:
     """Asking whether a too-long piece would be cut across takes no decision: the piece may
     never exist. Every band is made to pass for a painted bar, so the look-ahead judges some;

@@ -25,7 +25,7 @@ from identity_pipeline.photos import load_photo
 from identity_pipeline.storage import content_id, write_file_once
 
 # Bump when the splitter's behaviour changes, so cached splits are recomputed.
-SPLITTER_VERSION = "20"
+SPLITTER_VERSION = "21"
 TILE_JPEG_QUALITY = 95
 PREVIEW_SIZE = 256
 

@@ -220,6 +220,12 @@ class SplitConfig:
     # A smooth photo (the moon, a clear sky) beside seams the scorer is sure of.
     confident_seam_score: float = 0.9
     blank_fraction_confident: float = 0.005
+    # Beside gutters or confident seams, a piece without that detail is still a photo if it has
+    # detail at a coarser scale: blank_coarse_fraction of its pixels at 1/blank_coarse_factor of
+    # the analysis scale differ so. A smooth portrait (a face, upscaled from a small photo) has
+    # features there; a painted wall has none.
+    blank_coarse_factor: int = 4
+    blank_coarse_fraction: float = 0.12
 
     # The first cuts decide the collage's style: after gutters only gutters of their colour,
     # after seams only seams (collages use gutters everywhere or nowhere).
@@ -663,6 +669,11 @@ class _Splitter:
             ),
         }
         self.detail = _detail_integral(analysis, config)
+        coarse = config.blank_coarse_factor
+        coarse_size = (max(1, size[0] // coarse), max(1, size[1] // coarse))
+        self.coarse_detail = _detail_integral(
+            cv2.resize(analysis, coarse_size, interpolation=cv2.INTER_AREA), config
+        )
         self.min_tile = max(config.min_tile_px, config.min_tile_fraction * max(height, width))
         self.faces = tuple(face_boxes)
         self.decisions = _Decisions()
@@ -1876,13 +1887,20 @@ class _Splitter:
         _, _, b0, b1 = self._analysis_region(name, region)
         if beside and all(line.flat for line in beside):
             return True  # framed by digitally flat gutters: a photo, however smooth
+        # Beside gutters or seams the scorer is sure of, a photo may lack fine detail (a
+        # thumbnail blown up); beside a doubtful seam, a piece with none is an empty sky, even
+        # if clouds give it coarse detail.
+        strong = True
         if all(line.gutter for line in beside):
             needed = self.config.blank_fraction_gutter
         elif all(line.strength >= self.config.confident_seam_score for line in beside):
             needed = self.config.blank_fraction_confident
         else:
-            needed = self.config.blank_fraction
-        return self._detail_share(name, lo + 1, hi - 1, b0, b1) >= needed
+            needed, strong = self.config.blank_fraction, False
+        if self._detail_share(name, lo + 1, hi - 1, b0, b1) >= needed:
+            return True
+        coarse = self._coarse_detail_share(name, lo + 1, hi - 1, b0, b1)
+        return strong and coarse >= self.config.blank_coarse_fraction
 
     def _cut_across(self, name: str, region: Box, lo: int, hi: int, pieces: int) -> bool:
         """Would the piece at analysis rows lo..hi of ``region``, one of ``pieces``, be cut in
@@ -1900,13 +1918,24 @@ class _Splitter:
         finally:
             self.scene_bars = scene_bars
 
-    def _detail_share(self, name: str, a0: int, a1: int, b0: int, b1: int) -> float:
+    def _detail_share(
+        self, name: str, a0: int, a1: int, b0: int, b1: int, table: np.ndarray | None = None
+    ) -> float:
+        """Share of the analysis rows a0..a1, columns b0..b1 with detail (in ``table``, an
+        integral image of detail at the analysis scale unless given)."""
         if a1 <= a0 or b1 <= b0:
             return 0.0
         y0, y1, x0, x1 = (a0, a1, b0, b1) if name == "h" else (b0, b1, a0, a1)
-        table = self.detail
+        table = self.detail if table is None else table
         total = table[y1, x1] - table[y0, x1] - table[y1, x0] + table[y0, x0]
         return float(total) / ((y1 - y0) * (x1 - x0))
+
+    def _coarse_detail_share(self, name: str, a0: int, a1: int, b0: int, b1: int) -> float:
+        """_detail_share at 1/blank_coarse_factor of the analysis scale (whole coarse pixels)."""
+        factor = self.config.blank_coarse_factor
+        a0, b0 = -(-a0 // factor), -(-b0 // factor)
+        a1, b1 = a1 // factor, b1 // factor
+        return self._detail_share(name, a0, a1, b0, b1, self.coarse_detail)
 
     # --- cutting ----------------------------------------------------------------------------
 
