@@ -169,6 +169,17 @@ def test_smooth_photos_between_gutters_are_photos_not_blank_strips(photos) -> No
     assert len(result.boxes) == 1
 
 
+def test_a_cloudy_sky_over_a_doubtful_horizon_is_still_blank(photos) -> None:
+    """Clouds give a sky coarse detail too: beside a seam the scorer doubts (a horizon, 0.88),
+    only fine detail makes a piece a photo. Were the seam a sure one, coarse detail would do."""
+    image = np.asarray(random_case("single edges", list(photos.values()), 15000039).image)
+    assert len(split_image(image).boxes) == 1
+    horizon_sure = SplitConfig(confident_seam_score=0.85, blank_fraction_confident=0.04)
+    assert len(split_image(image, horizon_sure).boxes) == 2
+    coarse_off = replace(horizon_sure, blank_coarse_fraction=1.01)
+    assert len(split_image(image, coarse_off).boxes) == 1
+
+
 def test_the_row_look_ahead_leaves_no_judgement_behind(photos, monkeypatch) -> None:
     """Asking whether a too-long piece would be cut across takes no decision: the piece may
     never exist. Every band is made to pass for a painted bar, so the look-ahead judges some;
