@@ -47,6 +47,7 @@ from identity_pipeline.collage.synthetic import (  # noqa: E402
     random_case,
     sample_photos,
 )
+from identity_pipeline.faces.cli import find_images  # noqa: E402
 from identity_pipeline.photos import load_photo  # noqa: E402
 
 MATCH_IOU = 0.95
@@ -72,7 +73,6 @@ REAL_COLLAGE_TILES = {
     "images/Andrea_Yates/Andrea_Yates_0001.jpg": 3,
     "images/Keith_Foulke/Keith_Foulke_0001.jpg": 3,
 }
-PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 
 
 @dataclass
@@ -226,19 +226,18 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def photo_paths(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in PHOTO_SUFFIXES)
+def known_tiles(folder: Path, name: str) -> int:
+    """True tile count of the photo ``name`` (relative to ``folder``): 1 unless it is one of
+    the default folder's known collages."""
+    return REAL_COLLAGE_TILES.get(name, 1) if folder == DEFAULT_REAL_PHOTOS else 1
 
 
 def folder_photos(folder: Path) -> list:
     """Source photos from ``folder``: not its known collages, nor photos with a border of their
     own (letterbox bars): a tile's true box would include the border the splitter trims."""
     photos, left_out = [], 0
-    for path in photo_paths(folder):
-        if (
-            folder == DEFAULT_REAL_PHOTOS
-            and path.relative_to(folder).as_posix() in REAL_COLLAGE_TILES
-        ):
+    for path in find_images([folder]):
+        if known_tiles(folder, path.relative_to(folder).as_posix()) > 1:
             left_out += 1
             continue
         photo = load_photo(path)
@@ -263,14 +262,13 @@ class RealOutcome:
 def split_real_photos(folder: Path, config: SplitConfig) -> list[RealOutcome]:
     """Every photo under ``folder``, split as it is (EXIF-upright, no degradation)."""
     outcomes = []
-    for path in photo_paths(folder):
+    for path in find_images([folder]):
         name = path.relative_to(folder).as_posix()
         array = np.asarray(load_photo(path))
         start = time.perf_counter()
         result = split_image(array, config)
         elapsed = (time.perf_counter() - start) * 1000
-        true_count = REAL_COLLAGE_TILES.get(name, 1) if folder == DEFAULT_REAL_PHOTOS else 1
-        outcomes.append(RealOutcome(name, true_count, len(result.boxes), elapsed))
+        outcomes.append(RealOutcome(name, known_tiles(folder, name), len(result.boxes), elapsed))
     return outcomes
 
 

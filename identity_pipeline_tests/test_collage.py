@@ -138,17 +138,24 @@ def test_borderless_rows_with_different_column_counts(photos) -> None:
     assert result.kind == "irregular"
 
 
+def _row_of_three_over_two_rows(photos: dict[str, Image.Image]) -> Collage:
+    """Three photos side by side (a row far too long for one photo) over a row of one and a
+    row of two, with thin magenta gutters."""
+    names = ("coffee", "rocket", "grass", "coins", "chelsea", "brick")
+    layout = rows_layout((3, 1, 2), row_heights=(0.23, 0.34, 0.43))
+    collage = compose_collage(pick(photos, *names), layout, (1782, 1188), 8, 0, (216, 54, 248))
+    return degrade(collage, 1.0, 85, seed=6)
+
+
 def test_a_row_of_photos_longer_than_any_one_photo_is_cut_across(photos, monkeypatch) -> None:
     """Three photos side by side over two rows of others: their row, cut off by a gutter, is
     far too long for one photo, and the whole collage was taken for one photo. A row too long
     for a photo is a piece when it is cut across in turn."""
-    names = ("coffee", "rocket", "grass", "coins", "chelsea", "brick")
-    layout = rows_layout((3, 1, 2), row_heights=(0.23, 0.34, 0.43))
-    collage = compose_collage(pick(photos, *names), layout, (1782, 1188), 8, 0, (216, 54, 248))
-    result, truth = split(degrade(collage, 1.0, 85, seed=6))
+    collage = _row_of_three_over_two_rows(photos)
+    result, truth = split(collage)
     assert_same_tiles(result.boxes, truth)
     monkeypatch.setattr(split_module._Splitter, "_cut_across", lambda *args: False)
-    result, truth = split(degrade(collage, 1.0, 85, seed=6))
+    result, truth = split(collage)
     assert len(result.boxes) < len(truth)
 
 
@@ -184,10 +191,8 @@ def test_the_row_look_ahead_leaves_no_judgement_behind(photos, monkeypatch) -> N
     """Asking whether a too-long piece would be cut across takes no decision: the piece may
     never exist. Every band is made to pass for a painted bar, so the look-ahead judges some;
     none of its judgements, nor a refusal margin, may outlive it."""
-    names = ("coffee", "rocket", "grass", "coins", "chelsea", "brick")
-    layout = rows_layout((3, 1, 2), row_heights=(0.23, 0.34, 0.43))
-    collage = compose_collage(pick(photos, *names), layout, (1782, 1188), 8, 0, (216, 54, 248))
-    image = np.ascontiguousarray(np.asarray(degrade(collage, 1.0, 85, seed=6).image))
+    collage = _row_of_three_over_two_rows(photos)
+    image = np.ascontiguousarray(np.asarray(collage.image))
     judged: list[tuple[str, int, int]] = []
 
     def painted(self, name, start, end, colour):

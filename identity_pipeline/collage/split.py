@@ -915,8 +915,9 @@ class _Splitter:
         inherited: Sequence[_Line] = (),
         parent: _ParentCut = None,
     ) -> _LineSearch:
-        """Gutters and seams to cut ``region`` along in direction ``name``. Decides nothing:
-        the caller takes the lines (or not) and records the refusal margin."""
+        """Gutters and seams to cut ``region`` along in direction ``name``. Takes no cut and
+        records no margin: the caller takes the lines (or not) and records the refusal margin.
+        Bars judged over one scene on the way are remembered (``scene_bars``)."""
         axis = self.axes[name]
         a0, a1, b0, b1 = self._analysis_region(name, region)
         min_rows = self.min_tile * axis.scale
@@ -1899,8 +1900,11 @@ class _Splitter:
             needed, strong = self.config.blank_fraction, False
         if self._detail_share(name, lo + 1, hi - 1, b0, b1) >= needed:
             return True
-        coarse = self._coarse_detail_share(name, lo + 1, hi - 1, b0, b1)
-        return strong and coarse >= self.config.blank_coarse_fraction
+        return (
+            strong
+            and self._coarse_detail_share(name, lo + 1, hi - 1, b0, b1)
+            >= self.config.blank_coarse_fraction
+        )
 
     def _cut_across(self, name: str, region: Box, lo: int, hi: int, pieces: int) -> bool:
         """Would the piece at analysis rows lo..hi of ``region``, one of ``pieces``, be cut in
