@@ -67,7 +67,9 @@ def fingerprint(root: Path) -> dict[str, object]:
     result: dict[str, object] = {}
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
         key = str(path.relative_to(root))
-        result[key] = table_fingerprint(path) if path.suffix == ".parquet" else file_fingerprint(path)
+        result[key] = (
+            table_fingerprint(path) if path.suffix == ".parquet" else file_fingerprint(path)
+        )
     return result
 
 
