@@ -36,19 +36,6 @@ class ClusteringScores:
     true_labels: int
     predicted_clusters: int
 
-    def as_row(self) -> dict[str, float | int]:
-        return {
-            "bcubed_precision": self.bcubed.precision,
-            "bcubed_recall": self.bcubed.recall,
-            "bcubed_f1": self.bcubed.f1,
-            "pair_precision": self.pairwise.precision,
-            "pair_recall": self.pairwise.recall,
-            "pair_f1": self.pairwise.f1,
-            "items": self.items,
-            "true_labels": self.true_labels,
-            "predicted_clusters": self.predicted_clusters,
-        }
-
 
 def _contingency(predicted: Sequence[object], truth: Sequence[object]) -> pd.DataFrame:
     if len(predicted) != len(truth):

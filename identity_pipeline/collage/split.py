@@ -152,10 +152,6 @@ class SplitConfig:
     seam_step_ratio: float = 2.0  # ... and this many times the step just beside it, on one side
     seam_pool: int = 9  # steps are averaged over this many pixels along the line
     seam_fraction: float = 0.75  # of the line length that must show the step
-    # ... plus this much per unit of colour-histogram overlap of the two sides above the floor:
-    # two sides with one palette are more likely one photo.
-    similar_sides_floor: float = 0.7
-    similar_sides_penalty: float = 1.0
     partner_fraction: float = 0.6  # weakest line that counts as an object's other edge
     # Learned line scorer (seam_scorer.json, trained by benchmarks/train_collage_scorer.py on
     # synthetic collages of other seeds than the benchmark's): a line is a seam at this score.

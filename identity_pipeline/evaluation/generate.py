@@ -21,7 +21,6 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
@@ -330,7 +329,3 @@ def scratch_folder(parent: Path) -> Iterator[Path]:
     parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=parent, prefix=".scratch-") as name:
         yield Path(name)
-
-
-def image_array(image: Image.Image) -> np.ndarray:
-    return np.asarray(image.convert("RGB"))

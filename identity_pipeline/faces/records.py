@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from identity_pipeline.faces.backend import DetectedFace, FaceBackend
+from identity_pipeline.faces.backend import FaceBackend
 from identity_pipeline.faces.quality import FaceQuality
 from identity_pipeline.storage import content_id
 
@@ -66,12 +66,6 @@ class TileFace:
     @property
     def size(self) -> float:
         return max(self.box[2] - self.box[0], self.box[3] - self.box[1])
-
-    @classmethod
-    def from_detection(
-        cls, face: DetectedFace, quality: FaceQuality, embedding: np.ndarray
-    ) -> TileFace:
-        return cls(face.box, face.landmarks, face.score, quality, embedding)
 
 
 @dataclass(frozen=True)

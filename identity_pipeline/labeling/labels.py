@@ -93,14 +93,6 @@ class Labels:
     def people(self) -> list[str]:
         return sorted({n for n in self.names.values() if n != IGNORE}, key=str.casefold)
 
-    def with_names(self, face_ids: Iterable[str], name: str) -> Labels:
-        """These faces get ``name``; every other label is kept as it is."""
-        stored = normalise_name(name)
-        updated = dict(self.names)
-        for face_id in face_ids:
-            updated[check_face_id(face_id)] = stored
-        return Labels(updated)
-
     def without(self, face_ids: Iterable[str]) -> Labels:
         drop = set(face_ids)
         return Labels({f: n for f, n in self.names.items() if f not in drop})

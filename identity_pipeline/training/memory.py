@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from identity_pipeline.training.architectures import ModelSpec, build_denoiser, model_spec
+from identity_pipeline.training.architectures import build_denoiser, model_spec
 
 GIB = 2**30
 
@@ -320,13 +320,3 @@ def estimate(model: str, resolution: int, mode: Mode, tiny: bool = False) -> Est
         tokens=tokens(spec, resolution),
         checkpointed="off" if plan is None else f"{len(plan.checkpointed)}/{plan.total}",
     )
-
-
-def estimate_table(
-    cases: list[tuple[str, int]], modes: tuple[Mode, ...] = MODES, tiny: bool = False
-) -> list[Estimate]:
-    return [estimate(model, res, mode, tiny) for model, res in cases for mode in modes]
-
-
-def spec_for(model: str) -> ModelSpec:  # re-exported for the benchmark
-    return model_spec(model)

@@ -16,6 +16,7 @@ checkpoint after ``kill -9`` follows the uninterrupted run's trajectory exactly.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import hashlib
 import json
@@ -494,7 +495,7 @@ class TrainingLoop:
             context = (
                 self.accelerator.no_sync(self.denoiser)
                 if not last_micro and self.accelerator.num_processes > 1
-                else _nullcontext()
+                else contextlib.nullcontext()
             )
             with context:
                 self.accelerator.backward(loss / accum)
@@ -576,14 +577,6 @@ def _batch(tensors: list[torch.Tensor], device: torch.device) -> torch.Tensor:
     if tensors[0].device == device or device.type != "cuda":
         return torch.stack(tensors).to(device)
     return torch.stack(tensors).pin_memory().to(device, non_blocking=True)
-
-
-class _nullcontext:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
 
 
 # ----------------------------------------------------------------------------------------------
