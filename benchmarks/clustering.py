@@ -2,12 +2,13 @@
 
     .venv/bin/python benchmarks/clustering.py [--data DIR] [--backend offline] [--thresholds YAML]
 
-faces-dev (``/work/shared/data/faces-dev`` or ``$FACES_DEV``): ``labels.csv`` (path, person,
+faces-dev (``../shared/data/faces-dev`` beside the repository, or under
+``$IDENTITY_PIPELINE_SHARED``): ``labels.csv`` (path, person,
 n_faces, ...), ``images/<Person>/*.jpg`` single-person photos (LFW and others) and ``groups/``
 photos of several people. Third-party photos: read in place, never copied into the repository.
 
 Faces are detected and embedded with ``identity_pipeline.faces`` (cached per photo under
-``/tmp/identity_pipeline_bench/faces``, so re-runs take seconds). Truth: in a photo of
+``<temp>/identity_pipeline_bench/faces``, so re-runs take seconds). Truth: in a photo of
 ``images/<Person>/`` the face nearest the photo's centre is that person (LFW crops centre the
 subject; bystanders at the edge stay unlabelled). Group faces have no truth: they are clustered
 (they are what cannot-link is about) but not scored. Scores are over the labelled faces:
@@ -42,12 +43,14 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from PIL import Image, ImageFilter  # noqa: E402
 from sklearn.cluster import DBSCAN  # noqa: E402
 
+from benchmarks.shared_data import FACES_DEV, SCRATCH  # noqa: E402
 from identity_pipeline.clustering import cluster_faces, load_cluster_config  # noqa: E402
 from identity_pipeline.clustering.cluster import embeddings_of  # noqa: E402
 from identity_pipeline.clustering.metrics import (  # noqa: E402
@@ -66,8 +69,8 @@ from identity_pipeline.faces.cli import faces_for_paths, find_images  # noqa: E4
 from identity_pipeline.photos.inspect import load_photo  # noqa: E402
 from identity_pipeline.storage import content_id  # noqa: E402
 
-DEFAULT_DATA = Path(os.environ.get("FACES_DEV", "/work/shared/data/faces-dev"))
-CACHE_DIR = Path("/tmp/identity_pipeline_bench/faces")
+DEFAULT_DATA = FACES_DEV
+CACHE_DIR = SCRATCH / "identity_pipeline_bench" / "faces"
 # A detector run on one photo has been seen to allocate ~20 GB on this 24 GB machine; a cap turns
 # that into a skipped photo (reported) instead of the kernel killing whatever runs beside us.
 MEMORY_CAP_BYTES = 8 << 30
@@ -239,7 +242,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     if not (args.data / "labels.csv").is_file():
-        print(f"faces-dev not found at {args.data} (set --data or $FACES_DEV)", file=sys.stderr)
+        print(
+            f"faces-dev not found at {args.data} (set --data or $IDENTITY_PIPELINE_SHARED)",
+            file=sys.stderr,
+        )
         return 2
     resource.setrlimit(resource.RLIMIT_AS, (MEMORY_CAP_BYTES, MEMORY_CAP_BYTES))
 

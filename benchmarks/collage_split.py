@@ -19,7 +19,8 @@ with a border of their own and the folder's known collages left out): e.g. the r
 of faces-dev, people photos like an album's, and small (250 px), so blown up to fill tiles.
 
 Then it splits real photos as they are (``--real``, default the labelled third-party set
-/work/shared/data/faces-dev, read in place, never copied): how many single photos are cut, and
+../shared/data/faces-dev beside the repository or under $IDENTITY_PIPELINE_SHARED, read in
+place, never copied): how many single photos are cut, and
 how many of the few that are collages themselves get their tile count.
 """
 
@@ -35,10 +36,12 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
+from benchmarks.shared_data import FACES_DEV  # noqa: E402
 from identity_pipeline.collage import Box, SplitConfig, draw_cuts, split_image  # noqa: E402
 from identity_pipeline.collage import split as split_module  # noqa: E402
 from identity_pipeline.collage.synthetic import (  # noqa: E402
@@ -64,7 +67,7 @@ CASES_PER_FAMILY = {
     "single edges": 45,
 }
 SINGLE_FAMILIES = ("single", "single edges", "framed single")
-DEFAULT_REAL_PHOTOS = Path("/work/shared/data/faces-dev")
+DEFAULT_REAL_PHOTOS = FACES_DEV
 # The photos of DEFAULT_REAL_PHOTOS that are collages themselves, with their tile count (judged
 # by eye: press composites cropped to one face with slivers of the photos beside it, and two
 # portraits side by side); every other photo there is one photo.

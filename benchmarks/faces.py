@@ -1,4 +1,4 @@
-"""Benchmark the faces stage on a labelled folder (default: /work/shared/data/faces-dev).
+"""Benchmark the faces stage on a labelled folder (default: ../shared/data/faces-dev).
 
     .venv/bin/python benchmarks/faces.py [--limit N] [--sheets DIR] [--insightface ROOT/PACK]
 
@@ -37,6 +37,7 @@ import numpy as np
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
+from benchmarks.shared_data import FACES_DEV  # noqa: E402
 from identity_pipeline.faces import (  # noqa: E402
     FaceBackend,
     FaceCache,
@@ -51,7 +52,7 @@ from identity_pipeline.faces.insightface_pack import (  # noqa: E402
 )
 from identity_pipeline.photos.inspect import load_photo  # noqa: E402
 
-DEFAULT_DATA = Path("/work/shared/data/faces-dev")
+DEFAULT_DATA = FACES_DEV
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Benchmark the fidelity metric on real photos (default: /work/shared/data/faces-dev).
+"""Benchmark the fidelity metric on real photos (default: ../shared/data/faces-dev).
 
     .venv/bin/python benchmarks/fidelity.py [--data DIR] [--backend offline|insightface]
                                             [--min-photos 3] [--json OUT]
@@ -37,6 +37,7 @@ from PIL import Image, ImageOps
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
+from benchmarks.shared_data import FACES_DEV  # noqa: E402
 from identity_pipeline.evaluation import (  # noqa: E402
     FidelityConfig,
     GeneratedImage,
@@ -53,7 +54,7 @@ from identity_pipeline.evaluation.report import (  # noqa: E402
 from identity_pipeline.faces import FaceConfig, analyse_tile, get_backend  # noqa: E402
 from identity_pipeline.photos.inspect import load_photo  # noqa: E402
 
-DEFAULT_DATA = Path("/work/shared/data/faces-dev")
+DEFAULT_DATA = FACES_DEV
 TABLE = (
     "identity",
     "images",

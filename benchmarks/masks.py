@@ -3,11 +3,11 @@
     .venv/bin/python benchmarks/masks.py [--groups DIR] [--out DIR] [--repeat N] [--sam MODEL]
 
 Scenes: the license-clean composed ones (``identity_pipeline.masks.scenes``) and the group
-photos in ``/work/shared/data/faces-dev/groups`` (third-party: read in place, benchmark only,
-never copied anywhere but the overlays written under --out, default /tmp). Every detected face
+photos in ``../shared/data/faces-dev/groups`` (third-party: read in place, benchmark only,
+never copied anywhere but the overlays written under --out, default the temporary folder). Every detected face
 of at least --min-named-px is named, so each person gets a mask; smaller ones are strangers.
-Backends: GrabCut, the selfie model (when its file is found: $IDENTITY_PIPELINE_SELFIE_MODEL,
-masks/models/ or an installed mediapipe 0.10.x), the default selector,
+Backends: GrabCut, the selfie model (when its file is found: masks/models/ or an
+installed mediapipe 0.10.x), the default selector,
 a tiny random-initialised SAM (plumbing cost only: its masks are noise and the selector must
 reject them) and, with --sam, a real SAM checkpoint (local folder or hub id) on CPU or --device.
 
@@ -33,6 +33,7 @@ from PIL import Image
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
+from benchmarks.shared_data import FACES_DEV, SCRATCH  # noqa: E402
 from identity_pipeline.masks import (  # noqa: E402
     DEFAULT_MASK_CONFIG,
     FaceInTile,
@@ -55,8 +56,8 @@ from identity_pipeline.masks.scenes import (  # noqa: E402
     offline_face_backend,
 )
 
-DEFAULT_GROUPS = Path("/work/shared/data/faces-dev/groups")
-DEFAULT_OUT = Path("/tmp/identity_masks_bench")
+DEFAULT_GROUPS = FACES_DEV / "groups"
+DEFAULT_OUT = SCRATCH / "identity_masks_bench"
 
 
 def load_scenes(groups: Path) -> dict[str, np.ndarray]:

@@ -15,7 +15,7 @@ It times ``--steps`` steps after ``--warmup`` (compilation happens there), with 
 inside the timed steps, and prints s/step, peak GiB (``torch.cuda.max_memory_allocated`` after
 warm-up, as the baseline does; CPU: none) and the options. Each configuration runs in its own
 process (clean peak memory; a CUDA crash ends only its row). ``--compare`` also runs
-``/work/shared/benchmarks/baseline_lora_step.py`` on the same machine and prints the ratios;
+``../shared/benchmarks/baseline_lora_step.py`` on the same machine and prints the ratios;
 ``--sweep`` runs the presets one after another.
 """
 
@@ -33,7 +33,9 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-BASELINE = Path("/work/shared/benchmarks/baseline_lora_step.py")
+from benchmarks.shared_data import BASELINE_LORA_STEP  # noqa: E402
+
+BASELINE = BASELINE_LORA_STEP
 RESULT_MARK = "TRAIN_STEP_RESULT "
 
 # Switch sets worth timing. "fast" is the proposed default for a Hopper GPU.

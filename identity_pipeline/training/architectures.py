@@ -4,7 +4,8 @@ Nothing can be downloaded here, so the benchmark (``benchmarks/train_step.py``),
 estimate (``identity_pipeline.training.memory``) and the speed tests build the denoisers from
 these configs with random weights: the published configs of Qwen-Image (20B), Flux.1-dev (12B)
 and the SDXL base UNet (2.6B), which are also the diffusers class defaults for the transformers,
-and the same tiny variants as ``/work/shared/benchmarks/baseline_lora_step.py --tiny``.
+and the same tiny variants as the team's shared baseline,
+``../shared/benchmarks/baseline_lora_step.py --tiny``.
 
 ``StepHarness`` wires one of them into the trainer's own ``TrainingLoop`` (LoRA via ``add_lora``,
 the speed switches, the family adapter's ``predict``, the objective, the masked loss, the
@@ -321,21 +322,6 @@ class StepHarness:
             for name, p in self.lora_parameters.items()
         }
         return loss.detach(), grads
-
-
-def lora_parameter_count(spec: ModelSpec, rank: int) -> int:
-    """Rank-r LoRA parameters on the family's attention targets (for reports)."""
-    from identity_pipeline.training.families import get_adapter
-
-    targets = get_adapter(spec.family).attention_targets
-    model = build_denoiser(spec, "meta", torch.bfloat16)
-    total = 0
-    for name, module in model.named_modules():
-        if isinstance(module, torch.nn.Linear) and any(
-            name == t or name.endswith("." + t) for t in targets
-        ):
-            total += rank * (module.in_features + module.out_features)
-    return total
 
 
 def tokens(spec: ModelSpec, resolution: int) -> int:
