@@ -9,6 +9,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from identity_pipeline.settings import add_settings_option, command_settings
+
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     from identity_pipeline.demo import run_demo
@@ -21,10 +23,25 @@ def _cmd_photos(args: argparse.Namespace) -> int:
     """Inspect a folder exactly like raw_photos does; one JSON object per file."""
     from identity_pipeline.photos import PhotoLimits, inspect_album
 
-    limits = PhotoLimits(max_pixels=args.max_pixels)
+    overrides = {"max_pixels": args.max_pixels} if args.max_pixels is not None else {}
+    limits = command_settings(args).section("photos", PhotoLimits, overrides)
     for folder in args.folders:
         for item in inspect_album(Path(folder), limits):
             print(json.dumps({"folder": folder, **item.record.to_row()}, ensure_ascii=False))
+    return 0
+
+
+def _cmd_settings(args: argparse.Namespace) -> int:
+    """Check the settings file and print every section as the stages will use it."""
+    import yaml
+
+    from identity_pipeline.settings import effective_settings
+
+    settings = command_settings(args)
+    print(
+        f"# {settings.path} ({'found' if settings.path and settings.path.exists() else 'absent: defaults'})"
+    )
+    print(yaml.safe_dump(effective_settings(settings), sort_keys=False), end="")
     return 0
 
 
@@ -45,8 +62,18 @@ def build_parser() -> argparse.ArgumentParser:
         "photos", help="inspect album folders like raw_photos (JSON lines)"
     )
     photos.add_argument("folders", nargs="+")
-    photos.add_argument("--max-pixels", type=int, default=100_000_000)
+    photos.add_argument("--max-pixels", type=int, default=None, help="default: photos.max_pixels")
+    add_settings_option(photos)
     photos.set_defaults(handler=_cmd_photos)
+
+    settings = commands.add_parser(
+        "settings", help="check pipeline.yaml and print every stage's effective settings"
+    )
+    add_settings_option(settings)
+    settings.add_argument(
+        "--data-dir", help="storage root (default: $IDENTITY_PIPELINE_DATA_DIR or ./data)"
+    )
+    settings.set_defaults(handler=_cmd_settings)
 
     # Each stage's command lives beside its logic (same code as the asset).
     from identity_pipeline.clustering.cli import add_cluster_command
@@ -67,8 +94,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from identity_pipeline.settings import SettingsError
+
     args = build_parser().parse_args(argv)
-    return int(args.handler(args) or 0)
+    try:
+        return int(args.handler(args) or 0)
+    except SettingsError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

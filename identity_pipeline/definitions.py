@@ -2,12 +2,17 @@
 
 import dagster as dg
 
+from identity_pipeline.asset_names import LORA_CHECKPOINT
 from identity_pipeline.assets import ALL_ASSETS
-from identity_pipeline.assets.lora import training_automation_condition, training_schedule_from_env
+from identity_pipeline.assets.lora_checkpoint import (
+    training_automation_condition,
+    training_schedule,
+)
 from identity_pipeline.executors import select_executor
 from identity_pipeline.io_manager import TableIOManager
 from identity_pipeline.resources import FaceBackendResource, SettingsResource, StorageResource
 from identity_pipeline.sensors import album_sensor, automation_sensor, labels_sensor
+from identity_pipeline.storage import DataLayout
 
 
 def build_definitions(
@@ -19,18 +24,18 @@ def build_definitions(
     """All assets, sensors and resources; ``data_dir`` overrides the storage root (tests).
 
     ``training_cron``: when lora_checkpoint trains by itself (see
-    ``training_automation_condition``); unset: ``$IDENTITY_PIPELINE_TRAINING_CRON``, and without
-    it only when launched. ``executor``: a definition or a name (multiprocess | k8s | celery);
-    unset: ``$IDENTITY_PIPELINE_EXECUTOR`` (+ ``$IDENTITY_PIPELINE_EXECUTOR_CONFIG``), and
-    without it Dagster's default (see executors.py).
+    ``training_automation_condition``); unset: ``training.launch.cron`` of the settings file,
+    and without it only when launched. ``executor``: a definition or a name (multiprocess | k8s |
+    celery); unset: ``$IDENTITY_PIPELINE_EXECUTOR`` (+ ``$IDENTITY_PIPELINE_EXECUTOR_CONFIG``),
+    and without it Dagster's default (see executors.py).
     """
-    env_cron, env_timezone = training_schedule_from_env()
+    file_cron, file_timezone = training_schedule(DataLayout.from_env(data_dir))
     training = training_automation_condition(
-        training_cron or env_cron, training_timezone or env_timezone
+        training_cron or file_cron, training_timezone or file_timezone
     )
     assets = [
         asset.with_attributes(automation_condition=training)
-        if training is not None and asset.key == dg.AssetKey("lora_checkpoint")
+        if training is not None and asset.key == dg.AssetKey(LORA_CHECKPOINT)
         else asset
         for asset in ALL_ASSETS
     ]

@@ -8,6 +8,7 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 
+from identity_pipeline.asset_names import FACE_CLUSTERS, LABELED_IDENTITIES, RAW_PHOTOS
 from identity_pipeline.definitions import build_definitions
 from identity_pipeline.labeling import update_labels
 from identity_pipeline.photos import discover_albums
@@ -18,7 +19,6 @@ DEFAULT_DAGSTER_HOME = ".dagster_home"
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DEMO_ALBUM = "demo"
 DEMO_PEOPLE_FILE = "demo_people.csv"  # beside albums/: who is in each single-person demo photo
-LABELED_IDENTITIES = dg.AssetKey("labeled_identities")
 
 
 def seed_demo_labels(layout: DataLayout) -> int:
@@ -30,8 +30,8 @@ def seed_demo_labels(layout: DataLayout) -> int:
     cluster were mixed); the cameraman is marked ``ignore``. Returns the faces labelled.
     """
     people_path = layout.root / DEMO_PEOPLE_FILE
-    clusters_path = layout.table_path("face_clusters")
-    photos_path = layout.table_path("raw_photos", DEMO_ALBUM)
+    clusters_path = layout.table_path(FACE_CLUSTERS)
+    photos_path = layout.table_path(RAW_PHOTOS, DEMO_ALBUM)
     if layout.labels_path.exists() or not people_path.exists() or not clusters_path.exists():
         return 0
     if not photos_path.exists():
@@ -90,7 +90,7 @@ def run_demo(data_dir: str | None = None, print_fn=print) -> list[StageRun]:
         print_fn(f"  {status:6} {keys} {where}  ({time.perf_counter() - started:.1f}s)")
 
     def before_stage(stage: Stage) -> None:
-        if LABELED_IDENTITIES in stage.asset_keys:
+        if dg.AssetKey(LABELED_IDENTITIES) in stage.asset_keys:
             labelled = seed_demo_labels(layout)
             if labelled:
                 print_fn(
@@ -105,7 +105,7 @@ def run_demo(data_dir: str | None = None, print_fn=print) -> list[StageRun]:
             on_run=report,
             raise_on_error=False,
             before_stage=before_stage,
-            split_before=[LABELED_IDENTITIES],
+            split_before=[dg.AssetKey(LABELED_IDENTITIES)],
             console_log_level="WARNING",  # the full event log is in the UI
         )
         print_fn("")

@@ -1,4 +1,4 @@
-"""Small pictures for people: contact sheets and inline Markdown images for the Dagster UI.
+"""Small pictures for people: face crops, contact sheets, inline Markdown images for the Dagster UI.
 
 Inline images live in the event log, so they are kept small (a few tens of KB); the full-size
 sheet is written beside the asset's table and its path is shown too.
@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from PIL import Image, ImageDraw, ImageFont
 
 INLINE_IMAGE_MAX_BYTES = 96 * 1024
+CROP_PX = 128
+CROP_MARGIN = 0.25  # of the box's longer side, on each side
 
 
 @dataclass(frozen=True)
@@ -98,3 +100,23 @@ def inline_markdown_image(
             )
     encoded = base64.b64encode(data).decode("ascii")
     return f"![{alt}](data:image/jpeg;base64,{encoded})"
+
+
+def crop_face(
+    image: Image.Image,
+    box: tuple[float, float, float, float],
+    size: int = CROP_PX,
+    margin: float = CROP_MARGIN,
+) -> Image.Image:
+    """A square crop centred on ``box`` (x0, y0, x1, y1), padded by ``margin``, ``size`` px."""
+    x0, y0, x1, y1 = box
+    side = max(x1 - x0, y1 - y0) * (1 + 2 * margin)
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    square = (
+        int(round(cx - side / 2)),
+        int(round(cy - side / 2)),
+        int(round(cx + side / 2)),
+        int(round(cy + side / 2)),
+    )
+    # PIL pads outside the image with black, which reads as "edge of the photo".
+    return image.crop(square).convert("RGB").resize((size, size), Image.Resampling.LANCZOS)

@@ -1,11 +1,18 @@
-"""Dagster resources: where the data lives."""
+"""Dagster resources: where the data lives, the stage settings, the face model."""
+
+from __future__ import annotations
 
 import functools
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import dagster as dg
 
 from identity_pipeline.storage import DataLayout
+
+if TYPE_CHECKING:
+    from identity_pipeline.faces import FaceBackend, FaceConfig
+    from identity_pipeline.settings import Settings
 
 
 class StorageResource(dg.ConfigurableResource):
@@ -22,35 +29,6 @@ class StorageResource(dg.ConfigurableResource):
         return DataLayout.from_env(self.data_dir)
 
 
-class FaceBackendResource(dg.ConfigurableResource):
-    """The face detector + embedder, loaded once per process and shared by every asset using it.
-
-    ``backend``: ``offline`` (YuNet + SFace from a registry wheel, runs anywhere), ``insightface``
-    (a model pack such as buffalo_l in ``<insightface_root>/models/<pack>/``), or empty for the
-    default: insightface where onnxruntime has CUDA, offline elsewhere.
-    """
-
-    backend: str = ""
-    insightface_pack: str = "buffalo_l"
-    insightface_root: str | None = None
-
-    def get(self):  # -> identity_pipeline.faces.FaceBackend (imported lazily: onnxruntime is heavy)
-        from identity_pipeline.faces import default_backend_name
-
-        name = self.backend or default_backend_name()
-        return _load_face_backend(name, self.insightface_pack, self.insightface_root)
-
-
-@functools.lru_cache(maxsize=4)
-def _load_face_backend(name: str, pack: str, root: str | None):
-    """One backend per process and settings: loading ONNX models is not free."""
-    from identity_pipeline.faces import INSIGHTFACE, get_backend
-
-    if name != INSIGHTFACE:
-        return get_backend(name)
-    return get_backend(name, pack=pack, **({"root": root} if root else {}))
-
-
 class SettingsResource(dg.ConfigurableResource):
     """Stage settings from ``<data root>/pipeline.yaml`` (or ``$IDENTITY_PIPELINE_SETTINGS``).
 
@@ -59,12 +37,33 @@ class SettingsResource(dg.ConfigurableResource):
 
     path: str | None = None
 
-    def sections(self, layout: DataLayout) -> dict:
+    def load(self, layout: DataLayout) -> Settings:
         from identity_pipeline.settings import load_settings, settings_path
 
         return load_settings(Path(self.path) if self.path else settings_path(layout.root))
 
-    def section(self, layout: DataLayout, name: str, config_type: type):
-        from identity_pipeline.settings import section_config
 
-        return section_config(self.sections(layout), name, config_type)
+class FaceBackendResource(dg.ConfigurableResource):
+    """The face detector + embedder named by the ``faces`` settings (``backend``,
+    ``insightface_pack``, ``insightface_root``), loaded once per process and shared by every
+    asset that finds faces (photo_tiles' face evidence, face_embeddings, identity_fidelity)."""
+
+    def get(self, config: FaceConfig) -> FaceBackend:
+        from identity_pipeline.faces import FaceConfig, default_backend_name
+
+        # Keyed by the model choice only: a threshold change must not reload the models.
+        return _load_face_backend(
+            FaceConfig(
+                backend=config.backend or default_backend_name(),
+                insightface_pack=config.insightface_pack,
+                insightface_root=config.insightface_root,
+            )
+        )
+
+
+@functools.lru_cache(maxsize=4)
+def _load_face_backend(config: FaceConfig) -> FaceBackend:
+    """One backend per process and model: loading ONNX models is not free."""
+    from identity_pipeline.faces import backend_for
+
+    return backend_for(config)

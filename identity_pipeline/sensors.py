@@ -10,6 +10,7 @@ import os
 
 import dagster as dg
 
+from identity_pipeline.asset_names import FACE_CLUSTERS, LABELED_IDENTITIES, RAW_PHOTOS
 from identity_pipeline.partitions import ALBUMS_PARTITION_NAME, albums_partitions
 from identity_pipeline.photos import album_fingerprint, discover_albums
 from identity_pipeline.resources import StorageResource
@@ -39,8 +40,6 @@ def sensor_interval_seconds() -> int:
 
 ALBUM_SENSOR_INTERVAL_SECONDS = sensor_interval_seconds()
 FINGERPRINT_TAG = "identity_pipeline/album_fingerprint"
-RAW_PHOTOS = dg.AssetKey("raw_photos")
-FACE_CLUSTERS = dg.AssetKey("face_clusters")
 
 
 def decode_cursor(cursor: str | None) -> dict[str, str]:
@@ -90,7 +89,7 @@ def album_sensor(context: dg.SensorEvaluationContext, storage: StorageResource) 
                 dg.RunRequest(
                     run_key=f"{album}:{fingerprint}",
                     partition_key=album,
-                    asset_selection=[RAW_PHOTOS],
+                    asset_selection=[dg.AssetKey(RAW_PHOTOS)],
                     tags={FINGERPRINT_TAG: fingerprint},
                 )
             )
@@ -109,7 +108,9 @@ def album_sensor(context: dg.SensorEvaluationContext, storage: StorageResource) 
     if gone and fingerprints:  # its faces leave the clusters, the names and the training set
         state = content_id(sorted(fingerprints.items()), gone)
         run_requests.append(
-            dg.RunRequest(run_key=f"albums-removed:{state}", asset_selection=[FACE_CLUSTERS])
+            dg.RunRequest(
+                run_key=f"albums-removed:{state}", asset_selection=[dg.AssetKey(FACE_CLUSTERS)]
+            )
         )
 
     new_albums = [album for album in fingerprints if album not in existing]
@@ -134,7 +135,7 @@ automation_sensor = dg.AutomationConditionSensorDefinition(
 
 @dg.sensor(
     name="labels_sensor",
-    asset_selection=dg.AssetSelection.assets("labeled_identities"),
+    asset_selection=dg.AssetSelection.assets(LABELED_IDENTITIES),
     minimum_interval_seconds=ALBUM_SENSOR_INTERVAL_SECONDS,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Re-runs labeled_identities when data/labels.csv changes (the labeling page "

@@ -211,7 +211,7 @@ def baseline(tmp_path_factory: pytest.TempPathFactory) -> DataLayout:
     shutil.copytree(REPO_ROOT / "data" / "albums" / ALBUM, layout.album_dir(ALBUM))
     shutil.copy(REPO_ROOT / "data" / "demo_people.csv", layout.root / "demo_people.csv")
     settings = yaml.safe_load((REPO_ROOT / "data" / "pipeline.yaml").read_text())
-    settings["training"]["base_model"] = str(save_tiny_model("qwen-image", base / "model", 0))
+    settings["training"]["model"]["source"] = str(save_tiny_model("qwen-image", base / "model", 0))
     (layout.root / "pipeline.yaml").write_text(yaml.safe_dump(settings))
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("DAGSTER_HOME", str(base / "dagster_home"))

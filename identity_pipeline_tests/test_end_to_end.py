@@ -26,7 +26,7 @@ def demo_root(layout: DataLayout, tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     shutil.copy(DEMO_DATA / "demo_people.csv", layout.root / "demo_people.csv")
     settings = yaml.safe_load((DEMO_DATA / "pipeline.yaml").read_text())
     model = save_tiny_model("qwen-image", tmp_path / "models" / "tiny-qwen-image", 0)
-    settings["training"]["base_model"] = str(model)
+    settings["training"]["model"]["source"] = str(model)
     (layout.root / "pipeline.yaml").write_text(yaml.safe_dump(settings))
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
     return layout

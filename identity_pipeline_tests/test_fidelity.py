@@ -18,13 +18,9 @@ import pytest
 from PIL import Image
 from safetensors.torch import load_file
 
-from identity_pipeline.assets.fidelity import (
-    ASSET_NAME,
-    FidelityAssetConfig,
-    identity_fidelity,
-    output_dir,
-)
+from identity_pipeline.asset_names import IDENTITY_FIDELITY as ASSET_NAME
 from identity_pipeline.assets.gpu import GPU_POOL
+from identity_pipeline.assets.identity_fidelity import identity_fidelity, output_dir
 from identity_pipeline.evaluation import (
     FidelityConfig,
     GeneratedImage,
@@ -412,7 +408,7 @@ class CentreBackend(FaceBackend):
 
 
 class CentreBackendResource(FaceBackendResource):
-    def get(self):
+    def get(self, config):
         return CentreBackend()
 
 
@@ -456,7 +452,7 @@ def trained_run(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> P
     return _train_tiny(tiny_model, root, root / "run")
 
 
-def _materialize(instance, config: FidelityAssetConfig, backend: FaceBackendResource):
+def _materialize(instance, config: dict, backend: FaceBackendResource):
     return dg.materialize(
         [identity_fidelity],
         instance=instance,
@@ -465,7 +461,7 @@ def _materialize(instance, config: FidelityAssetConfig, backend: FaceBackendReso
             "settings": SettingsResource(),
             "face_backend": backend,
         },
-        run_config=dg.RunConfig({ASSET_NAME: config}),
+        run_config={"ops": {ASSET_NAME: {"config": config}}},
         raise_on_error=False,
     )
 
@@ -475,12 +471,14 @@ def test_asset_on_tiny_model_without_faces(
     trained_run: Path, layout: DataLayout, instance: dg.DagsterInstance
 ) -> None:
     run_dir = trained_run
-    config = FidelityAssetConfig(run_dir=str(run_dir), seeds=[0], num_inference_steps=2)
-    result = _materialize(instance, config, FaceBackendResource(backend="offline"))
+    (layout.root / "pipeline.yaml").write_text("faces:\n  backend: offline\n")
+    config = {"run_dir": str(run_dir), "seeds": [0], "num_inference_steps": 2}
+    result = _materialize(instance, config, FaceBackendResource())
     assert result.success
     metadata = result.asset_materializations_for_node(ASSET_NAME)[0].metadata
     # Base model + two checkpoints, 2 identities x 3 prompts x 1 seed each, no face anywhere.
     assert metadata["checkpoints_scored"].value == 3
+    assert metadata["settings"].value["seeds"] == [0]  # run config over the defaults
     assert metadata["images_generated"].value == 18
     assert metadata["images_without_face"].value == 18
     assert metadata["no_face_rate"].value == 1.0
@@ -501,7 +499,7 @@ def test_asset_on_tiny_model_without_faces(
     assert check.check_name == "faces_generated" and not check.passed
 
     # Same settings again: everything is read back, no model is loaded.
-    again = _materialize(instance, config, FaceBackendResource(backend="offline"))
+    again = _materialize(instance, config, FaceBackendResource())
     assert again.success
     metadata = again.asset_materializations_for_node(ASSET_NAME)[0].metadata
     assert metadata["checkpoints_reused"].value == 3
@@ -514,13 +512,13 @@ def test_asset_scores_faces_and_finds_the_latest_run(
     # A run where lora_checkpoint keeps them: found without run_dir.
     run_dir = layout.asset_dir("lora_checkpoint") / "runs" / "abc123"
     _train_tiny(tiny_model, tmp_path, run_dir)
-    config = FidelityAssetConfig(
-        seeds=[0, 1],
-        num_inference_steps=2,
-        pair_prompt="",
-        include_base_model=False,
-        fallback_to_training_photos=False,
-    )
+    config = {
+        "seeds": [0, 1],
+        "num_inference_steps": 2,
+        "pair_prompt": "",
+        "include_base_model": False,
+        "fallback_to_training_photos": False,
+    }
     result = _materialize(instance, config, CentreBackendResource())
     assert result.success
     metadata = result.asset_materializations_for_node(ASSET_NAME)[0].metadata
@@ -545,7 +543,7 @@ def test_gpu_declaration_and_missing_run(layout: DataLayout, instance: dg.Dagste
     assert node.pool == GPU_POOL and node.tags["dagster-celery/queue"] == "gpu"
     spec = identity_fidelity.get_asset_spec(dg.AssetKey(ASSET_NAME))
     assert [dep.asset_key for dep in spec.deps] == [dg.AssetKey("lora_checkpoint")]
-    result = _materialize(instance, FidelityAssetConfig(), FaceBackendResource(backend="offline"))
+    result = _materialize(instance, {}, FaceBackendResource())
     assert not result.success
     failure = [event for event in result.all_events if event.is_step_failure][0]
     assert "lora_checkpoint has not been materialized" in failure.step_failure_data.error.message

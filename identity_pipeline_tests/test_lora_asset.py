@@ -4,24 +4,26 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import pytest
 
 from identity_pipeline.assets.gpu import GPU_OP_TAGS, GPU_POOL
-from identity_pipeline.assets.lora import (
-    LoraTrainingConfig,
+from identity_pipeline.assets.lora_checkpoint import (
     build_trainer_config,
     launch_command,
     lora_checkpoint,
 )
 from identity_pipeline.resources import SettingsResource, StorageResource
+from identity_pipeline.settings import build_config
 from identity_pipeline.storage import DataLayout
+from identity_pipeline.training.config import LaunchConfig, TrainingConfig
 from identity_pipeline.training.tiny_models import save_tiny_model
 from identity_pipeline_tests.training_fixtures import write_manifest, write_training_set
 
 
-def _materialize(layout: DataLayout, instance: dg.DagsterInstance, config: LoraTrainingConfig):
+def _materialize(layout: DataLayout, instance: dg.DagsterInstance, config: dict[str, Any]):
     return dg.materialize(
         [lora_checkpoint],
         instance=instance,
@@ -30,27 +32,31 @@ def _materialize(layout: DataLayout, instance: dg.DagsterInstance, config: LoraT
             "settings": SettingsResource(),
             "pipes_subprocess_client": dg.PipesSubprocessClient(),
         },
-        run_config=dg.RunConfig({"lora_checkpoint": config}),
+        run_config={"ops": {"lora_checkpoint": {"config": config}}},
         raise_on_error=False,
     )
 
 
-def _tiny_run_config(model: Path) -> LoraTrainingConfig:
-    return LoraTrainingConfig(
-        base_model=str(model),
-        family="qwen-image",
-        max_steps=4,
-        rank=4,
-        alpha=4.0,
-        learning_rate=1e-3,
-        mixed_precision="no",
-        gradient_checkpointing=False,
-        checkpoint_every_steps=2,
-        sample_steps=2,
-        sample_seeds=[0],
-        max_text_tokens=32,
-        trainer_overrides_yaml="log_every_steps: 2\nexport_dtype: float32\ncpu_threads: 1\n",
-    )
+def _tiny_run_config(model: Path) -> dict[str, Any]:
+    """Run config of the training settings' schema (nested like pipeline.yaml's section)."""
+    return {
+        "model": {"source": str(model), "family": "qwen-image"},
+        "max_steps": 4,
+        "lora": {"rank": 4, "alpha": 4.0},
+        "optimizer": {"learning_rate": 1e-3},
+        "mixed_precision": "no",
+        "gradient_checkpointing": False,
+        "checkpoint": {"every_steps": 2},
+        "samples": {"num_inference_steps": 2, "seeds": [0]},
+        "data": {"max_text_tokens": 32},
+        "log_every_steps": 2,
+        "export_dtype": "float32",
+        "cpu_threads": 1,
+    }
+
+
+def _settings(**values: Any) -> TrainingConfig:
+    return build_config(TrainingConfig, values, ("training",))
 
 
 @pytest.mark.slow
@@ -76,6 +82,9 @@ def test_lora_checkpoint_trains_through_pipes_and_reports_metadata(
     assert Path(metadata["config_path"].value).is_file()
     assert metadata["loss_curve"].value.startswith("![loss curve](data:image/jpeg;base64,")
     assert metadata["samples"].value.startswith("![samples](data:image/jpeg;base64,")
+    # The effective settings (run config over pipeline.yaml) are recorded beside the results.
+    assert metadata["settings"].value["lora"]["rank"] == 4
+    assert len(metadata["settings_hash"].value) == 16
     # Outputs live in the storage root, in a run folder keyed by config + training set.
     runs = layout.asset_dir("lora_checkpoint") / "runs"
     assert Path(metadata["lora_path"].value).is_relative_to(runs)
@@ -90,7 +99,7 @@ def test_lora_checkpoint_trains_through_pipes_and_reports_metadata(
 
     # Same config, same training set: the second materialization resumes at the end.
     # (Launched without accelerate this time: the plain `python -m` fallback.)
-    second = _tiny_run_config(model).model_copy(update={"use_accelerate_launcher": False})
+    second = {**_tiny_run_config(model), "launch": {"use_accelerate": False}}
     again = _materialize(layout, instance, second)
     assert again.success
     metadata = again.asset_materializations_for_node("lora_checkpoint")[0].metadata
@@ -100,7 +109,7 @@ def test_lora_checkpoint_trains_through_pipes_and_reports_metadata(
 def test_missing_training_set_fails_clearly(
     layout: DataLayout, instance: dg.DagsterInstance, tmp_path: Path
 ) -> None:
-    result = _materialize(layout, instance, LoraTrainingConfig(base_model=str(tmp_path)))
+    result = _materialize(layout, instance, {"model": {"source": str(tmp_path)}})
     assert not result.success
     failure = [event for event in result.all_events if event.is_step_failure][0]
     assert "training_set has not been materialized" in failure.step_failure_data.error.message
@@ -118,8 +127,8 @@ def test_gpu_declaration() -> None:
 
 
 def test_launch_command_and_run_folder(layout: DataLayout, tmp_path: Path) -> None:
-    config = LoraTrainingConfig(base_model="some/model", rank=8)
-    accelerate = launch_command(tmp_path / "cfg.yaml", config, "bf16")
+    config = _settings(model={"source": "some/model"}, lora={"rank": 8})
+    accelerate = launch_command(tmp_path / "cfg.yaml", config.launch, "bf16")
     assert accelerate[:3] == [sys.executable, "-m", "accelerate.commands.launch"]
     assert accelerate[-4:] == [
         "-m",
@@ -127,9 +136,7 @@ def test_launch_command_and_run_folder(layout: DataLayout, tmp_path: Path) -> No
         "--config",
         str(tmp_path / "cfg.yaml"),
     ]
-    plain = launch_command(
-        tmp_path / "cfg.yaml", LoraTrainingConfig(use_accelerate_launcher=False), "bf16"
-    )
+    plain = launch_command(tmp_path / "cfg.yaml", LaunchConfig(use_accelerate=False), "bf16")
     assert plain == [
         sys.executable,
         "-m",
@@ -141,12 +148,21 @@ def test_launch_command_and_run_folder(layout: DataLayout, tmp_path: Path) -> No
     trainer = build_trainer_config(config, layout)
     assert trainer.lora.rank == 8 and trainer.model.source == "some/model"
     assert trainer.data.manifest == str(layout.table_path("training_set"))
-    same = build_trainer_config(LoraTrainingConfig(base_model="some/model", rank=8), layout)
-    other = build_trainer_config(LoraTrainingConfig(base_model="some/model", rank=4), layout)
+    same = build_trainer_config(_settings(model={"source": "some/model"}, lora={"rank": 8}), layout)
+    other = build_trainer_config(
+        _settings(model={"source": "some/model"}, lora={"rank": 4}), layout
+    )
     assert same.output_dir == trainer.output_dir != other.output_dir
     overridden = build_trainer_config(
-        LoraTrainingConfig(trainer_overrides_yaml="timesteps: {t_min: 0.1}\nlora: {dropout: 0.05}"),
-        layout,
+        _settings(timesteps={"t_min": 0.1}, lora={"dropout": 0.05}), layout
     )
     assert overridden.timesteps.t_min == 0.1 and overridden.lora.dropout == 0.05
-    assert overridden.lora.rank == 16  # untouched fields keep the asset's values
+    assert overridden.lora.rank == 16  # untouched fields keep the defaults
+    # How the trainer is launched, and when, is not part of what it trains: same run folder.
+    relaunched = _settings(
+        model={"source": "some/model"}, lora={"rank": 8}, launch={"use_accelerate": False}
+    )
+    assert build_trainer_config(relaunched, layout).output_dir == trainer.output_dir
+    # The paths the asset sets for every run cannot be set in the settings.
+    with pytest.raises(ValueError, match="training.data.manifest is set by lora_checkpoint"):
+        build_trainer_config(_settings(data={"manifest": "elsewhere.parquet"}), layout)

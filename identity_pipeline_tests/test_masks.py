@@ -321,13 +321,11 @@ def test_selector_keeps_the_least_bad_when_nothing_is_plausible(portrait) -> Non
     assert "none plausible: kept broken" in masks[0].selector_reason
 
 
-def test_default_selector_without_selfie_model_uses_grabcut(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
-    monkeypatch.setenv("IDENTITY_PIPELINE_SELFIE_MODEL", str(tmp_path / "missing.tflite"))
+def test_default_selector_without_selfie_model_uses_grabcut(tmp_path: Path) -> None:
+    missing = str(tmp_path / "missing.tflite")
     with pytest.raises(SelfieModelMissing):
-        find_selfie_model()
-    selector = select_segmenter()
+        find_selfie_model(missing)
+    selector = select_segmenter(MaskConfig(selfie_model=missing))
     assert [c.name for c in selector.candidates] == ["grabcut"]
     assert selector.notes == ["selfie unavailable: SelfieModelMissing"]
 
@@ -374,7 +372,7 @@ def test_selfie_backend_divides_the_pair(pair) -> None:
     try:
         segmenter = SelfieSegmenter()
     except SelfieModelMissing:
-        pytest.skip("no selfie segmentation model here (set $IDENTITY_PIPELINE_SELFIE_MODEL)")
+        pytest.skip("no selfie segmentation model here (`make install` puts mediapipe's there)")
     image, faces = pair
     masks = {m.identity: m for m in build_identity_masks(image, faces, segmenter)}
     left, right = masks["anna"].mask, masks["bea"].mask

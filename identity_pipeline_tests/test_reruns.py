@@ -8,7 +8,7 @@ run per partition), so what is requested, in which order and how often is exact:
 * one new photo re-runs the album's assets and the all-album assets once each, in order, and
   recomputes only the new photo's tiles and faces (the caches serve the rest);
 * training is not launched by it: ``lora_checkpoint`` shows as stale (what the UI calls
-  "unsynced") until it is launched, or, with ``IDENTITY_PIPELINE_TRAINING_CRON``, until the next
+  "unsynced") until it is launched, or, with ``training.launch.cron`` in pipeline.yaml, until the next
   tick of that schedule.
 
 ``benchmarks/rerun.py`` times the same +1-photo re-run against the full run.
@@ -90,7 +90,7 @@ def prepare_demo_state(root: Path) -> DemoState:
     shutil.copy(REPO_ROOT / "data" / "demo_people.csv", state.data / "demo_people.csv")
     settings = yaml.safe_load((REPO_ROOT / "data" / "pipeline.yaml").read_text())
     model = save_tiny_model("qwen-image", root / "models" / "tiny-qwen-image", 0)
-    settings["training"]["base_model"] = str(model)
+    settings["training"]["model"]["source"] = str(model)
     (state.data / "pipeline.yaml").write_text(yaml.safe_dump(settings))
     state.home.mkdir(parents=True)
     shutil.copyfile(REPO_ROOT / "dagster.yaml", state.home / "dagster.yaml")
@@ -99,11 +99,14 @@ def prepare_demo_state(root: Path) -> DemoState:
 
 def materialize_demo(state: DemoState, on_run: Callable | None = None) -> None:
     """Everything, as ``make demo`` does it (the demo names its people before the names)."""
-    from identity_pipeline.demo import LABELED_IDENTITIES, seed_demo_labels
+    from identity_pipeline.asset_names import LABELED_IDENTITIES
+    from identity_pipeline.demo import seed_demo_labels
     from identity_pipeline.runner import materialize_all
 
+    names = dg.AssetKey(LABELED_IDENTITIES)
+
     def before_stage(stage) -> None:
-        if LABELED_IDENTITIES in stage.asset_keys:
+        if names in stage.asset_keys:
             seed_demo_labels(state.layout)
 
     defs = build_definitions(str(state.data))
@@ -114,7 +117,7 @@ def materialize_demo(state: DemoState, on_run: Callable | None = None) -> None:
             [DEMO],
             on_run=on_run,
             before_stage=before_stage,
-            split_before=[LABELED_IDENTITIES],
+            split_before=[names],
         )
     assert all(run.success for run in runs)
 
@@ -400,21 +403,24 @@ def test_scheduled_training_runs_only_at_its_cron_tick_when_the_training_set_cha
         assert wanted == set(), "nothing new since the last training: no training"
 
 
-def test_training_schedule_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    from identity_pipeline.assets.lora import TRAINING_CRON_ENV, TRAINING_TIMEZONE_ENV
-
-    monkeypatch.delenv(TRAINING_CRON_ENV, raising=False)
+def test_training_schedule_comes_from_the_settings_file(layout: DataLayout) -> None:
+    settings = layout.root / "pipeline.yaml"
     assert build_definitions().resolve_asset_graph().get(LORA).automation_condition is None
 
-    monkeypatch.setenv(TRAINING_CRON_ENV, "30 2 * * 6")
-    monkeypatch.setenv(TRAINING_TIMEZONE_ENV, "Europe/Berlin")
+    settings.write_text(
+        "training:\n  launch:\n    cron: '30 2 * * 6'\n    timezone: Europe/Berlin\n"
+    )
     condition = build_definitions().resolve_asset_graph().get(LORA).automation_condition
     assert condition is not None
     assert "30 2 * * 6" in condition.get_label() and "Europe/Berlin" in condition.get_label()
 
-    monkeypatch.setenv(TRAINING_CRON_ENV, "every night")
-    with pytest.raises(ValueError, match=TRAINING_CRON_ENV):
+    settings.write_text("training:\n  launch:\n    cron: every night\n")
+    with pytest.raises(ValueError, match="training.launch.cron"):
         build_definitions()
+    # A mistake elsewhere in the section is the training step's to report, not the code
+    # location's: the graph still loads.
+    settings.write_text("training:\n  max_step: 3\n")
+    assert build_definitions().resolve_asset_graph().get(LORA).automation_condition is None
 
 
 def test_sensor_interval_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -196,7 +196,6 @@ def start_dagster_dev(home: Path, data_root: Path, log_path: Path) -> DagsterDev
         "IDENTITY_PIPELINE_SENSOR_INTERVAL_SECONDS": str(SENSOR_SECONDS),
         "PYTHONUNBUFFERED": "1",
     }
-    env.pop("IDENTITY_PIPELINE_TRAINING_CRON", None)  # the default: training only when launched
     env.pop("IDENTITY_PIPELINE_SETTINGS", None)
     port = free_port()
     command = [
@@ -348,7 +347,7 @@ def data_root(tmp_path: Path) -> Path:
     (root / "albums").mkdir(parents=True)
     settings = yaml.safe_load((REPO_ROOT / "data" / "pipeline.yaml").read_text())
     model = save_tiny_model("qwen-image", tmp_path / "models" / "tiny-qwen-image", 0)
-    settings["training"]["base_model"] = str(model)
+    settings["training"]["model"]["source"] = str(model)
     (root / "pipeline.yaml").write_text(yaml.safe_dump(settings))
     return root
 

@@ -1,12 +1,23 @@
-"""face_clusters and labeled_identities: from faces to named people, over all albums."""
+"""face_clusters: the faces of one person together, over all albums."""
 
 import time
 
 import dagster as dg
 import pandas as pd
 
+from identity_pipeline.asset_names import FACE_CLUSTERS, FACE_EMBEDDINGS, PHOTO_TILES
 from identity_pipeline.assets.metadata import plain_value, table_metadata
-from identity_pipeline.clustering import ClusterConfigError, cluster_faces, load_cluster_config
+from identity_pipeline.assets.settings import (
+    run_config_class,
+    run_config_overrides,
+    settings_metadata,
+)
+from identity_pipeline.clustering import (
+    ClusterConfig,
+    ClusterConfigError,
+    cluster_faces,
+    config_for_faces,
+)
 from identity_pipeline.clustering.cluster import arrow_table, face_clusters_table
 from identity_pipeline.labeling import LabelsFileError, apply_labels, read_labels
 from identity_pipeline.labeling.crops import TableCropper
@@ -17,20 +28,20 @@ from identity_pipeline.resources import SettingsResource, StorageResource
 from identity_pipeline.settings import SettingsError
 from identity_pipeline.storage import atomic_write_bytes
 
-CLUSTERS_ASSET = "face_clusters"
-IDENTITIES_ASSET = "labeled_identities"
 MAX_CLUSTER_SHEETS = 8
 TILE_CONTEXT_COLUMNS = ["tile_id", "tile_path", "source_path"]
+SECTION = "clustering"
+ClusteringRunConfig = run_config_class(ClusterConfig)
 
 
 @dg.asset(
-    name=CLUSTERS_ASSET,
+    name=FACE_CLUSTERS,
     group_name="identities",
     kinds={"python", "parquet", "hdbscan"},
     automation_condition=dg.AutomationCondition.eager(),
     ins={
-        "face_embeddings": dg.AssetIn(partition_mapping=dg.AllPartitionMapping()),
-        "photo_tiles": dg.AssetIn(partition_mapping=dg.AllPartitionMapping()),
+        FACE_EMBEDDINGS: dg.AssetIn(partition_mapping=dg.AllPartitionMapping()),
+        PHOTO_TILES: dg.AssetIn(partition_mapping=dg.AllPartitionMapping()),
     },
     description="Faces of one person together, over all albums: HDBSCAN on good faces, then a "
     "second round merging clusters that agree and attaching leftovers only when confidently "
@@ -38,13 +49,14 @@ TILE_CONTEXT_COLUMNS = ["tile_id", "tile_path", "source_path"]
     check_specs=[
         dg.AssetCheckSpec(
             "no_two_faces_of_one_tile",
-            asset=CLUSTERS_ASSET,
+            asset=FACE_CLUSTERS,
             description="Cannot-link: no cluster holds two faces of the same tile.",
         )
     ],
 )
 def face_clusters(
     context: dg.AssetExecutionContext,
+    config: ClusteringRunConfig,  # type: ignore[valid-type]
     storage: StorageResource,
     settings: SettingsResource,
     face_embeddings: dict[str, pd.DataFrame],
@@ -52,14 +64,16 @@ def face_clusters(
 ):
     layout = storage.layout
     faces = _faces_with_tiles(face_embeddings, photo_tiles)
-    backend = str(faces["backend"].iloc[0]) if len(faces) else "offline-yunet-sface"
     try:
-        overrides = settings.sections(layout).get("clustering", {})
-        config = load_cluster_config(backend, **overrides)
-    except (ClusterConfigError, SettingsError) as error:
+        # The file and run config override the shipped thresholds of the faces' backend.
+        overrides = settings.load(layout).given(
+            SECTION, ClusterConfig, run_config_overrides(config)
+        )
+        cluster_config = config_for_faces(faces, **overrides)
+    except (ClusterConfigError, SettingsError, ValueError) as error:
         raise dg.Failure(description=str(error)) from error
     started = time.perf_counter()
-    result = cluster_faces(faces, config)
+    result = cluster_faces(faces, cluster_config)
     table = face_clusters_table(faces, result)
     seconds = time.perf_counter() - started
 
@@ -70,7 +84,7 @@ def face_clusters(
         "clusters": int((result.clusters["size"] >= 2).sum()),
         "singletons": int((result.clusters["size"] == 1).sum()),
         "named_clusters": len(names),
-        "backend": backend,
+        "backend": cluster_config.backend or "none (no faces)",  # its thresholds' section
         "summary": dg.MetadataValue.json({k: plain_value(v) for k, v in result.summary.items()}),
         "clusters_table": table_metadata(
             result.clusters[
@@ -91,6 +105,7 @@ def face_clusters(
             "clusters. Names are saved to `data/labels.csv`; `labeled_identities` re-runs."
         ),
         "seconds": round(seconds, 3),
+        **settings_metadata(cluster_config),
     }
     metadata.update(_sheets_metadata(table, layout, names))
     yield dg.Output(arrow_table(table), metadata=metadata)
@@ -100,66 +115,6 @@ def face_clusters(
         check_name="no_two_faces_of_one_tile",
         passed=bool((conflicts <= 1).all()),
         metadata={"violations": int((conflicts > 1).sum())},
-    )
-
-
-@dg.asset(
-    name=IDENTITIES_ASSET,
-    group_name="identities",
-    kinds={"python", "parquet"},
-    automation_condition=dg.AutomationCondition.eager(),
-    description="Who every face is: names from data/labels.csv (attached to faces, so they "
-    "survive re-clustering) spread to their clusters; conflicting names inside a cluster split "
-    "it by name; unnamed clusters stay unnamed and are listed.",
-    check_specs=[
-        dg.AssetCheckSpec(
-            "no_empty_identity",
-            asset=IDENTITIES_ASSET,
-            description="Every named identity has at least one face.",
-        )
-    ],
-)
-def labeled_identities(
-    context: dg.AssetExecutionContext, storage: StorageResource, face_clusters: pd.DataFrame
-):
-    layout = storage.layout
-    try:
-        labels = read_labels(layout.labels_path)
-    except LabelsFileError as error:
-        raise dg.Failure(
-            description=f"{error}. The file was not changed; fix the line and re-run."
-        ) from error
-    resolved = apply_labels(face_clusters, face_clusters, labels)
-    faces = resolved.faces
-    if resolved.stale_labels:
-        context.log.info(f"{len(resolved.stale_labels)} labelled faces are not in any album now")
-    for row in resolved.conflicts.itertuples():
-        context.log.warning(
-            f"cluster {row.cluster_id} has conflicting names {row.names}: split by name"
-        )
-    identities = resolved.identities
-    metadata: dict[str, object] = {
-        "named_identities": len(identities),
-        "named_faces": int(faces["identity"].notna().sum()),
-        "unnamed_clusters": len(resolved.unnamed_clusters),
-        "ignored_faces": int((faces["status"] == "ignored").sum()),
-        "conflicts": len(resolved.conflicts),
-        "stale_labels": len(resolved.stale_labels),
-        "identities_table": table_metadata(
-            identities[["name", "n_faces", "n_photos", "n_albums", "n_labelled", "n_inherited"]]
-        ),
-        "unnamed_clusters_table": table_metadata(
-            resolved.unnamed_clusters[["cluster_id", "n_faces", "n_photos"]]
-        ),
-        "conflicts_table": table_metadata(resolved.conflicts.astype(str)),
-        "labels_file": dg.MetadataValue.path(str(layout.labels_path)),
-        "label_faces": dg.MetadataValue.url(label_page_url()),
-    }
-    yield dg.Output(faces, metadata=metadata)
-    yield dg.AssetCheckResult(
-        check_name="no_empty_identity",
-        passed=bool((identities["n_faces"] > 0).all()) if len(identities) else True,
-        metadata={"identities": len(identities)},
     )
 
 
@@ -201,7 +156,7 @@ def _sheets_metadata(
     table: pd.DataFrame, layout, names: dict[int, str]
 ) -> dict[str, dg.MetadataValue]:
     cropper = TableCropper(table, layout.root)
-    folder = layout.asset_dir(CLUSTERS_ASSET) / "sheets"
+    folder = layout.asset_dir(FACE_CLUSTERS) / "sheets"
     metadata: dict[str, dg.MetadataValue] = {}
     for cluster_id, title, sheet in cluster_sheets(
         table, cropper, clusters=MAX_CLUSTER_SHEETS, names=names

@@ -5,20 +5,23 @@ import time
 import dagster as dg
 import numpy as np
 import pandas as pd
-from PIL import Image
 
+from identity_pipeline.asset_names import FACE_EMBEDDINGS
 from identity_pipeline.assets.metadata import sheet_metadata, table_metadata
-from identity_pipeline.faces import FaceCache, FaceConfig, faces_for_tile, faces_frame, faces_table
+from identity_pipeline.assets.settings import run_config_class, settings_metadata, stage_settings
+from identity_pipeline.faces import FaceCache, FaceConfig, faces_table
+from identity_pipeline.faces.album import faces_of_tiles, largest_face_crops
 from identity_pipeline.partitions import albums_partitions
 from identity_pipeline.previews import SheetItem
-from identity_pipeline.resources import FaceBackendResource, StorageResource
+from identity_pipeline.resources import FaceBackendResource, SettingsResource, StorageResource
 
-FACES_ASSET = "face_embeddings"
 MAX_SHEET_FACES = 64
+SECTION = "faces"
+FacesRunConfig = run_config_class(FaceConfig)
 
 
 @dg.asset(
-    name=FACES_ASSET,
+    name=FACE_EMBEDDINGS,
     partitions_def=albums_partitions,
     group_name="faces",
     kinds={"python", "parquet", "onnx"},
@@ -29,49 +32,29 @@ MAX_SHEET_FACES = 64
     check_specs=[
         dg.AssetCheckSpec(
             "one_embedding_space",
-            asset=FACES_ASSET,
+            asset=FACE_EMBEDDINGS,
             description="All embeddings come from one backend/model and are unit length.",
         )
     ],
 )
 def face_embeddings(
     context: dg.AssetExecutionContext,
+    config: FacesRunConfig,  # type: ignore[valid-type]
     storage: StorageResource,
+    settings: SettingsResource,
     face_backend: FaceBackendResource,
     photo_tiles: pd.DataFrame,
 ):
     album = context.partition_key
     layout = storage.layout
-    backend = face_backend.get()
-    config = FaceConfig()
+    face_config = stage_settings(settings, layout, SECTION, config, FaceConfig)
+    backend = face_backend.get(face_config)
     cache = FaceCache(layout.cache_dir / "faces")
     started = time.perf_counter()
-    records = []
-    unreadable: dict[str, str] = {}
-    for tile in photo_tiles.itertuples(index=False):
-        tile_file = layout.root / tile.tile_path
-
-        def load(tile_file=tile_file) -> np.ndarray:
-            with Image.open(tile_file) as image:
-                return np.asarray(image.convert("RGB"))
-
-        try:
-            records.extend(
-                faces_for_tile(
-                    load,
-                    tile.tile_id,
-                    tile.photo_id,
-                    (int(tile.x0), int(tile.y0)),
-                    backend,
-                    cache,
-                    config,
-                    content_hash=tile.tile_id,
-                )
-            )
-        except OSError as error:
-            unreadable[tile.tile_id] = f"{tile_file}: {error}"
-            context.log.warning(f"tile {tile.tile_id} of {tile.source_path} unreadable: {error}")
-    frame = faces_frame(records)
+    found = faces_of_tiles(photo_tiles, layout.root, backend, cache, face_config)
+    for tile_id, reason in found.unreadable.items():
+        context.log.warning(f"tile {tile_id}: {reason}")
+    frame = found.frame
     seconds = time.perf_counter() - started
 
     per_tile = frame.groupby("tile_id").size().reindex(photo_tiles["tile_id"], fill_value=0)
@@ -91,17 +74,19 @@ def face_embeddings(
         "embedding_dim": backend.embedding_dim,
         "cache_hits": cache.stats.hits,
         "cache_misses": cache.stats.misses,
-        "tiles_unreadable": len(unreadable),
+        "tiles_unreadable": len(found.unreadable),
         "tiles_without_faces_list": table_metadata(
             no_face[["source_path", "tile_id", "layout_kind"]]
         ),
         "seconds": round(seconds, 3),
+        **settings_metadata(face_config),
     }
+    crops = largest_face_crops(frame, photo_tiles, layout.root, MAX_SHEET_FACES)
     metadata.update(
         sheet_metadata(
-            layout.asset_dir(FACES_ASSET, album),
+            layout.asset_dir(FACE_EMBEDDINGS, album),
             "face_crops",
-            _face_crops(frame, photo_tiles, layout.root),
+            [SheetItem(crop, caption) for crop, caption in crops],
             "faces",
             columns=8,
             cell=96,
@@ -116,21 +101,3 @@ def face_embeddings(
         passed=len(spaces) <= 1 and all(abs(n - 1.0) < 1e-3 for n in norms),
         metadata={"spaces": len(spaces), "faces": len(frame)},
     )
-
-
-def _face_crops(frame: pd.DataFrame, tiles: pd.DataFrame, root) -> list[SheetItem]:
-    """The largest faces first, cropped with a margin, captioned with size and quality."""
-    paths = dict(zip(tiles["tile_id"], tiles["tile_path"], strict=True))
-    items: list[SheetItem] = []
-    for face in frame.sort_values("face_size", ascending=False).head(MAX_SHEET_FACES).itertuples():
-        with Image.open(root / paths[face.tile_id]) as tile:
-            margin = 0.25 * face.face_size
-            box = (
-                max(0, int(face.tile_x0 - margin)),
-                max(0, int(face.tile_y0 - margin)),
-                min(tile.width, int(face.tile_x1 + margin)),
-                min(tile.height, int(face.tile_y1 + margin)),
-            )
-            crop = tile.crop(box).convert("RGB")
-        items.append(SheetItem(crop, f"{int(face.face_size)}px q{face.quality:.2f}"))
-    return items

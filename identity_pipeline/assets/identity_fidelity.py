@@ -13,16 +13,18 @@ from pathlib import Path
 
 import dagster as dg
 
+from identity_pipeline.asset_names import IDENTITY_FIDELITY, LORA_CHECKPOINT
 from identity_pipeline.assets.gpu import gpu_asset
 from identity_pipeline.assets.metadata import image_metadata, markdown_table, table_metadata
-from identity_pipeline.assets.run_config import with_settings
+from identity_pipeline.assets.settings import run_config_class, settings_metadata, stage_settings
 from identity_pipeline.evaluation.config import FidelityConfig
 from identity_pipeline.evaluation.report import SHOWN_COLUMNS
+from identity_pipeline.faces import FaceConfig
 from identity_pipeline.resources import FaceBackendResource, SettingsResource, StorageResource
 from identity_pipeline.storage import DataLayout, content_id
 
-ASSET_NAME = "identity_fidelity"
-LORA_ASSET = "lora_checkpoint"
+SECTION = "fidelity"
+FidelityRunConfig = run_config_class(FidelityConfig)
 SUMMARY_METADATA = (
     "likeness",
     "real_baseline",
@@ -58,70 +60,26 @@ IDENTITY_COLUMNS = (
 )
 
 
-class FidelityAssetConfig(dg.Config):
-    """The common knobs; the rest keep ``FidelityConfig``'s defaults."""
-
-    # A training run folder; unset: the run of the latest lora_checkpoint materialization.
-    run_dir: str | None = None
-    seeds: list[int] = [0, 1, 2, 3]  # K images per identity and prompt
-    use_training_caption: bool = True
-    solo_prompt: str = "A close-up photo of {name}, looking at the camera"  # "" to skip
-    pair_prompt: str = "A photo of {name} standing next to another person"  # "" to skip
-    # Unset: the training run's sample settings / most frequent bucket.
-    num_inference_steps: int | None = None
-    guidance_scale: float | None = None
-    sample_size: int | None = None  # square images of this side
-    max_identities: int | None = None
-    max_checkpoints: int = 8
-    include_base_model: bool = True
-    # likeness_minus_bleed | likeness | identification
-    best_rule: str = "likeness_minus_bleed"
-    bleed_weight: float = 1.0
-    no_face_weight: float = 0.25
-    copy_threshold: float = 0.85
-    fallback_to_training_photos: bool = False
-
-    def fidelity_config(self) -> FidelityConfig:
-        return FidelityConfig(
-            use_training_caption=self.use_training_caption,
-            solo_prompt=self.solo_prompt or None,
-            pair_prompt=self.pair_prompt or None,
-            seeds=tuple(self.seeds),
-            num_inference_steps=self.num_inference_steps,
-            guidance_scale=self.guidance_scale,
-            width=self.sample_size,
-            height=self.sample_size,
-            max_identities=self.max_identities,
-            max_checkpoints=self.max_checkpoints,
-            include_base_model=self.include_base_model,
-            best_rule=self.best_rule,  # type: ignore[arg-type]
-            bleed_weight=self.bleed_weight,
-            no_face_weight=self.no_face_weight,
-            copy_threshold=self.copy_threshold,
-            fallback_to_training_photos=self.fallback_to_training_photos,
-        )
-
-
 def resolve_run_dir(
-    context: dg.AssetExecutionContext, config: FidelityAssetConfig, layout: DataLayout
+    context: dg.AssetExecutionContext, config: FidelityConfig, layout: DataLayout
 ) -> Path:
     """The explicit run folder, else the latest lora_checkpoint materialization's, else the
     most recently finished run folder under the lora_checkpoint asset."""
     if config.run_dir:
         return Path(config.run_dir).expanduser().resolve()
-    event = context.instance.get_latest_materialization_event(dg.AssetKey(LORA_ASSET))
+    event = context.instance.get_latest_materialization_event(dg.AssetKey(LORA_CHECKPOINT))
     materialization = event.asset_materialization if event is not None else None
     if materialization is not None and "lora_path" in materialization.metadata:
         lora_path = Path(str(materialization.metadata["lora_path"].value))
         return lora_path.parent.parent  # <run>/lora/pytorch_lora_weights.safetensors
-    runs = layout.asset_dir(LORA_ASSET) / "runs"
+    runs = layout.asset_dir(LORA_CHECKPOINT) / "runs"
     finished = sorted(
         (path.parent for path in runs.glob("*/result.json")),
         key=lambda folder: (folder / "result.json").stat().st_mtime,
     )
     if not finished:
         raise dg.Failure(
-            description=f"No training run to evaluate: {LORA_ASSET} has not been materialized "
+            description=f"No training run to evaluate: {LORA_CHECKPOINT} has not been materialized "
             f"(no run folder under {runs}); set run_dir to evaluate another one."
         )
     return finished[-1]
@@ -129,14 +87,14 @@ def resolve_run_dir(
 
 def output_dir(layout: DataLayout, run_dir: Path) -> Path:
     """One evaluation folder per training run: the run's key when it is one of ours."""
-    runs = (layout.asset_dir(LORA_ASSET) / "runs").resolve()
+    runs = (layout.asset_dir(LORA_CHECKPOINT) / "runs").resolve()
     key = run_dir.name if run_dir.parent.resolve() == runs else content_id(str(run_dir), length=16)
-    return layout.asset_dir(ASSET_NAME) / "runs" / key
+    return layout.asset_dir(IDENTITY_FIDELITY) / "runs" / key
 
 
 @gpu_asset(
-    name=ASSET_NAME,
-    deps=[LORA_ASSET],
+    name=IDENTITY_FIDELITY,
+    deps=[LORA_CHECKPOINT],
     group_name="training",
     # Every new LoRA is evaluated, however its training was started (launched or on a schedule).
     automation_condition=dg.AutomationCondition.eager(),
@@ -150,7 +108,7 @@ def output_dir(layout: DataLayout, run_dir: Path) -> Path:
     check_specs=[
         dg.AssetCheckSpec(
             "faces_generated",
-            asset=ASSET_NAME,
+            asset=IDENTITY_FIDELITY,
             description="The chosen checkpoint's images show at least one face (else no score "
             "means anything: an untrained or broken model).",
         )
@@ -158,7 +116,7 @@ def output_dir(layout: DataLayout, run_dir: Path) -> Path:
 )
 def identity_fidelity(
     context: dg.AssetExecutionContext,
-    config: FidelityAssetConfig,
+    config: FidelityRunConfig,  # type: ignore[valid-type]
     storage: StorageResource,
     settings: SettingsResource,
     face_backend: FaceBackendResource,
@@ -169,14 +127,11 @@ def identity_fidelity(
     from identity_pipeline.faces import FaceCache
 
     layout = storage.layout
-    config = with_settings(config, settings, layout, "fidelity")
-    try:
-        fidelity_config = config.fidelity_config()
-    except ValueError as error:
-        raise dg.Failure(description=str(error)) from error
-    run_dir = resolve_run_dir(context, config, layout)
+    fidelity_config = stage_settings(settings, layout, SECTION, config, FidelityConfig)
+    face_config = stage_settings(settings, layout, "faces", None, FaceConfig)
+    run_dir = resolve_run_dir(context, fidelity_config, layout)
     out_dir = output_dir(layout, run_dir)
-    backend = face_backend.get()
+    backend = face_backend.get(face_config)
     context.log.info(f"evaluating {run_dir} into {out_dir} ({backend.name})")
     try:
         run = evaluate_run(
@@ -184,6 +139,7 @@ def identity_fidelity(
             out_dir,
             backend,
             fidelity_config,
+            face_config=face_config,
             face_cache=FaceCache(layout.cache_dir / "faces"),
             log=context.log.info,
         )
@@ -217,6 +173,7 @@ def identity_fidelity(
         "reference_source": dg.MetadataValue.json(run.reference_source),
         "face_backend": backend.name,
         "seconds": run.seconds,
+        **settings_metadata(fidelity_config),
     }
     for key in SUMMARY_METADATA:
         metadata[key] = _number(summary.get(key))

@@ -1,23 +1,23 @@
 """identity_masks: per tile and named person, the person's soft mask and a copy of the tile with
 every other face blurred."""
 
-import functools
 import time
 
 import dagster as dg
 import pandas as pd
 
+from identity_pipeline.asset_names import IDENTITY_MASKS, LABELED_IDENTITIES
 from identity_pipeline.assets.metadata import table_metadata
-from identity_pipeline.masks import MaskConfig, masks_contact_sheet, select_segmenter
-from identity_pipeline.masks.album_masks import SegmentationOptions, mask_album, sample_file_names
+from identity_pipeline.assets.settings import run_config_class, settings_metadata, stage_settings
+from identity_pipeline.masks import MaskConfig, masks_contact_sheet, segmenter_for
+from identity_pipeline.masks.album_masks import mask_album, sample_file_names
 from identity_pipeline.partitions import albums_partitions
 from identity_pipeline.previews import encode_image, inline_markdown_image
 from identity_pipeline.resources import SettingsResource, StorageResource
-from identity_pipeline.settings import SettingsError
 from identity_pipeline.storage import atomic_write_bytes, prune_files
 
-MASKS_ASSET = "identity_masks"
-IDENTITIES_ASSET = "labeled_identities"
+SECTION = "masks"
+MasksRunConfig = run_config_class(MaskConfig)
 
 # Eager, but only on new names: a change of tiles or faces always reaches labeled_identities
 # (faces -> face_clusters -> labeled_identities), so reacting to it here too would build the
@@ -25,7 +25,7 @@ IDENTITIES_ASSET = "labeled_identities"
 # album's masks wait for the names that include its faces.
 MASKS_AUTOMATION = (
     dg.AutomationCondition.any_deps_updated()
-    .allow(dg.AssetSelection.assets(IDENTITIES_ASSET))
+    .allow(dg.AssetSelection.assets(LABELED_IDENTITIES))
     .since_last_handled()
     & ~dg.AutomationCondition.any_deps_missing()
     & ~dg.AutomationCondition.any_deps_in_progress()
@@ -34,7 +34,7 @@ MASKS_AUTOMATION = (
 
 
 @dg.asset(
-    name=MASKS_ASSET,
+    name=IDENTITY_MASKS,
     partitions_def=albums_partitions,
     group_name="training",
     kinds={"python", "parquet", "opencv"},
@@ -46,18 +46,19 @@ MASKS_AUTOMATION = (
     check_specs=[
         dg.AssetCheckSpec(
             "no_empty_kept_mask",
-            asset=MASKS_ASSET,
+            asset=IDENTITY_MASKS,
             description="No kept sample has an empty mask.",
         ),
         dg.AssetCheckSpec(
             "other_faces_blurred",
-            asset=MASKS_ASSET,
+            asset=IDENTITY_MASKS,
             description="In every training copy, every other face has lost its fine detail.",
         ),
     ],
 )
 def identity_masks(
     context: dg.AssetExecutionContext,
+    config: MasksRunConfig,  # type: ignore[valid-type]
     storage: StorageResource,
     settings: SettingsResource,
     photo_tiles: pd.DataFrame,
@@ -66,19 +67,15 @@ def identity_masks(
 ):
     album = context.partition_key
     layout = storage.layout
-    try:
-        config = settings.section(layout, "masks", MaskConfig)
-        segmentation = settings.section(layout, "segmentation", SegmentationOptions)
-    except SettingsError as error:
-        raise dg.Failure(description=str(error)) from error
+    mask_config = stage_settings(settings, layout, SECTION, config, MaskConfig)
     names = {
         str(face_id): (str(name) if isinstance(name, str) else None)
         for face_id, name in zip(
             labeled_identities["face_id"], labeled_identities["identity"], strict=True
         )
     }
-    files_dir = layout.files_dir(MASKS_ASSET, album)
-    previous_path = layout.table_path(MASKS_ASSET, album)
+    files_dir = layout.files_dir(IDENTITY_MASKS, album)
+    previous_path = layout.table_path(IDENTITY_MASKS, album)
     previous = pd.read_parquet(previous_path) if previous_path.exists() else None
     started = time.perf_counter()
     result = mask_album(
@@ -89,8 +86,8 @@ def identity_masks(
         layout.root,
         files_dir,
         previous,
-        config,
-        _segmenter(config, segmentation),
+        mask_config,
+        segmenter_for(mask_config),
     )
     for tile_id, reason in result.failures.items():
         context.log.warning(f"tile {tile_id}: {reason}")
@@ -118,11 +115,12 @@ def identity_masks(
             3,
         ),
         "seconds": round(time.perf_counter() - started, 3),
+        **settings_metadata(mask_config),
     }
     if result.previews:
         sheet = masks_contact_sheet(result.previews, cell=160, columns=6)
         path = atomic_write_bytes(
-            layout.asset_dir(MASKS_ASSET, album) / "overlays.jpg", encode_image(sheet)
+            layout.asset_dir(IDENTITY_MASKS, album) / "overlays.jpg", encode_image(sheet)
         )
         metadata["overlays"] = dg.MetadataValue.md(inline_markdown_image(sheet, "mask overlays"))
         metadata["overlays_path"] = dg.MetadataValue.path(str(path))
@@ -130,7 +128,7 @@ def identity_masks(
 
     kept = samples[samples["kept"]]
     empty = kept[
-        kept["mask_area_fraction"] <= config.empty_max_face_areas * kept["face_area_fraction"]
+        kept["mask_area_fraction"] <= mask_config.empty_max_face_areas * kept["face_area_fraction"]
     ]
     yield dg.AssetCheckResult(
         check_name="no_empty_kept_mask", passed=empty.empty, metadata={"empty": len(empty)}
@@ -141,14 +139,3 @@ def identity_masks(
         passed=unblurred == 0,
         metadata={"unblurred_faces": unblurred},
     )
-
-
-@functools.lru_cache(maxsize=4)
-def _segmenter(config: MaskConfig, options: SegmentationOptions):
-    """One selector per process and settings: loading models is not free."""
-    sam = None
-    if options.sam_model:
-        from identity_pipeline.masks import SamSegmenter
-
-        sam = SamSegmenter(options.sam_model, device=options.device)
-    return select_segmenter(config, sam=sam)

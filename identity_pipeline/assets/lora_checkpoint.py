@@ -10,38 +10,40 @@ resumes from that folder's last checkpoint, and a changed config or training set
 
 Training never starts because a photo arrived: by default it runs only when launched (Materialize
 in the UI), and the UI shows it stale ("unsynced": training_set has a newer version) until then.
-With ``$IDENTITY_PIPELINE_TRAINING_CRON`` set when the code location loads (e.g. ``0 3 * * *``,
-timezone ``$IDENTITY_PIPELINE_TRAINING_TIMEZONE``, default UTC), the automation sensor also
-launches it at each tick of that schedule when the training set changed since it last trained.
+With ``training.launch.cron`` set in pipeline.yaml when the code location loads (e.g.
+``0 3 * * *``, ``training.launch.timezone``, default UTC), the automation sensor also launches it
+at each tick of that schedule when the training set changed since it last trained.
 """
 
 import hashlib
 import importlib.util
-import os
 import sys
 from pathlib import Path
-from typing import Any
 
 import dagster as dg
-import yaml
 
+from identity_pipeline.asset_names import LORA_CHECKPOINT, TRAINING_SET
 from identity_pipeline.assets.gpu import gpu_asset
-from identity_pipeline.assets.run_config import with_settings
+from identity_pipeline.assets.settings import run_config_class, settings_metadata, stage_settings
 from identity_pipeline.resources import SettingsResource, StorageResource
+from identity_pipeline.settings import SettingsError, build_config, load_settings, settings_path
 from identity_pipeline.storage import DATA_DIR_ENV, DataLayout, content_id
-from identity_pipeline.training.config import TrainingConfig
+from identity_pipeline.training.config import LaunchConfig, TrainingConfig
 
-ASSET_NAME = "lora_checkpoint"
-TRAINING_SET_ASSET = "training_set"
 TRAINER_MODULE = "identity_pipeline.training"
-TRAINING_CRON_ENV = "IDENTITY_PIPELINE_TRAINING_CRON"
-TRAINING_TIMEZONE_ENV = "IDENTITY_PIPELINE_TRAINING_TIMEZONE"
+SECTION = "training"
+TrainingRunConfig = run_config_class(TrainingConfig)
 
 
-def training_schedule_from_env() -> tuple[str | None, str]:
-    """(cron, timezone) from the environment; no cron: training runs only when launched."""
-    cron = os.environ.get(TRAINING_CRON_ENV, "").strip() or None
-    return cron, os.environ.get(TRAINING_TIMEZONE_ENV, "").strip() or "UTC"
+def training_schedule(layout: DataLayout) -> tuple[str | None, str]:
+    """(cron, timezone) of ``training.launch`` in the settings file; no cron: training runs
+    only when launched."""
+    settings = load_settings(settings_path(layout.root))
+    # Only this part of the section: a mistake elsewhere in it fails the training step with
+    # its line, not the loading of the code location.
+    values = settings.values(SECTION).get("launch") or {}
+    launch = build_config(LaunchConfig, values, (SECTION, "launch"), settings.locate)
+    return launch.cron, launch.timezone
 
 
 def training_automation_condition(
@@ -60,8 +62,8 @@ def training_automation_condition(
     try:
         tick = condition.cron_tick_passed(cron, timezone)
     except Exception as error:  # dagster's check error names neither the setting nor the fix
-        raise ValueError(
-            f"training schedule {cron!r} (${TRAINING_CRON_ENV}) is not a cron schedule such as "
+        raise SettingsError(
+            f"training schedule {cron!r} (training.launch.cron) is not a cron schedule such as "
             f"'0 3 * * *': {error}"
         ) from error
     changed = condition.missing() | condition.any_deps_updated().since_last_handled()
@@ -74,89 +76,46 @@ def training_automation_condition(
     ).with_label(f"on cron {cron} ({timezone}) if training_set changed")
 
 
-class LoraTrainingConfig(dg.Config):
-    """The knobs people change per run; ``trainer_overrides_yaml`` reaches every other one."""
-
-    base_model: str = "Qwen/Qwen-Image"  # a local diffusers folder or a hub id
-    family: str = "qwen-image"  # qwen-image | flux | sd3 | sdxl
-    max_steps: int = 1000
-    rank: int = 16
-    alpha: float = 16.0
-    include_mlp: bool = False
-    learning_rate: float = 1e-4
-    batch_size: int = 1
-    gradient_accumulation_steps: int = 1
-    mixed_precision: str = "bf16"  # bf16 | fp16 | no
-    gradient_checkpointing: bool = True
-    optimizer: str = "adamw"  # adamw | adamw8bit (needs bitsandbytes)
-    checkpoint_every_steps: int = 100
-    background_weight: float = 0.1
-    prior_preservation_weight: float = 0.0
-    seed: int = 42
-    max_text_tokens: int | None = None
-    sample_steps: int = 20
-    sample_seeds: list[int] = [0, 1]
-    sample_size: int | None = None  # square sample images; unset: the most common bucket
-    # YAML merged over the trainer config built from the fields above, e.g.
-    # "timesteps: {t_min: 0.1, t_max: 0.9}" (see identity_pipeline/training/config.py).
-    trainer_overrides_yaml: str = ""
-    # An accelerate config file (multi-GPU / multi-node); unset: one process on this machine.
-    accelerate_config_file: str | None = None
-    use_accelerate_launcher: bool = True
-
-
-def build_trainer_config(config: LoraTrainingConfig, layout: DataLayout) -> TrainingConfig:
-    """The trainer config for this materialization, output folder included."""
-    manifest = layout.table_path(TRAINING_SET_ASSET)
-    raw: dict[str, Any] = {
-        "seed": config.seed,
-        "max_steps": config.max_steps,
-        "batch_size": config.batch_size,
-        "gradient_accumulation_steps": config.gradient_accumulation_steps,
-        "mixed_precision": config.mixed_precision,
-        "gradient_checkpointing": config.gradient_checkpointing,
-        "model": {"family": config.family, "source": config.base_model},
-        "data": {
-            "manifest": str(manifest),
-            "data_root": str(layout.root),
-            "cache_dir": str(layout.cache_dir / "training"),
-            "max_text_tokens": config.max_text_tokens,
-        },
-        "lora": {"rank": config.rank, "alpha": config.alpha, "include_mlp": config.include_mlp},
-        "optimizer": {"name": config.optimizer, "learning_rate": config.learning_rate},
-        "loss": {
-            "background_weight": config.background_weight,
-            "prior_preservation_weight": config.prior_preservation_weight,
-        },
-        "checkpoint": {"every_steps": config.checkpoint_every_steps},
-        "samples": {
-            "num_inference_steps": config.sample_steps,
-            "seeds": list(config.sample_seeds),
-            "width": config.sample_size,
-            "height": config.sample_size,
-        },
+def _pipeline_owned(config: TrainingConfig) -> dict[str, str | None]:
+    """What lora_checkpoint sets for every run: the training set, the data root, the run folder."""
+    return {
+        "output_dir": config.output_dir,
+        "data.manifest": config.data.manifest,
+        "data.data_root": config.data.data_root,
     }
-    overrides = (
-        yaml.safe_load(config.trainer_overrides_yaml) if config.trainer_overrides_yaml else {}
+
+
+def build_trainer_config(settings: TrainingConfig, layout: DataLayout) -> TrainingConfig:
+    """The trainer config for this materialization: the ``training`` settings with the training
+    set, the data root, the cache (unless set) and a run folder keyed by config + training set."""
+    unset = _pipeline_owned(TrainingConfig())
+    for key, value in _pipeline_owned(settings).items():
+        if value != unset[key]:
+            raise SettingsError(
+                f"training.{key} is set by lora_checkpoint; remove it from pipeline.yaml and the "
+                "run config (it is for the standalone trainer only)"
+            )
+    manifest = layout.table_path(TRAINING_SET)
+    values = settings.to_dict()
+    values["data"].update(
+        manifest=str(manifest),
+        data_root=str(layout.root),
+        cache_dir=settings.data.cache_dir or str(layout.cache_dir / "training"),
     )
-    merged = _deep_merge(raw, overrides or {})
-    merged["output_dir"] = "pending"
-    trainer_config = TrainingConfig.from_dict(merged)
+    trainer_config = TrainingConfig.from_dict(values)
     run_key = content_id(trainer_config.fingerprint(), _file_digest(manifest), length=16)
-    trainer_config.output_dir = str(layout.asset_dir(ASSET_NAME) / "runs" / run_key)
+    trainer_config.output_dir = str(layout.asset_dir(LORA_CHECKPOINT) / "runs" / run_key)
     return trainer_config
 
 
-def launch_command(
-    config_path: Path, config: LoraTrainingConfig, mixed_precision: str
-) -> list[str]:
+def launch_command(config_path: Path, launch: LaunchConfig, mixed_precision: str) -> list[str]:
     """``accelerate launch`` when available (it owns multi-GPU/multi-node), else plain python."""
     trainer = ["-m", TRAINER_MODULE, "--config", str(config_path)]
-    if not config.use_accelerate_launcher or importlib.util.find_spec("accelerate") is None:
+    if not launch.use_accelerate or importlib.util.find_spec("accelerate") is None:
         return [sys.executable, *trainer]
     launcher = [sys.executable, "-m", "accelerate.commands.launch"]
-    if config.accelerate_config_file:
-        launcher += ["--config_file", config.accelerate_config_file]
+    if launch.accelerate_config_file:
+        launcher += ["--config_file", launch.accelerate_config_file]
     else:
         # Spelled out so accelerate neither warns about defaults nor reads a stray user config.
         launcher += [
@@ -169,7 +128,8 @@ def launch_command(
 
 
 @gpu_asset(
-    deps=[TRAINING_SET_ASSET],
+    name=LORA_CHECKPOINT,
+    deps=[TRAINING_SET],
     group_name="training",
     kinds={"pytorch", "safetensors"},
     description="A LoRA that learned the faces of the training set's identities: masked "
@@ -179,39 +139,33 @@ def launch_command(
 )
 def lora_checkpoint(
     context: dg.AssetExecutionContext,
-    config: LoraTrainingConfig,
+    config: TrainingRunConfig,  # type: ignore[valid-type]
     storage: StorageResource,
     settings: SettingsResource,
     pipes_subprocess_client: dg.PipesSubprocessClient,
 ):
     layout = storage.layout
-    config = with_settings(config, settings, layout, "training")
-    manifest = layout.table_path(TRAINING_SET_ASSET)
+    training = stage_settings(settings, layout, SECTION, config, TrainingConfig)
+    manifest = layout.table_path(TRAINING_SET)
     if not manifest.is_file():
         raise dg.Failure(
-            description=f"{TRAINING_SET_ASSET} has not been materialized: {manifest} is missing."
+            description=f"{TRAINING_SET} has not been materialized: {manifest} is missing."
         )
-    trainer_config = build_trainer_config(config, layout)
+    try:
+        trainer_config = build_trainer_config(training, layout)
+    except (SettingsError, ValueError) as error:
+        raise dg.Failure(description=str(error)) from error
     run_dir = Path(trainer_config.output_dir)
     config_path = trainer_config.save(run_dir / "launch_config.yaml")
-    command = launch_command(config_path, config, trainer_config.mixed_precision)
+    command = launch_command(config_path, training.launch, trainer_config.mixed_precision)
     context.log.info(f"training in {run_dir}: {' '.join(command)}")
     invocation = pipes_subprocess_client.run(
         context=context,
         command=command,
         env={DATA_DIR_ENV: str(layout.root)},
     )
-    return invocation.get_materialize_result()
-
-
-def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for key, value in override.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _deep_merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
+    result = invocation.get_materialize_result()
+    return result._replace(metadata={**(result.metadata or {}), **settings_metadata(training)})
 
 
 def _file_digest(path: Path) -> str:

@@ -5,32 +5,29 @@ import time
 import dagster as dg
 import pandas as pd
 
+from identity_pipeline.asset_names import PHOTO_TILES
 from identity_pipeline.assets.metadata import sheet_metadata, table_metadata
-from identity_pipeline.collage import DEFAULT_CONFIG
+from identity_pipeline.assets.settings import run_config_class, settings_metadata, stage_settings
 from identity_pipeline.collage.album_tiles import (
-    face_evidence_key,
-    face_finder,
+    TilingConfig,
+    face_evidence,
     tile_album,
     tiles_file_names,
     tiles_problems,
 )
 from identity_pipeline.collage.hints import find_hints_file, parse_hints
+from identity_pipeline.faces import FaceConfig
 from identity_pipeline.partitions import albums_partitions
 from identity_pipeline.previews import SheetItem
-from identity_pipeline.resources import FaceBackendResource, StorageResource
+from identity_pipeline.resources import FaceBackendResource, SettingsResource, StorageResource
 from identity_pipeline.storage import prune_files
 
-TILES_ASSET = "photo_tiles"
-
-
-class PhotoTilesConfig(dg.Config):
-    max_previews: int = 24
-    # Detect faces on each photo first, so the splitter never cuts a seam through a face.
-    use_face_evidence: bool = True
+SECTION = "collage"
+TilingRunConfig = run_config_class(TilingConfig)
 
 
 @dg.asset(
-    name=TILES_ASSET,
+    name=PHOTO_TILES,
     partitions_def=albums_partitions,
     group_name="photos",
     kinds={"python", "parquet", "opencv"},
@@ -41,20 +38,26 @@ class PhotoTilesConfig(dg.Config):
     check_specs=[
         dg.AssetCheckSpec(
             "tiles_inside_photo_and_disjoint",
-            asset=TILES_ASSET,
+            asset=PHOTO_TILES,
             description="Every tile lies inside its photo; tiles of one photo do not overlap.",
         )
     ],
 )
 def photo_tiles(
     context: dg.AssetExecutionContext,
-    config: PhotoTilesConfig,
+    config: TilingRunConfig,  # type: ignore[valid-type]
     storage: StorageResource,
+    settings: SettingsResource,
     face_backend: FaceBackendResource,
     raw_photos: pd.DataFrame,
 ):
     album = context.partition_key
     layout = storage.layout
+    tiling_config = stage_settings(settings, layout, SECTION, config, TilingConfig)
+    backend = None
+    if tiling_config.use_face_evidence:  # the faces settings name the model
+        backend = face_backend.get(stage_settings(settings, layout, "faces", None, FaceConfig))
+    find_faces, evidence = face_evidence(tiling_config, backend)
     album_dir = layout.album_dir(album)
     hints_path = find_hints_file(album_dir)
     try:
@@ -62,24 +65,23 @@ def photo_tiles(
     except ValueError as error:
         raise dg.Failure(description=f"{hints_path}: {error}") from error
 
-    backend = face_backend.get()
-    previous_path = layout.table_path(TILES_ASSET, album)
+    previous_path = layout.table_path(PHOTO_TILES, album)
     previous = pd.read_parquet(previous_path) if previous_path.exists() else None
     started = time.perf_counter()
     tiling = tile_album(
         album_dir,
         raw_photos,
-        layout.files_dir(TILES_ASSET, album),
+        layout.files_dir(PHOTO_TILES, album),
         layout.root,
         hints,
         previous,
-        DEFAULT_CONFIG,
-        max_previews=config.max_previews,
-        find_faces=face_finder(backend) if config.use_face_evidence else None,
-        face_evidence=face_evidence_key(backend) if config.use_face_evidence else "",
+        tiling_config.split,
+        max_previews=tiling_config.max_previews,
+        find_faces=find_faces,
+        face_evidence=evidence,
     )
     referenced = set(tiles_file_names(tiling.tiles)) | set(tiles_file_names(previous))
-    pruned = prune_files(layout.files_dir(TILES_ASSET, album), keep=referenced)
+    pruned = prune_files(layout.files_dir(PHOTO_TILES, album), keep=referenced)
     for path, reason in tiling.failures.items():
         context.log.warning(f"{album}/{path}: {reason}")
     tiles = tiling.tiles
@@ -102,11 +104,12 @@ def photo_tiles(
         "ms_per_split": round(1000 * tiling.seconds_splitting / max(1, tiling.split_photos), 1),
         "stale_files_pruned": len(pruned),
         "seconds": round(time.perf_counter() - started, 3),
+        **settings_metadata(tiling_config),
     }
     items = [SheetItem(image, caption) for caption, image in tiling.previews]
     metadata.update(
         sheet_metadata(
-            layout.asset_dir(TILES_ASSET, album),
+            layout.asset_dir(PHOTO_TILES, album),
             "collages_with_cuts",
             items,
             "collages",

@@ -4,18 +4,17 @@ import time
 
 import dagster as dg
 
+from identity_pipeline.asset_names import RAW_PHOTOS
 from identity_pipeline.assets.metadata import sheet_metadata, table_metadata
+from identity_pipeline.assets.settings import run_config_class, settings_metadata, stage_settings
 from identity_pipeline.partitions import albums_partitions
 from identity_pipeline.photos import PhotoLimits, inspect_album, photos_frame, status_counts
 from identity_pipeline.previews import SheetItem
-from identity_pipeline.resources import StorageResource
+from identity_pipeline.resources import SettingsResource, StorageResource
 
 MAX_SHEET_PHOTOS = 48
-
-
-class RawPhotosConfig(dg.Config):
-    max_pixels: int = PhotoLimits.max_pixels
-    max_file_bytes: int = PhotoLimits.max_file_bytes
+SECTION = "photos"
+PhotosRunConfig = run_config_class(PhotoLimits)
 
 
 RAW_PHOTOS_SCHEMA = dg.TableSchema(
@@ -35,6 +34,7 @@ RAW_PHOTOS_SCHEMA = dg.TableSchema(
 
 
 @dg.asset(
+    name=RAW_PHOTOS,
     partitions_def=albums_partitions,
     group_name="photos",
     kinds={"python", "parquet"},
@@ -43,15 +43,19 @@ RAW_PHOTOS_SCHEMA = dg.TableSchema(
     metadata={"dagster/column_schema": RAW_PHOTOS_SCHEMA},
     check_specs=[
         dg.AssetCheckSpec(
-            "unique_photo_ids", asset="raw_photos", description="Each usable photo appears once."
+            "unique_photo_ids", asset=RAW_PHOTOS, description="Each usable photo appears once."
         )
     ],
 )
 def raw_photos(
-    context: dg.AssetExecutionContext, config: RawPhotosConfig, storage: StorageResource
+    context: dg.AssetExecutionContext,
+    config: PhotosRunConfig,  # type: ignore[valid-type]
+    storage: StorageResource,
+    settings: SettingsResource,
 ):
     album = context.partition_key
     layout = storage.layout
+    limits = stage_settings(settings, layout, SECTION, config, PhotoLimits)
     album_dir = layout.album_dir(album)
     if not album_dir.is_dir():
         raise dg.Failure(
@@ -60,7 +64,6 @@ def raw_photos(
             "partition on its next tick (put the folder back to keep the album).",
         )
     started = time.perf_counter()
-    limits = PhotoLimits(max_pixels=config.max_pixels, max_file_bytes=config.max_file_bytes)
     inspected = inspect_album(album_dir, limits)
     records = [item.record for item in inspected]
     for record in records:
@@ -83,11 +86,10 @@ def raw_photos(
         "counts_by_status": dg.MetadataValue.json(status_counts(records)),
         "skipped_files": table_metadata(skipped),
         "seconds": round(time.perf_counter() - started, 3),
+        **settings_metadata(limits),
     }
     metadata.update(
-        sheet_metadata(
-            layout.asset_dir("raw_photos", album), "contact_sheet", sheet_items, "photos"
-        )
+        sheet_metadata(layout.asset_dir(RAW_PHOTOS, album), "contact_sheet", sheet_items, "photos")
     )
     yield dg.Output(frame, metadata=metadata)
 

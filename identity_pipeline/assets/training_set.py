@@ -6,7 +6,9 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 
+from identity_pipeline.asset_names import IDENTITY_MASKS, TRAINING_SET
 from identity_pipeline.assets.metadata import image_metadata, table_metadata
+from identity_pipeline.assets.settings import run_config_class, settings_metadata, stage_settings
 from identity_pipeline.dataset import (
     DatasetConfig,
     build_training_set,
@@ -14,57 +16,50 @@ from identity_pipeline.dataset import (
     write_previews,
 )
 from identity_pipeline.resources import SettingsResource, StorageResource
-from identity_pipeline.settings import SettingsError
 from identity_pipeline.storage import prune_files
 
-TRAINING_SET_ASSET = "training_set"
-MASKS_ASSET = "identity_masks"
+SECTION = "dataset"
+DatasetRunConfig = run_config_class(DatasetConfig)
 
 
 @dg.asset(
-    name=TRAINING_SET_ASSET,
+    name=TRAINING_SET,
     group_name="training",
     kinds={"python", "parquet"},
     automation_condition=dg.AutomationCondition.eager(),
-    ins={MASKS_ASSET: dg.AssetIn(partition_mapping=dg.AllPartitionMapping())},
+    ins={IDENTITY_MASKS: dg.AssetIn(partition_mapping=dg.AllPartitionMapping())},
     description="The training samples of every album: face-blurred image + the person's mask at "
     "an aspect bucket, caption, repeats (rare people upsampled, capped), train/holdout split by "
     "photo. Exports: kohya/musubi folders and a diffusers imagefolder JSONL under export/.",
     check_specs=[
         dg.AssetCheckSpec(
             "holdout_never_trained",
-            asset=TRAINING_SET_ASSET,
+            asset=TRAINING_SET,
             description="No photo has samples in both the train and the holdout split.",
         )
     ],
 )
 def training_set(
     context: dg.AssetExecutionContext,
+    config: DatasetRunConfig,  # type: ignore[valid-type]
     storage: StorageResource,
     settings: SettingsResource,
     identity_masks: dict[str, pd.DataFrame],
 ):
     layout = storage.layout
-    try:
-        config = settings.section(layout, "dataset", DatasetConfig)
-    except SettingsError as error:
-        raise dg.Failure(description=str(error)) from error
+    dataset_config = stage_settings(settings, layout, SECTION, config, DatasetConfig)
     samples = _concat(identity_masks)
-    out_dir = layout.files_dir(TRAINING_SET_ASSET)
-    committed = _committed_file_names(layout.table_path(TRAINING_SET_ASSET))
+    out_dir = layout.files_dir(TRAINING_SET)
+    committed = _committed_file_names(layout.table_path(TRAINING_SET))
     started = time.perf_counter()
-    result = build_training_set(samples, layout.root, out_dir, config, workers=2)
+    result = build_training_set(samples, layout.root, out_dir, dataset_config, workers=2)
     manifest = result.manifest
     for folder, keep in result.file_names().items():
         # The committed manifest's files too: it stays the asset's value until this run's
         # manifest replaces it, and a run killed in between must not leave it pointing at nothing.
         prune_files(out_dir / folder, keep | committed)
-    export = export_training_set(
-        manifest, layout.root, layout.asset_dir(TRAINING_SET_ASSET) / "export"
-    )
-    previews = write_previews(
-        result, layout.root, layout.asset_dir(TRAINING_SET_ASSET) / "previews"
-    )
+    export = export_training_set(manifest, layout.root, layout.asset_dir(TRAINING_SET) / "export")
+    previews = write_previews(result, layout.root, layout.asset_dir(TRAINING_SET) / "previews")
 
     train = manifest[manifest["split"] == "train"]
     metadata: dict[str, object] = {
@@ -80,8 +75,8 @@ def training_set(
         "files_written": result.files_written,
         "export_dir": dg.MetadataValue.path(str(export.export_dir)),
         "kohya_folders": dg.MetadataValue.json(export.kohya_folders),
-        "config_hash": result.config_hash,
         "seconds": round(time.perf_counter() - started, 3),
+        **settings_metadata(dataset_config),
     }
     metadata.update(image_metadata("samples_per_identity", previews.balance_chart))
     metadata.update(image_metadata("bucket_histogram", previews.bucket_chart))

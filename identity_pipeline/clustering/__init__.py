@@ -13,6 +13,7 @@ from identity_pipeline.clustering.cluster import (
     ROUND_ONE,
     ClusteringResult,
     cluster_faces,
+    config_for_faces,
     face_clusters_table,
 )
 from identity_pipeline.clustering.config import (
@@ -44,6 +45,7 @@ __all__ = [
     "Scores",
     "bcubed",
     "cluster_faces",
+    "config_for_faces",
     "face_clusters_table",
     "load_cluster_config",
     "pairwise",

@@ -12,6 +12,7 @@ from typing import Any
 
 import pandas as pd
 
+from identity_pipeline.settings import add_settings_option, command_settings
 from identity_pipeline.storage import atomic_write_table
 
 
@@ -37,6 +38,7 @@ def read_faces_tables(paths: list[Path]) -> pd.DataFrame:
 
 def _cmd_cluster(args: argparse.Namespace) -> int:
     from identity_pipeline.clustering import (
+        ClusterConfig,
         ClusterConfigError,
         cluster_faces,
         face_clusters_table,
@@ -51,7 +53,9 @@ def _cmd_cluster(args: argparse.Namespace) -> int:
     faces = read_faces_tables([Path(p) for p in args.faces])
     try:
         backend = args.backend or backend_of(faces)
-        config = load_cluster_config(backend, args.thresholds, **_parse_overrides(args.set))
+        overrides = command_settings(args).given("clustering", ClusterConfig)
+        overrides.update(_parse_overrides(args.set))
+        config = load_cluster_config(backend, args.thresholds, **overrides)
         result = cluster_faces(faces, config)
     except (ClusterConfigError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
@@ -90,7 +94,9 @@ def add_cluster_command(subparsers: argparse._SubParsersAction) -> argparse.Argu
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="override one threshold, e.g. --set merge_min_mean_cosine=0.45 (repeatable)",
+        help="override one threshold, e.g. --set merge_min_mean_cosine=0.45 (repeatable; "
+        "applied over the clustering settings of pipeline.yaml)",
     )
+    add_settings_option(parser)
     parser.set_defaults(handler=_cmd_cluster)
     return parser

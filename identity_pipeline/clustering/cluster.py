@@ -126,6 +126,14 @@ def backend_of(faces: pd.DataFrame) -> str:
     return str(spaces["backend"].iloc[0])
 
 
+def config_for_faces(faces: pd.DataFrame, **overrides: Any) -> ClusterConfig:
+    """The thresholds of the table's embedding space (the shipped section of its backend) with
+    ``overrides`` (the ``clustering`` settings); an empty table has no backend and needs none."""
+    if faces.empty:
+        return ClusterConfig(**overrides)
+    return load_cluster_config(backend_of(faces), **overrides)
+
+
 def _check_faces(faces: pd.DataFrame) -> None:
     missing = [c for c in REQUIRED_FACE_COLUMNS if c not in faces.columns]
     if missing:
@@ -391,7 +399,7 @@ def cluster_faces(
     """
     _check_faces(faces)
     if config is None:
-        config = load_cluster_config(backend_of(faces))
+        config = config_for_faces(faces)
     elif "backend" in faces.columns and not faces.empty:
         backend_of(faces)  # still refuse mixed embedding spaces
     ordered = unique_faces(faces)

@@ -1,7 +1,8 @@
 """Clustering thresholds: one frozen dataclass, filled per face backend from a YAML file.
 
 The shipped ``thresholds.yaml`` holds one section per backend because cosine scales differ a lot
-between embedding models; a user YAML of the same shape overrides any key of it.
+between embedding models; the ``clustering`` section of pipeline.yaml (and a user YAML of the
+shipped file's shape, for the CLI) overrides any key of it.
 """
 
 from __future__ import annotations

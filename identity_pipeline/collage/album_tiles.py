@@ -48,6 +48,17 @@ TILE_DTYPES: dict[str, str] = {
 }
 
 
+@dataclass(frozen=True)
+class TilingConfig:
+    """The ``collage`` settings: the splitter's thresholds and how photo_tiles uses it."""
+
+    split: SplitConfig = field(default_factory=SplitConfig)
+    # Find the faces of each photo first, so that no seam is cut through a face.
+    use_face_evidence: bool = True
+    # Collages shown with their cut lines in the asset's contact sheet.
+    max_previews: int = 24
+
+
 @dataclass
 class AlbumTiling:
     tiles: pd.DataFrame
@@ -83,6 +94,13 @@ def face_finder(backend, side: int = FACE_EVIDENCE_SIDE) -> FaceFinder:
 def face_evidence_key(backend, side: int = FACE_EVIDENCE_SIDE) -> str:
     """Which detector gave the evidence: part of the split cache key."""
     return f"{backend.name}:{backend.model_sha256[:12]}:{side}"
+
+
+def face_evidence(config: TilingConfig, backend) -> tuple[FaceFinder | None, str]:
+    """``tile_album``'s ``find_faces`` and ``face_evidence`` for these settings and backend."""
+    if not config.use_face_evidence:
+        return None, ""
+    return face_finder(backend), face_evidence_key(backend)
 
 
 def split_key(config: SplitConfig, hint: Hint | None, face_evidence: str = "") -> str:

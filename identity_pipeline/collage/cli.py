@@ -1,4 +1,5 @@
-"""`identity-pipeline split IMAGE... [--hints FILE]`: tile boxes of images as JSON lines."""
+"""`identity-pipeline split IMAGE... [--hints FILE]`: tile boxes of images as JSON lines, with the
+``collage`` settings of pipeline.yaml (or ``--settings``)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import json
 import sys
 from pathlib import Path
 from typing import Any
+
+from identity_pipeline.settings import add_settings_option, command_settings
 
 
 def add_split_command(subparsers: Any) -> argparse.ArgumentParser:
@@ -24,6 +27,7 @@ def add_split_command(subparsers: Any) -> argparse.ArgumentParser:
         type=Path,
         help="split_hints.csv/.yaml whose entries override the splitter (matched by file name)",
     )
+    add_settings_option(parser)
     parser.set_defaults(handler=run_split_command)
     return parser
 
@@ -32,10 +36,12 @@ def run_split_command(args: argparse.Namespace) -> int:
     """Split each image; an unreadable image prints an ``error`` object and the exit code is 1."""
     import numpy as np
 
+    from identity_pipeline.collage.album_tiles import TilingConfig
     from identity_pipeline.collage.hints import apply_hint, hint_for, parse_hints
     from identity_pipeline.collage.split import split_image
     from identity_pipeline.photos import load_photo
 
+    config = command_settings(args).section("collage", TilingConfig).split
     hints = parse_hints(args.hints) if args.hints else {}
     status = 0
     for image_arg in args.images:
@@ -49,7 +55,7 @@ def run_split_command(args: argparse.Namespace) -> int:
         if hint is not None:
             result = apply_hint(hint, photo.width, photo.height)
         else:
-            result = split_image(np.asarray(photo))
+            result = split_image(np.asarray(photo), config)
         print(json.dumps({"image": image_arg, **result.to_json()}, ensure_ascii=False))
     sys.stdout.flush()
     return status

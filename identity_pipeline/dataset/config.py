@@ -1,18 +1,17 @@
-"""Every knob of the training set: captions, selection rules, holdout, balance, buckets.
+"""The ``dataset`` settings: captions, selection rules, holdout, balance, buckets.
 
-A frozen dataclass with a default for every field; ``from_dict`` rejects unknown keys so a typo
-in a run config never silently builds with a default. ``hash()`` belongs in any cache key of the
-training set: changing a value changes it.
+A frozen dataclass with a default for every field (read from pipeline.yaml through
+``identity_pipeline.settings``, which rejects unknown keys and wrong types). ``hash()`` belongs in
+any cache key of the training set: changing a value changes it.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
-import json
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, Literal
+
+from identity_pipeline.settings import build_config, config_dict, stable_hash
 
 # Bump when code changes alter the files or rows built from the same inputs and config
 # (resampling, crop rule, encoding): it is part of the hash and of every output file name.
@@ -87,26 +86,15 @@ class DatasetConfig:
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> DatasetConfig:
-        """A config from plain values (YAML, JSON, Dagster config); lists become tuples."""
-        known = {field.name for field in dataclasses.fields(cls)}
-        unknown = sorted(set(raw) - known)
-        if unknown:
-            raise ValueError(f"unknown DatasetConfig key(s): {', '.join(unknown)}")
-        values = {
-            key: tuple(value) if isinstance(value, list) else value for key, value in raw.items()
-        }
-        return cls(**values)
+        """A config from plain values (YAML, JSON); lists become tuples."""
+        return build_config(cls, raw, ("dataset",))
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            key: list(value) if isinstance(value, tuple) else value
-            for key, value in asdict(self).items()
-        }
+        return config_dict(self)
 
     def hash(self) -> str:
         """A short, stable digest of every field and the dataset version."""
-        payload = json.dumps({"dataset_version": DATASET_VERSION, **self.to_dict()}, sort_keys=True)
-        return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:16]
+        return stable_hash({"dataset_version": DATASET_VERSION, **self.to_dict()})
 
 
 def _problems(config: DatasetConfig) -> list[str]:

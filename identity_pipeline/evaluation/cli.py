@@ -19,6 +19,8 @@ import json
 import sys
 from pathlib import Path
 
+from identity_pipeline.settings import add_settings_option, command_settings
+
 # evaluation.config.DEFAULT_COPY_THRESHOLD, repeated: importing the package would slow --help.
 DEFAULT_COPY_THRESHOLD = 0.85
 
@@ -27,7 +29,7 @@ def _cmd_fidelity(args: argparse.Namespace) -> int:
     from identity_pipeline.evaluation.embedding import folder_faces, reference_from_folder
     from identity_pipeline.evaluation.metrics import GeneratedImage, score_identities
     from identity_pipeline.evaluation.report import plain, scores_json, text_report
-    from identity_pipeline.faces import BACKEND_NAMES, FaceCache, FaceConfig, get_backend
+    from identity_pipeline.faces import BACKEND_NAMES, FaceCache, FaceConfig, backend_for
     from identity_pipeline.storage import DataLayout, atomic_write_text
 
     folders = {"reference": args.reference, "generated": args.generated}
@@ -40,8 +42,9 @@ def _cmd_fidelity(args: argparse.Namespace) -> int:
     if args.backend and args.backend not in BACKEND_NAMES:
         print(f"error: unknown backend {args.backend!r}", file=sys.stderr)
         return 2
-    backend = get_backend(args.backend or None)
-    config = FaceConfig()
+    overrides = {"backend": args.backend} if args.backend else {}
+    config = command_settings(args).section("faces", FaceConfig, overrides)
+    backend = backend_for(config)
     cache = None
     if not args.no_cache:
         cache_dir = args.cache_dir or DataLayout.from_env(args.data_dir).cache_dir / "faces"
@@ -136,5 +139,6 @@ def add_fidelity_command(subparsers: argparse._SubParsersAction) -> argparse.Arg
     parser.add_argument("--data-dir", help="storage root whose cache/faces is used")
     parser.add_argument("--cache-dir", help="face cache folder (default: <data root>/cache/faces)")
     parser.add_argument("--no-cache", action="store_true", help="do not read or write the cache")
+    add_settings_option(parser)
     parser.set_defaults(handler=_cmd_fidelity)
     return parser

@@ -1,4 +1,4 @@
-"""Every knob of the fidelity evaluation, in one frozen dataclass with its defaults.
+"""The ``fidelity`` settings: every knob of the fidelity evaluation, with its defaults.
 
 ``hash()`` keys the per-checkpoint results on disk: changing a prompt, a seed or the sampler
 settings re-generates, changing only how checkpoints are ranked re-scores from what is stored.
@@ -6,12 +6,11 @@ settings re-generates, changing only how checkpoints are ranked re-scores from w
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
-import json
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
+
+from identity_pipeline.settings import build_config, config_dict, stable_hash
 
 # The dataset's caption placeholder (identity_pipeline.dataset.config.NAME_PLACEHOLDER): prompts
 # here use the same one, so a caption template can be pasted in as is.
@@ -32,11 +31,19 @@ KIND_PAIR = "pair"
 PROMPT_KINDS = (KIND_CAPTION, KIND_SOLO, KIND_PAIR)
 
 
+# Which training run is evaluated, not how: left out of ``FidelityConfig.hash``.
+RUN_CHOICE_FIELDS = ("run_dir",)
+
+
 @dataclass(frozen=True)
 class FidelityConfig:
+    # The training run folder to evaluate; unset: the run of the latest lora_checkpoint
+    # materialization.
+    run_dir: str | None = None
     # Prompts, ``{name}`` replaced by the identity. "caption": the identity's most frequent
     # training caption (what the LoRA was trained on); "solo": one person; "pair": the identity
-    # and someone else, whose face shows whether the identity leaks onto other people.
+    # and someone else, whose face shows whether the identity leaks onto other people. An empty
+    # or null prompt is skipped.
     use_training_caption: bool = True
     solo_prompt: str | None = "A close-up photo of {name}, looking at the camera"
     pair_prompt: str | None = "A photo of {name} standing next to another person"
@@ -85,7 +92,13 @@ class FidelityConfig:
     save_images: bool = True
     max_sample_images: int = 24
 
+    # Keys of earlier versions, and where they live now.
+    RENAMED: ClassVar[dict[str, str]] = {"sample_size": "width and height"}
+
     def __post_init__(self) -> None:
+        for name in ("solo_prompt", "pair_prompt"):
+            if getattr(self, name) == "":
+                object.__setattr__(self, name, None)
         problems: list[str] = []
         if not self.seeds:
             problems.append("seeds must not be empty")
@@ -108,19 +121,10 @@ class FidelityConfig:
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> FidelityConfig:
-        known = {field.name for field in dataclasses.fields(cls)}
-        unknown = sorted(set(raw) - known)
-        if unknown:
-            raise ValueError(f"unknown FidelityConfig key(s): {', '.join(unknown)}")
-        values = dict(raw)
-        if "seeds" in values:
-            values["seeds"] = tuple(int(seed) for seed in values["seeds"])
-        return cls(**values)
+        return build_config(cls, raw, ("fidelity",))
 
     def to_dict(self) -> dict[str, Any]:
-        values = asdict(self)
-        values["seeds"] = list(self.seeds)
-        return values
+        return config_dict(self)
 
     def generation_hash(self) -> str:
         """What the generated images depend on (not how they are scored or ranked)."""
@@ -137,12 +141,11 @@ class FidelityConfig:
             "cpu_max_side",
         )
         values = {key: self.to_dict()[key] for key in keys}
-        payload = json.dumps({"version": EVALUATION_VERSION, **values}, sort_keys=True)
-        return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:16]
+        return stable_hash({"version": EVALUATION_VERSION, **values})
 
     def hash(self) -> str:
-        payload = json.dumps({"version": EVALUATION_VERSION, **self.to_dict()}, sort_keys=True)
-        return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:16]
+        values = {k: v for k, v in self.to_dict().items() if k not in RUN_CHOICE_FIELDS}
+        return stable_hash({"version": EVALUATION_VERSION, **values})
 
 
 def fill_name(template: str, identity: str) -> str:

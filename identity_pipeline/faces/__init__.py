@@ -60,6 +60,16 @@ def get_backend(name: str | None = None, **options: Any) -> FaceBackend:
     raise ValueError(f"unknown face backend {chosen!r}; choose one of {', '.join(BACKEND_NAMES)}")
 
 
+def backend_for(config: FaceConfig) -> FaceBackend:
+    """The backend the ``faces`` settings name (``backend``, ``insightface_pack``,
+    ``insightface_root``); an empty ``backend`` is ``default_backend_name()``."""
+    name = config.backend or default_backend_name()
+    if name != INSIGHTFACE:
+        return get_backend(name)
+    root = {"root": config.insightface_root} if config.insightface_root else {}
+    return get_backend(name, pack=config.insightface_pack, **root)
+
+
 __all__ = [
     "BACKEND_NAMES",
     "FACE_DTYPES",
@@ -75,6 +85,7 @@ __all__ = [
     "ModelPackMissingError",
     "TileFace",
     "analyse_tile",
+    "backend_for",
     "default_backend_name",
     "embeddings_matrix",
     "faces_for_tile",

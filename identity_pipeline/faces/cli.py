@@ -13,24 +13,23 @@ import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from identity_pipeline.faces import (
     BACKEND_NAMES,
-    INSIGHTFACE,
     FaceBackend,
     FaceCache,
     FaceConfig,
     FaceRecord,
+    backend_for,
     faces_for_tile,
     faces_frame,
-    get_backend,
 )
 from identity_pipeline.faces.records import faces_table
 from identity_pipeline.photos.albums import is_hidden_or_system
 from identity_pipeline.photos.inspect import IMAGE_EXTENSIONS, load_photo
+from identity_pipeline.settings import add_settings_option, command_settings
 from identity_pipeline.storage import DataLayout, atomic_write_table, sha256_bytes
 
 CACHE_SUBDIR = "faces"
@@ -117,13 +116,14 @@ def _progress_bar(total: int) -> Callable[[Iterable[Path]], Iterable[Path]] | No
     return lambda items: tqdm(items, total=total, unit="photo", desc="faces", file=sys.stderr)
 
 
-def _backend_options(args: argparse.Namespace) -> dict[str, Any]:
-    if args.backend != INSIGHTFACE:
-        return {}
-    options: dict[str, Any] = {"pack": args.insightface_pack}
-    if args.insightface_root:
-        options["root"] = args.insightface_root
-    return options
+# Command-line flags -> fields of the faces settings they override.
+FLAG_FIELDS = {
+    "backend": "backend",
+    "insightface_pack": "insightface_pack",
+    "insightface_root": "insightface_root",
+    "min_face_px": "min_face_px",
+    "det_score": "det_score_threshold",
+}
 
 
 def _cmd_faces(args: argparse.Namespace) -> int:
@@ -134,12 +134,14 @@ def _cmd_faces(args: argparse.Namespace) -> int:
     if missing:
         print(f"error: no such file or folder: {', '.join(missing)}", file=sys.stderr)
         return 2
+    given = {field: getattr(args, flag) for flag, field in FLAG_FIELDS.items()}
+    overrides = {field: value for field, value in given.items() if value is not None}
+    config = command_settings(args).section("faces", FaceConfig, overrides)
     try:
-        backend = get_backend(args.backend, **_backend_options(args))
+        backend = backend_for(config)
     except ModelFileError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    config = FaceConfig(min_face_px=args.min_face_px, det_score_threshold=args.det_score)
     cache = None
     if not args.no_cache:
         default_dir = DataLayout.from_env().cache_dir / CACHE_SUBDIR
@@ -159,7 +161,6 @@ def _cmd_faces(args: argparse.Namespace) -> int:
 
 def add_faces_command(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register ``faces`` on the main parser's subcommands."""
-    defaults = FaceConfig()
     parser = subparsers.add_parser(
         "faces",
         help="detect and embed faces in images or folders (recursive) into a Parquet table",
@@ -170,17 +171,23 @@ def add_faces_command(subparsers: argparse._SubParsersAction) -> argparse.Argume
         "--backend",
         choices=BACKEND_NAMES,
         default=None,
-        help="default: insightface where onnxruntime has CUDA, else offline",
+        help="default: faces.backend, else insightface where onnxruntime has CUDA, else offline",
     )
-    parser.add_argument("--insightface-pack", default="buffalo_l")
+    parser.add_argument("--insightface-pack", default=None, help="default: faces.insightface_pack")
     parser.add_argument(
         "--insightface-root",
         default=None,
-        help="folder holding models/<pack>/ (default: $INSIGHTFACE_ROOT or ~/.insightface)",
+        help="folder holding models/<pack>/ (default: faces.insightface_root, $INSIGHTFACE_ROOT "
+        "or ~/.insightface)",
     )
     parser.add_argument("--cache-dir", default=None, help="default: <data root>/cache/faces")
     parser.add_argument("--no-cache", action="store_true")
-    parser.add_argument("--min-face-px", type=float, default=defaults.min_face_px)
-    parser.add_argument("--det-score", type=float, default=defaults.det_score_threshold)
+    parser.add_argument(
+        "--min-face-px", type=float, default=None, help="default: faces.min_face_px"
+    )
+    parser.add_argument(
+        "--det-score", type=float, default=None, help="default: faces.det_score_threshold"
+    )
+    add_settings_option(parser)
     parser.set_defaults(handler=_cmd_faces)
     return parser

@@ -1,22 +1,34 @@
-"""Every threshold of face detection and scoring, in one frozen dataclass with its defaults.
+"""The ``faces`` settings: which face model, and every threshold of detection and scoring.
 
-The config's hash is part of the cache key: changing any value re-computes cached tiles.
+The config's hash is part of the cache key: changing a threshold re-computes cached tiles.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import asdict, dataclass
 from functools import cached_property
+
+from identity_pipeline.settings import stable_hash
 
 # Bump when code changes alter results for the same config (new merge rule, new quality formula):
 # it is part of the cache key, so old cache entries stop matching.
 PIPELINE_VERSION = 1
 
 
+# Fields that choose the model rather than how it is used: the cache keys on the loaded model's
+# own hash instead, so they stay out of ``FaceConfig.hash``.
+MODEL_CHOICE_FIELDS = ("backend", "insightface_pack", "insightface_root")
+
+
 @dataclass(frozen=True)
 class FaceConfig:
+    # The detector + embedder: "offline" (YuNet + SFace from a registry wheel, runs anywhere),
+    # "insightface" (a model pack such as buffalo_l in <insightface_root>/models/<pack>/), or ""
+    # for insightface where onnxruntime has CUDA and offline elsewhere. photo_tiles (faces as
+    # evidence against cuts) and identity_fidelity use the same one.
+    backend: str = ""
+    insightface_pack: str = "buffalo_l"
+    insightface_root: str | None = None  # unset: $INSIGHTFACE_ROOT or ~/.insightface
     # Sizes are the longer side of a face box in tile pixels.
     min_face_px: float = 20.0  # the smallest face that must be found; scales are chosen for it
     discard_below_px: float = 12.0  # smaller detections are dropped (too small to embed)
@@ -39,6 +51,8 @@ class FaceConfig:
 
     def __post_init__(self) -> None:
         problems = []
+        if self.backend not in ("", "offline", "insightface"):
+            problems.append(f"backend must be '', 'offline' or 'insightface', got {self.backend!r}")
         if self.min_face_px <= 0 or self.discard_below_px < 0:
             problems.append("face sizes must be positive")
         if self.pyramid_step <= 1.0:
@@ -58,6 +72,6 @@ class FaceConfig:
         return self.hash()
 
     def hash(self) -> str:
-        """A short, stable digest of every field and the pipeline version."""
-        payload = json.dumps({"pipeline_version": PIPELINE_VERSION, **asdict(self)}, sort_keys=True)
-        return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:16]
+        """A short, stable digest of every threshold and the pipeline version."""
+        thresholds = {k: v for k, v in asdict(self).items() if k not in MODEL_CHOICE_FIELDS}
+        return stable_hash({"pipeline_version": PIPELINE_VERSION, **thresholds})

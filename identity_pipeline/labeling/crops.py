@@ -16,40 +16,18 @@ from pathlib import Path
 import pandas as pd
 from PIL import Image
 
+from identity_pipeline.asset_names import PHOTO_TILES
 from identity_pipeline.photos.inspect import load_photo
+from identity_pipeline.previews import CROP_PX, crop_face
 from identity_pipeline.storage import DataLayout
 
-CROP_PX = 128
-CROP_MARGIN = 0.25  # of the box's longer side, on each side
-PHOTO_TILES_ASSET = "photo_tiles"
-
 CropProvider = Callable[[str], Image.Image | None]
-
-
-def crop_face(
-    image: Image.Image,
-    box: tuple[float, float, float, float],
-    size: int = CROP_PX,
-    margin: float = CROP_MARGIN,
-) -> Image.Image:
-    """A square crop centred on ``box`` (x0, y0, x1, y1), padded by ``margin``, ``size`` px."""
-    x0, y0, x1, y1 = box
-    side = max(x1 - x0, y1 - y0) * (1 + 2 * margin)
-    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
-    square = (
-        int(round(cx - side / 2)),
-        int(round(cy - side / 2)),
-        int(round(cx + side / 2)),
-        int(round(cy + side / 2)),
-    )
-    # PIL pads outside the image with black, which reads as "edge of the photo".
-    return image.crop(square).convert("RGB").resize((size, size), Image.Resampling.LANCZOS)
 
 
 def tile_paths_from_assets(layout: DataLayout) -> dict[str, Path]:
     """tile_id -> tile image, from every album's photo_tiles table (absent: empty)."""
     found: dict[str, Path] = {}
-    base = layout.asset_dir(PHOTO_TILES_ASSET)
+    base = layout.asset_dir(PHOTO_TILES)
     if not base.is_dir():
         return found
     for table_path in sorted(base.glob("*/table.parquet")):

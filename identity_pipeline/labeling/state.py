@@ -15,6 +15,7 @@ from typing import Any
 
 import pandas as pd
 
+from identity_pipeline.asset_names import FACE_CLUSTERS
 from identity_pipeline.labeling.identities import IGNORED, LabeledIdentities, apply_labels
 from identity_pipeline.labeling.labels import (
     IGNORE,
@@ -26,7 +27,6 @@ from identity_pipeline.labeling.labels import (
 )
 from identity_pipeline.storage import DataLayout
 
-FACE_CLUSTERS_ASSET = "face_clusters"
 IGNORED_SUFFIX = ":ignored"
 
 
@@ -35,7 +35,7 @@ class NeedsNameError(LabelError):
 
 
 def clusters_table_path(layout: DataLayout) -> Path:
-    return layout.table_path(FACE_CLUSTERS_ASSET)
+    return layout.table_path(FACE_CLUSTERS)
 
 
 @dataclass(frozen=True)

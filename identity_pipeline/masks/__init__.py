@@ -40,9 +40,8 @@ from identity_pipeline.masks.preview import (
 )
 from identity_pipeline.masks.records import FaceInTile, IdentityMask, Segmentation, Segmenter
 from identity_pipeline.masks.sam import SamSegmenter
-from identity_pipeline.masks.selector import SelectingSegmenter, select_segmenter
+from identity_pipeline.masks.selector import SelectingSegmenter, segmenter_for, select_segmenter
 from identity_pipeline.masks.selfie import (
-    SELFIE_MODEL_ENV,
     SelfieModelMissing,
     SelfieSegmenter,
     find_selfie_model,
@@ -62,7 +61,6 @@ __all__ = [
     "FLAG_OTHER_FACE_OVER_TARGET",
     "FLAG_TOUCHES_OTHER_FACE",
     "MASK_FLAG_DTYPES",
-    "SELFIE_MODEL_ENV",
     "FaceInTile",
     "GrabCutSegmenter",
     "IdentityMask",
@@ -85,6 +83,7 @@ __all__ = [
     "masks_contact_sheet",
     "overlay_preview",
     "recognised_other_faces",
+    "segmenter_for",
     "select_segmenter",
     "unblurred_other_faces",
 ]

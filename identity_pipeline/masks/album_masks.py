@@ -56,14 +56,6 @@ MASK_SAMPLE_DTYPES: dict[str, str] = {
 }
 
 
-@dataclass(frozen=True)
-class SegmentationOptions:
-    """The ``segmentation`` settings: an optional SAM model (local folder or hub id) and device."""
-
-    sam_model: str | None = None
-    device: str = "cpu"
-
-
 @dataclass
 class AlbumMasks:
     samples: pd.DataFrame

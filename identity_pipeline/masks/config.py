@@ -1,4 +1,5 @@
-"""Every threshold of person masks, face blurring and backend selection, with its defaults.
+"""The ``masks`` settings: the segmentation models, and every threshold of person masks, face
+blurring and backend selection, with its defaults.
 
 Lengths that depend on how big a person is are fractions of the face size (the longer side of the
 face box), so one config works for a 30 px face in a group photo and a 400 px portrait face.
@@ -7,9 +8,9 @@ The config's hash belongs in any cache key of masks: changing a value re-compute
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import asdict, dataclass
+
+from identity_pipeline.settings import stable_hash
 
 # Bump when code changes alter masks for the same config: it is part of the hash.
 MASKS_VERSION = 1
@@ -37,8 +38,21 @@ BACKEND_SELFIE = "selfie"
 BACKEND_GRABCUT = "grabcut"
 
 
+# Fields that choose model files rather than how masks are made: the masks' cache keys on the
+# segmenter that was used instead, so they stay out of ``MaskConfig.hash``.
+MODEL_CHOICE_FIELDS = ("sam_model", "sam_device", "selfie_model")
+
+
 @dataclass(frozen=True)
 class MaskConfig:
+    # Segment Anything (transformers): a local folder or hub id; unset: no SAM. It needs a model
+    # download and ideally a GPU, so it is never used unless named here.
+    sam_model: str | None = None
+    sam_device: str = "cpu"
+    # MediaPipe's selfie model file; unset: a copy in masks/models/, else the one inside an
+    # installed mediapipe 0.10.x wheel (`make install` puts it there).
+    selfie_model: str | None = None
+
     # Segmentation runs on the tile shrunk to this longest side; masks are resized back up.
     work_max_side: int = 768
 
@@ -110,9 +124,9 @@ class MaskConfig:
     blur_seed: int = 0
 
     def hash(self) -> str:
-        """A short, stable digest of every field and the masks version."""
-        payload = json.dumps({"masks_version": MASKS_VERSION, **asdict(self)}, sort_keys=True)
-        return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:16]
+        """A short, stable digest of every threshold and the masks version."""
+        thresholds = {k: v for k, v in asdict(self).items() if k not in MODEL_CHOICE_FIELDS}
+        return stable_hash({"masks_version": MASKS_VERSION, **thresholds})
 
 
 # The defaults, shared as argument defaults (a frozen dataclass, so sharing one is safe).

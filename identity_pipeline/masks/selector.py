@@ -9,6 +9,7 @@ none passes, the answer with the fewest problems wins. The reason string records
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -96,15 +97,16 @@ def select_segmenter(
     """The selector over every backend available here, in ``config.backend_order``.
 
     ``sam``: a ready ``SamSegmenter`` (it needs a model and ideally a GPU, so it is never built
-    implicitly). The selfie model is used when found (see ``selfie.find_selfie_model``); GrabCut
-    is always there. ``extra`` segmenters go after the ordered ones.
+    implicitly). The selfie model (``selfie_model``, else ``config.selfie_model``, else found as
+    ``selfie.find_selfie_model`` says) is used when found; GrabCut is always there. ``extra``
+    segmenters go after the ordered ones.
     """
     notes: list[str] = []
     available: dict[str, Segmenter] = {}
     if sam is not None:
         available[sam.name] = sam
     try:
-        selfie = SelfieSegmenter(selfie_model)
+        selfie = SelfieSegmenter(selfie_model or config.selfie_model)
         available[selfie.name] = selfie
     except (SelfieModelMissing, ValueError) as error:
         notes.append(f"selfie unavailable: {type(error).__name__}")
@@ -112,6 +114,18 @@ def select_segmenter(
     available[grabcut.name] = grabcut
     ordered = [available.pop(name) for name in config.backend_order if name in available]
     return SelectingSegmenter([*ordered, *available.values(), *extra], notes)
+
+
+@functools.lru_cache(maxsize=4)
+def segmenter_for(config: MaskConfig) -> SelectingSegmenter:
+    """The selector these settings ask for, one per process and settings (loading models is not
+    free): SAM first when ``config.sam_model`` names one, then the selfie model and GrabCut."""
+    sam = None
+    if config.sam_model:
+        from identity_pipeline.masks.sam import SamSegmenter  # transformers: only when asked for
+
+        sam = SamSegmenter(config.sam_model, device=config.sam_device)
+    return select_segmenter(config, sam=sam)
 
 
 def _describe_problems(attempt: Attempt, faces: Sequence[FaceInTile]) -> str:

@@ -6,8 +6,8 @@ geometry later divides that map between the people (``Segmentation.per_person`` 
 
 The weights ship inside registry packages: the ``mediapipe`` wheels up to 0.10.x
 (``mediapipe/modules/selfie_segmentation/selfie_segmentation.tflite``) and the npm package
-``@mediapipe/selfie_segmentation``. They are looked up at an explicit path,
-``$IDENTITY_PIPELINE_SELFIE_MODEL``, ``masks/models/``, or inside an installed ``mediapipe``
+``@mediapipe/selfie_segmentation``. They are looked up at an explicit path (the ``masks``
+settings' ``selfie_model``), ``masks/models/``, or inside an installed ``mediapipe``
 package (found without importing it), and refused unless their sha256 is one of the versions
 checked here. Without any of them the backend is unavailable and the selector says so.
 """
@@ -27,7 +27,6 @@ from identity_pipeline.masks.config import BACKEND_SELFIE, MaskConfig
 from identity_pipeline.masks.geometry import clip_box
 from identity_pipeline.masks.records import FaceInTile, Segmentation
 
-SELFIE_MODEL_ENV = "IDENTITY_PIPELINE_SELFIE_MODEL"
 SELFIE_MODEL_FILE = "selfie_segmentation.tflite"
 SELFIE_INPUT_SIDE = 256
 # Where a copy kept with the code would live (Apache-2.0: its NOTICE must travel with it).
@@ -46,13 +45,11 @@ class SelfieModelMissing(FileNotFoundError):
 
 
 def find_selfie_model(explicit: str | os.PathLike[str] | None = None) -> Path:
-    """The model file: ``explicit``, else ``$IDENTITY_PIPELINE_SELFIE_MODEL``, else a copy in
-    this package's ``models/`` folder, else the one inside an installed mediapipe 0.10.x."""
+    """The model file: ``explicit``, else a copy in this package's ``models/`` folder, else the
+    one inside an installed mediapipe 0.10.x."""
     candidates: list[Path] = []
     if explicit is not None:
         candidates.append(Path(explicit))
-    elif os.environ.get(SELFIE_MODEL_ENV):
-        candidates.append(Path(os.environ[SELFIE_MODEL_ENV]))
     else:
         candidates.append(VENDORED_MODEL)
         spec = importlib.util.find_spec("mediapipe")
@@ -64,7 +61,7 @@ def find_selfie_model(explicit: str | os.PathLike[str] | None = None) -> Path:
             return path
     looked = ", ".join(str(p) for p in candidates) or "no mediapipe package installed"
     raise SelfieModelMissing(
-        f"no selfie segmentation model ({looked}); set ${SELFIE_MODEL_ENV} to a "
+        f"no selfie segmentation model ({looked}); set masks.selfie_model in pipeline.yaml to a "
         f"{SELFIE_MODEL_FILE} from one of: {', '.join(KNOWN_SELFIE_SHA256.values())}"
     )
 

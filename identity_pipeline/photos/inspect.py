@@ -43,11 +43,12 @@ TRANSPOSING_ORIENTATIONS = frozenset({5, 6, 7, 8})
 
 @dataclass(frozen=True)
 class PhotoLimits:
-    """Refusal thresholds; checked from the file header before any pixel is decoded."""
+    """The ``photos`` settings: refusal thresholds, checked from the file header before any
+    pixel is decoded (a decompression bomb is refused without being decoded)."""
 
     max_pixels: int = 100_000_000
     max_file_bytes: int = 512 * 1024 * 1024
-    thumbnail_size: int = 128
+    thumbnail_size: int = 128  # longer side of the contact sheet's thumbnails
 
 
 @dataclass(frozen=True)

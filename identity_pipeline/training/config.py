@@ -1,21 +1,23 @@
-"""The trainer's configuration: nested dataclasses with a default for every knob.
+"""The trainer's configuration, and the ``training`` settings: nested dataclasses with a default
+for every knob.
 
-Loaded from YAML or JSON (``TrainingConfig.load``), saved beside the weights as YAML. Unknown keys
-are errors, so a typo never silently trains with a default.
+The ``training`` section of pipeline.yaml is this schema (minus the paths lora_checkpoint sets);
+the standalone trainer loads the same schema from YAML or JSON (``TrainingConfig.load``), and it is
+saved beside the weights as YAML. Unknown keys are errors, so a typo never silently trains with a
+default.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
 
+from identity_pipeline.settings import build_config, config_dict, load_config_file
 from identity_pipeline.storage import atomic_write_text, content_id
 
 Family = Literal["qwen-image", "flux", "sd3", "sdxl"]
@@ -167,6 +169,22 @@ class SpeedConfig:
     contiguous_attention_grad: Literal["auto", "on", "off"] = "auto"
 
 
+@dataclass
+class LaunchConfig:
+    """How the lora_checkpoint asset starts the trainer, and when it trains by itself (the
+    trainer itself ignores this part)."""
+
+    # An accelerate config file (multi-GPU / multi-node); unset: one process on this machine.
+    accelerate_config_file: str | None = None
+    # Start the trainer with `accelerate launch` when accelerate is installed; off: `python -m`.
+    use_accelerate: bool = True
+    # Also train by itself at each tick of this cron schedule (e.g. "0 3 * * *") when the
+    # training set changed since the last LoRA; unset: only when launched. Read when the code
+    # location loads (reload it in the UI after a change).
+    cron: str | None = None
+    timezone: str = "UTC"
+
+
 # Speed settings that change the numbers a run produces (and so belong in the fingerprint).
 TRAJECTORY_SPEED_KEYS = ("fp8_base",)
 
@@ -197,21 +215,43 @@ class TrainingConfig:
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     samples: SampleConfig = field(default_factory=SampleConfig)
     speed: SpeedConfig = field(default_factory=SpeedConfig)
+    launch: LaunchConfig = field(default_factory=LaunchConfig)
+
+    # Keys of the flat ``training`` section of earlier versions, and where they live now.
+    RENAMED: ClassVar[dict[str, str]] = {
+        "base_model": "model.source",
+        "family": "model.family",
+        "rank": "lora.rank",
+        "alpha": "lora.alpha",
+        "include_mlp": "lora.include_mlp",
+        "learning_rate": "optimizer.learning_rate",
+        "checkpoint_every_steps": "checkpoint.every_steps",
+        "background_weight": "loss.background_weight",
+        "prior_preservation_weight": "loss.prior_preservation_weight",
+        "max_text_tokens": "data.max_text_tokens",
+        "sample_steps": "samples.num_inference_steps",
+        "sample_seeds": "samples.seeds",
+        "sample_size": "samples.width and samples.height",
+        "trainer_overrides_yaml": "its own keys, written in place",
+        "accelerate_config_file": "launch.accelerate_config_file",
+        "use_accelerate_launcher": "launch.use_accelerate",
+    }
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> TrainingConfig:
-        config = _build(cls, raw, "config")
+        config = build_config(cls, raw)
         config.validate()
         return config
 
     @classmethod
     def load(cls, path: str | Path) -> TrainingConfig:
-        text = Path(path).read_text(encoding="utf-8")
-        raw = json.loads(text) if str(path).endswith(".json") else yaml.safe_load(text)
-        return cls.from_dict(raw or {})
+        """A YAML or JSON file of this schema; a mistake names its line."""
+        config = load_config_file(Path(path), cls)
+        config.validate()
+        return config
 
     def to_dict(self) -> dict[str, Any]:
-        return _plain(dataclasses.asdict(self))
+        return config_dict(self)
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
@@ -222,7 +262,7 @@ class TrainingConfig:
     def fingerprint(self) -> str:
         """What a checkpoint must match to be resumed: everything that changes the trajectory.
 
-        Output, logging and sampling settings may change between a run and its resume.
+        Output, logging, sampling and launch settings may change between a run and its resume.
         """
         relevant = self.to_dict()
         for key in (
@@ -232,6 +272,7 @@ class TrainingConfig:
             "cpu_threads",
             "samples",
             "checkpoint",
+            "launch",
         ):
             relevant.pop(key)
         relevant["data"].pop("cache_dir")
@@ -273,58 +314,3 @@ class TrainingConfig:
             problems.append("samples.prompt_template must contain {identity}")
         if problems:
             raise ValueError("invalid training config: " + "; ".join(problems))
-
-
-def _build(cls: type, raw: Any, where: str) -> Any:
-    if not isinstance(raw, dict):
-        raise ValueError(f"{where} must be a mapping, got {type(raw).__name__}")
-    hints = typing.get_type_hints(cls)
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(raw) - known)
-    if unknown:
-        raise ValueError(f"unknown key(s) in {where}: {', '.join(unknown)}")
-    values: dict[str, Any] = {}
-    for name, value in raw.items():
-        values[name] = _coerce(hints[name], value, f"{where}.{name}")
-    return cls(**values)
-
-
-def _coerce(hint: Any, value: Any, where: str) -> Any:
-    if dataclasses.is_dataclass(hint):
-        return _build(hint, value, where)
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        args = [arg for arg in typing.get_args(hint) if arg is not type(None)]
-        if value is None:
-            return None
-        return _coerce(args[0], value, where)
-    if origin is Literal:
-        allowed = typing.get_args(hint)
-        if value not in allowed:
-            raise ValueError(f"{where} must be one of {allowed}, got {value!r}")
-        return value
-    if origin is tuple:
-        return tuple(
-            _coerce(arg, item, where)
-            for arg, item in zip(typing.get_args(hint), value, strict=True)
-        )
-    if origin is list:
-        (item_type,) = typing.get_args(hint)
-        return [_coerce(item_type, item, where) for item in value]
-    if hint is float and not isinstance(value, bool):
-        # PyYAML reads "1e-4" (no dot) as a string; accept it as the number it obviously is.
-        try:
-            return float(value)
-        except (TypeError, ValueError):
-            raise ValueError(f"{where} must be a number, got {value!r}") from None
-    if hint in (int, str, bool) and not isinstance(value, hint):
-        raise ValueError(f"{where} must be {hint.__name__}, got {value!r}")
-    return value
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {key: _plain(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(item) for item in value]
-    return value
