@@ -6,7 +6,12 @@ import dagster as dg
 import pandas as pd
 
 from identity_pipeline.assets.metadata import plain_value, table_metadata
-from identity_pipeline.clustering import ClusterConfigError, cluster_faces, load_cluster_config
+from identity_pipeline.clustering import (
+    CalibrationError,
+    ClusterConfig,
+    ClusterConfigError,
+    cluster_faces,
+)
 from identity_pipeline.clustering.cluster import arrow_table, face_clusters_table
 from identity_pipeline.labeling import LabelsFileError, apply_labels, read_labels
 from identity_pipeline.labeling.crops import TableCropper
@@ -32,9 +37,10 @@ TILE_CONTEXT_COLUMNS = ["tile_id", "tile_path", "source_path"]
         "face_embeddings": dg.AssetIn(partition_mapping=dg.AllPartitionMapping()),
         "photo_tiles": dg.AssetIn(partition_mapping=dg.AllPartitionMapping()),
     },
-    description="Faces of one person together, over all albums: HDBSCAN on good faces, then a "
-    "second round merging clusters that agree and attaching leftovers only when confidently "
-    "close. Two faces of one tile never share a cluster. Thresholds per face backend.",
+    description="Faces of one person together, over all albums: named faces stay with their "
+    "name, new faces join a named person when confidently close (bar and margin), the rest is "
+    "clustered by average linkage. Two faces of one tile never share a cluster. Thresholds "
+    "from the face backend's calibration (score statistics), shown in the metadata.",
     check_specs=[
         dg.AssetCheckSpec(
             "no_two_faces_of_one_tile",
@@ -54,16 +60,19 @@ def face_clusters(
     faces = _faces_with_tiles(face_embeddings, photo_tiles)
     backend = str(faces["backend"].iloc[0]) if len(faces) else "offline-yunet-sface"
     try:
-        overrides = settings.sections(layout).get("clustering", {})
-        config = load_cluster_config(backend, **overrides)
+        config = ClusterConfig.from_mapping(settings.sections(layout).get("clustering", {}))
     except (ClusterConfigError, SettingsError) as error:
         raise dg.Failure(description=str(error)) from error
+    # Names a person gave: their faces stay put, new faces may join them (incremental).
+    labels = _labels_or_empty(layout.labels_path, context)
     started = time.perf_counter()
-    result = cluster_faces(faces, config)
+    try:
+        result = cluster_faces(faces, config, names=labels, backend=backend)
+    except CalibrationError as error:
+        raise dg.Failure(description=str(error)) from error
     table = face_clusters_table(faces, result)
     seconds = time.perf_counter() - started
 
-    labels = _labels_or_empty(layout.labels_path, context)
     names = _cluster_names(table, labels)
     metadata: dict[str, object] = {
         "faces": len(table),
@@ -71,6 +80,10 @@ def face_clusters(
         "singletons": int((result.clusters["size"] == 1).sum()),
         "named_clusters": len(names),
         "backend": backend,
+        "calibration": dg.MetadataValue.json(
+            {"source": result.calibration.source, **result.calibration.thresholds()}
+        ),
+        "assigned_to_named": int(result.summary["assigned_to_named"]),
         "summary": dg.MetadataValue.json({k: plain_value(v) for k, v in result.summary.items()}),
         "clusters_table": table_metadata(
             result.clusters[
