@@ -266,7 +266,9 @@ def score_row(
     )
 
 
-def timed(method: Method, faces: pd.DataFrame, calibration: Calibration) -> tuple[np.ndarray, float]:
+def timed(
+    method: Method, faces: pd.DataFrame, calibration: Calibration
+) -> tuple[np.ndarray, float]:
     started = time.perf_counter()
     labels = method(faces, calibration)
     return np.asarray(labels), time.perf_counter() - started

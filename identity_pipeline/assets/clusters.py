@@ -31,7 +31,7 @@ TILE_CONTEXT_COLUMNS = ["tile_id", "tile_path", "source_path"]
 @dg.asset(
     name=CLUSTERS_ASSET,
     group_name="identities",
-    kinds={"python", "parquet", "hdbscan"},
+    kinds={"python", "parquet", "scikitlearn"},
     automation_condition=dg.AutomationCondition.eager(),
     ins={
         "face_embeddings": dg.AssetIn(partition_mapping=dg.AllPartitionMapping()),
