@@ -93,28 +93,13 @@ class Settings:
         overrides: Mapping[str, Any] | None = None,
     ) -> Config:
         """The ``section`` as its dataclass: defaults < this file < ``overrides`` (run config)."""
-        values, locate = self._merged(section, overrides)
-        return build_config(config_type or section_type(section), values, (section,), locate)
+        given = dict(overrides or {})
 
-    def given(
-        self,
-        section: str,
-        config_type: type | None = None,
-        overrides: Mapping[str, Any] | None = None,
-    ) -> dict[str, Any]:
-        """Only the keys the file and ``overrides`` set in ``section``, checked and converted."""
-        values, locate = self._merged(section, overrides)
-        return checked_values(config_type or section_type(section), values, (section,), locate)
-
-    def _merged(
-        self, section: str, overrides: Mapping[str, Any] | None
-    ) -> tuple[dict[str, Any], Locator]:
         def locate(key_path: KeyPath) -> str:
-            return (
-                "run config" if _written(overrides or {}, key_path[1:]) else self.locate(key_path)
-            )
+            return "run config" if _written(given, key_path[1:]) else self.locate(key_path)
 
-        return deep_merge(self.values(section), dict(overrides or {})), locate
+        values = deep_merge(self.values(section), given)
+        return build_config(config_type or section_type(section), values, (section,), locate)
 
 
 def load_settings(path: Path) -> Settings:
@@ -220,17 +205,6 @@ def _build(config_type: type, values: Any, key_path: KeyPath, locate: Locator) -
         return config_type(**converted)
     except (TypeError, ValueError) as error:
         raise _error(locate, key_path, str(error)) from error
-
-
-def checked_values(
-    config_type: type,
-    values: Mapping[str, Any],
-    key_path: KeyPath = (),
-    locate: Locator | None = None,
-) -> dict[str, Any]:
-    """The given values only, each checked and converted like ``build_config`` does (for a
-    stage whose defaults come from elsewhere, e.g. clustering's per-backend thresholds)."""
-    return _checked_fields(config_type, values, key_path, locate or (lambda _path: ""))
 
 
 def _checked_fields(
@@ -352,12 +326,5 @@ def command_settings(args: argparse.Namespace) -> Settings:
 
 
 def effective_settings(settings: Settings) -> dict[str, dict[str, Any]]:
-    """Every section as the stages see it (defaults filled in); clustering lists only what it
-    overrides, since its defaults are the shipped thresholds of each face backend."""
-    effective: dict[str, dict[str, Any]] = {}
-    for name in SECTIONS:
-        if name == "clustering":
-            effective[name] = settings.given(name)
-        else:
-            effective[name] = config_dict(settings.section(name))
-    return effective
+    """Every section as the stages see it (defaults filled in)."""
+    return {name: config_dict(settings.section(name)) for name in SECTIONS}

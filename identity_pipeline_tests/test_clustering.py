@@ -1,7 +1,7 @@
 """Face clustering on synthetic embeddings on the unit sphere, where the truth is known.
 
-Shapes are SFace-like (the offline backend's thresholds are used): one person's faces have
-pairwise cosine ~0.65, strangers ~0 +- 0.1 in 128 dimensions.
+Shapes are SFace-like (the offline backend's shipped calibration is used): one person's faces
+have pairwise cosine ~0.65, strangers ~0 +- 0.1 in 128 dimensions.
 """
 
 from __future__ import annotations
@@ -15,24 +15,29 @@ import pytest
 
 from identity_pipeline.clustering import (
     ALONE,
+    ASSIGNED,
     ATTACHED,
     FACE_CLUSTERS_DTYPES,
+    MERGED,
+    NAMED,
+    Calibration,
+    CalibrationError,
     ClusterConfig,
     ClusterConfigError,
+    album_calibration,
     bcubed,
     cluster_faces,
     face_clusters_table,
-    load_cluster_config,
+    fit_calibration,
     pairwise,
+    published_calibration,
     score_clustering,
 )
 from identity_pipeline.clustering.cli import add_cluster_command
 from identity_pipeline.clustering.cluster import arrow_table
-from identity_pipeline.clustering.constraints import (
-    attach_with_cannot_link,
-    split_conflicting_group,
-)
+from identity_pipeline.clustering.constraints import attach_with_cannot_link
 from identity_pipeline.clustering.metrics import singletons_for_noise
+from identity_pipeline.settings import SettingsError, build_config
 from identity_pipeline.storage import atomic_write_table
 
 DIM = 128
@@ -103,9 +108,13 @@ class Album:
         return pd.DataFrame(self.rows)
 
 
-def clusters_by_face(faces: pd.DataFrame, config: ClusterConfig | None = None) -> pd.DataFrame:
-    result = cluster_faces(faces.drop(columns=["person"]), config)
-    merged = faces[["face_id", "person", "tile_id"]].merge(result.assignments, on="face_id")
+def clusters_by_face(
+    faces: pd.DataFrame, config: ClusterConfig | None = None, names: dict | None = None
+) -> pd.DataFrame:
+    result = cluster_faces(faces.drop(columns=["person"]), config, names=names)
+    # "person" is the truth here; the named person a face matched best is "match".
+    matches = result.assignments.rename(columns={"person": "match"})
+    merged = faces[["face_id", "person", "tile_id"]].merge(matches, on="face_id")
     assert len(merged) == len(faces), "every face gets exactly one assignment"
     assert_no_tile_conflict(merged)
     return merged
@@ -122,7 +131,7 @@ def f1(assigned: pd.DataFrame) -> float:
 
 @pytest.fixture
 def config() -> ClusterConfig:
-    return load_cluster_config(OFFLINE)
+    return ClusterConfig()
 
 
 # --- clustering behaviour ---------------------------------------------------------------------
@@ -156,14 +165,14 @@ def test_twins_in_the_same_photos_are_never_merged(config: ClusterConfig) -> Non
     assert (twins == 1).all(), "every cluster holds one twin only"
     assert pairwise(assigned["cluster_id"].tolist(), assigned["person"].tolist()).recall > 0.8
 
-    # The same vectors, each face alone in its photo: nothing says they are two people, and the
-    # two-round clustering merges them. Cannot-link is what kept them apart above.
+    # The same vectors, each face alone in its photo: nothing says they are two people, and
+    # average linkage merges them. Cannot-link is what kept them apart above.
     alone = faces.assign(tile_id=[f"solo-{i}" for i in range(len(faces))])
     merged = clusters_by_face(alone, config)
     assert merged.groupby("cluster_id")["person"].nunique().max() == 2
 
 
-def test_person_split_by_pose_is_merged_in_round_two(config: ClusterConfig) -> None:
+def test_person_split_by_pose_is_one_cluster_by_average_linkage(config: ClusterConfig) -> None:
     rng = np.random.default_rng(3)
     album = Album()
     frontal = direction(rng)
@@ -175,18 +184,19 @@ def test_person_split_by_pose_is_merged_in_round_two(config: ClusterConfig) -> N
     faces = album.frame()
 
     result = cluster_faces(faces.drop(columns=["person"]), config)
-    assert result.summary["round_one_clusters_kept"] >= 5, "round 1 saw two pose clusters"
-    assigned = faces[["face_id", "person"]].merge(result.assignments, on="face_id")
+    assigned = faces[["face_id", "person"]].merge(
+        result.assignments.drop(columns="person"), on="face_id"
+    )
     pose_clusters = assigned[assigned["person"] == "pose"]["cluster_id"].unique()
     assert len(pose_clusters) == 1
-    stats = result.clusters.set_index("cluster_id").loc[pose_clusters[0]]
-    assert stats["n_merged"] >= 2, "the cluster was merged from round-1 clusters"
-    assert f1(assigned) == 1.0
+    assert result.clusters.set_index("cluster_id").loc[pose_clusters[0], "n_merged"] == 16
+    assert (assigned["round"] == MERGED).all() and f1(assigned) == 1.0
 
-    # With merging switched off the person stays split: the test above can fail.
-    no_merge = ClusterConfig(**{**config.to_dict(), "merge_min_mean_cosine": 1.0})
-    split = cluster_faces(faces.drop(columns=["person"]), no_merge).assignments
-    split = faces[["face_id", "person"]].merge(split, on="face_id")
+    # With a stricter merge bar than the two poses' mean cosine the person stays split: the
+    # test above can fail.
+    strict = Calibration(OFFLINE, "test", 0.75, 0.8, 0.1, 0.3)
+    split = cluster_faces(faces.drop(columns=["person"]), config, strict).assignments
+    split = faces[["face_id", "person"]].merge(split.drop(columns="person"), on="face_id")
     assert split[split["person"] == "pose"]["cluster_id"].nunique() >= 2
 
 
@@ -235,7 +245,6 @@ def test_leftovers_join_only_when_confidently_close(config: ClusterConfig) -> No
 
 
 def test_a_single_person_album_is_one_cluster(config: ClusterConfig) -> None:
-    # HDBSCAN's leaf selection finds no split in one blob; round 2 pairs the leftovers up.
     rng = np.random.default_rng(6)
     album = Album()
     album.add("solo", near(direction(rng), 7, 0.5, rng))
@@ -272,11 +281,7 @@ def test_stats_outliers_and_representatives(config: ClusterConfig) -> None:
     assert set(assignments[assignments["is_representative"]]["face_id"]) == set(
         row["representative_face_ids"]
     )
-
-    strict = ClusterConfig(**{**config.to_dict(), "outlier_below_cosine": 0.99})
-    flagged = cluster_faces(album.frame().drop(columns=["person"]), strict)
-    assert flagged.clusters.iloc[0]["n_outliers"] == 12
-    assert flagged.assignments["is_outlier"].all()
+    assert row["n_outliers"] == 0 and not result.assignments["is_outlier"].any()
 
 
 def test_same_faces_in_any_order_give_the_same_clusters(config: ClusterConfig) -> None:
@@ -293,7 +298,7 @@ def test_same_faces_in_any_order_give_the_same_clusters(config: ClusterConfig) -
 
 def test_edge_inputs(config: ClusterConfig) -> None:
     empty = Album().frame().reindex(columns=["face_id", "tile_id", "embedding"])
-    result = cluster_faces(empty, config)
+    result = cluster_faces(empty, config, backend=OFFLINE)
     assert result.assignments.empty and result.clusters.empty
     one = Album()
     one.add("x", direction(np.random.default_rng(0))[None])
@@ -329,15 +334,6 @@ def test_mixed_embedding_spaces_are_refused() -> None:
 # --- constraints ------------------------------------------------------------------------------
 
 
-def test_split_conflicting_group_seeds_from_the_fullest_tile() -> None:
-    rng = np.random.default_rng(11)
-    a, b = direction(rng), direction(rng)
-    vectors = np.vstack([near(a, 4, 0.3, rng), near(b, 4, 0.3, rng)])
-    tiles = np.array([0, 1, 2, 3, 0, 1, 5, 6])
-    parts = split_conflicting_group(vectors, tiles)
-    assert sorted(sorted(p.tolist()) for p in parts) == [[0, 1, 2, 3], [4, 5, 6, 7]]
-
-
 def test_attach_gives_a_contested_cluster_to_the_closer_face_of_a_tile() -> None:
     centroids = np.eye(3)[:2]
     faces = unit(np.array([[0.9, 0.1, 0.1], [0.8, 0.0, 0.6], [0.0, 0.9, 0.1]]))
@@ -352,44 +348,122 @@ def test_attach_gives_a_contested_cluster_to_the_closer_face_of_a_tile() -> None
     assert blocked.tolist() == [-1, -1, 1], "cluster 0 already holds a face of tile 7"
 
 
-# --- config -----------------------------------------------------------------------------------
+# --- incremental assignment -------------------------------------------------------------------
 
 
-def test_thresholds_are_per_backend_and_overridable(tmp_path: Path) -> None:
-    offline = load_cluster_config(OFFLINE)
-    buffalo = load_cluster_config("insightface-buffalo_l")
-    antelope = load_cluster_config("insightface-antelopev2")
+def test_new_faces_join_named_people_only_when_confident(config: ClusterConfig) -> None:
+    rng = np.random.default_rng(16)
+    anna, ben = direction(rng), direction(rng)
+    album = Album()
+    named_anna = album.add("anna", near(anna, 4, 0.5, rng))
+    named_ben = album.add("ben", near(ben, 4, 0.5, rng))
+    new_anna = album.add("anna", near(anna, 3, 0.5, rng))
+    between = album.add("?", unit(anna + ben))  # as close to both: no guess
+    strangers = album.add("carl", near(direction(rng), 3, 0.5, rng))
+    names = dict.fromkeys(named_anna, "Anna") | dict.fromkeys(named_ben, "Ben")
+    assigned = clusters_by_face(album.frame(), config, names).set_index("face_id")
+
+    assert (assigned.loc[named_anna + named_ben, "round"] == NAMED).all()
+    assert assigned.loc[named_anna + named_ben, "match"].isna().all()
+    joined = assigned.loc[new_anna]
+    assert (joined["round"] == ASSIGNED).all() and (joined["match"] == "Anna").all()
+    assert (joined["cluster_id"] == assigned.loc[named_anna[0], "cluster_id"]).all()
+    assert (joined["person_similarity"] > 0.6).all() and (joined["person_margin"] > 0.5).all()
+    # The table says why the others were not assigned: similarity or margin.
+    middle = assigned.loc[between[0]]
+    assert middle["round"] == ALONE and abs(middle["person_margin"]) < 0.05
+    carl = assigned.loc[strangers]
+    assert (carl["round"] == MERGED).all() and carl["cluster_id"].nunique() == 1
+    assert (carl["person_similarity"] < 0.3).all()
+
+
+def test_names_never_move_by_themselves(config: ClusterConfig) -> None:
+    rng = np.random.default_rng(17)
+    anna, ben = direction(rng), direction(rng)
+    album = Album()
+    anna_faces = album.add("anna", near(anna, 5, 0.5, rng))
+    ben_faces = album.add("ben", near(ben, 5, 0.5, rng))
+    # A person called one of Ben's faces "Anna" and one of Anna's faces "ignore": kept as said.
+    names = dict.fromkeys(anna_faces[:3], "Anna") | dict.fromkeys(ben_faces[:3], "Ben")
+    names[ben_faces[3]] = "Anna"
+    names[anna_faces[3]] = "ignore"
+    assigned = clusters_by_face(album.frame(), config, names).set_index("face_id")
+    anna_cluster = assigned.loc[anna_faces[0], "cluster_id"]
+    assert assigned.loc[ben_faces[3], "cluster_id"] == anna_cluster
+    assert assigned.loc[ben_faces[3], "round"] == NAMED
+    assert assigned.loc[anna_faces[3], "round"] != ASSIGNED  # "no one" is never given a name
+    assert assigned.loc[anna_faces[4], "round"] == ASSIGNED
+    assert assigned.loc[ben_faces[4], "cluster_id"] == assigned.loc[ben_faces[0], "cluster_id"]
+
+
+def test_two_faces_of_one_tile_never_join_one_named_person(config: ClusterConfig) -> None:
+    rng = np.random.default_rng(18)
+    anna = direction(rng)
+    album = Album()
+    named = album.add("anna", near(anna, 3, 0.4, rng))
+    mirror = album.add("anna", near(anna, 2, 0.4, rng), ["mirror", "mirror"])
+    same_tile = album.add("anna", near(anna, 1, 0.4, rng), [f"t-{named[0]}"])
+    assigned = clusters_by_face(album.frame(), config, dict.fromkeys(named, "Anna"))
+    by_face = assigned.set_index("face_id")
+    assert (by_face.loc[mirror, "round"] == ASSIGNED).sum() == 1  # the closer one
+    assert by_face.loc[same_tile[0], "round"] != ASSIGNED  # Anna is already in that photo
+
+
+# --- calibration and settings -----------------------------------------------------------------
+
+
+def test_shipped_calibration_is_per_backend() -> None:
+    offline = published_calibration(OFFLINE)
+    buffalo = published_calibration("insightface-buffalo_l")
     assert offline.backend == OFFLINE and buffalo.backend == "insightface"
-    assert antelope == buffalo, "other packs of a family share its section"
-    assert offline.merge_min_mean_cosine != buffalo.merge_min_mean_cosine
+    assert published_calibration("insightface-antelopev2") == buffalo
+    assert offline.merge_cosine == pytest.approx(0.363)  # OpenCV Zoo's published threshold
+    assert "published" in offline.source
+    with pytest.raises(CalibrationError, match="no calibration"):
+        published_calibration("unknown-backend")
 
-    override = tmp_path / "thresholds.yaml"
-    override.write_text(
-        "defaults:\n  representatives: 6\nbackends:\n  offline-yunet-sface:\n"
-        "    attach_min_cosine: 0.5\n  my-model:\n    merge_min_mean_cosine: 0.3\n"
-    )
-    custom = load_cluster_config(OFFLINE, override)
-    assert custom.attach_min_cosine == 0.5 and custom.representatives == 6
-    assert custom.merge_min_mean_cosine == offline.merge_min_mean_cosine
-    assert load_cluster_config("my-model", override).merge_min_mean_cosine == 0.3
-    assert load_cluster_config(OFFLINE, attach_margin=0.2).attach_margin == 0.2
 
-    with pytest.raises(ClusterConfigError, match="no clustering thresholds"):
-        load_cluster_config("unknown-backend")
-    override.write_text("backends:\n  offline-yunet-sface:\n    atach_min_cosine: 0.5\n")
-    with pytest.raises(ClusterConfigError, match="unknown threshold 'atach_min_cosine'"):
-        load_cluster_config(OFFLINE, override)
+def test_fitted_calibration_follows_the_rules() -> None:
+    rng = np.random.default_rng(19)
+    vectors = np.vstack([near(direction(rng), 4, 0.75, rng) for _ in range(30)])
+    people = [f"p{k // 4}" for k in range(len(vectors))]
+    fitted = fit_calibration(vectors, people, OFFLINE)
+    different = fitted.pair_different
+    assert fitted.merge_cosine == pytest.approx(different.mean + 3.0902 * different.std, abs=1e-3)
+    assert fitted.assign_cosine > fitted.merge_cosine > fitted.suggest_cosine
+    assert fitted.assign_margin == pytest.approx(fitted.centroid_different.std)
+    assert fitted.pair_same.mean > 0.5 > 0.1 > abs(different.mean)
+    assert fitted.source == "fitted: 120 faces of 30 people"
+    with pytest.raises(CalibrationError, match="10\\+ people"):
+        fit_calibration(vectors[:20], people[:20], OFFLINE)
+
+    # An album's own names calibrate once 10 people are named; before, the shipped values hold.
+    names = [p if int(p[1:]) < 9 else None for p in people]
+    assert album_calibration(vectors, names, OFFLINE) == published_calibration(OFFLINE)
+    names = [p if int(p[1:]) < 10 else None for p in people]
+    assert album_calibration(vectors, names, OFFLINE).source == "fitted: 40 faces of 10 people"
+
+
+def test_cluster_settings_are_checked() -> None:
+    def section(values: dict) -> ClusterConfig:
+        return build_config(ClusterConfig, values, ("clustering",))
+
+    assert section({"min_quality": 0.5}).min_quality == 0.5
+    with pytest.raises(SettingsError, match=r"unknown key\(s\) 'min_qualty' in clustering"):
+        section({"min_qualty": 0.5})
+    with pytest.raises(SettingsError, match="whole number"):
+        section({"representatives": 2.5})
     with pytest.raises(ClusterConfigError, match="must lie in"):
-        load_cluster_config(OFFLINE, attach_min_cosine=1.5)
+        ClusterConfig(min_quality=1.5)
 
 
-def test_cluster_faces_reads_the_backend_section_from_the_table() -> None:
+def test_cluster_faces_uses_the_calibration_of_the_tables_backend() -> None:
     rng = np.random.default_rng(12)
     album = Album(backend="insightface-buffalo_l")
     album.add("a", near(direction(rng), 4, 0.5, rng))
     result = cluster_faces(album.frame())
-    assert result.config.backend == "insightface"
-    assert result.config == load_cluster_config("insightface-buffalo_l")
+    assert result.calibration == published_calibration("insightface-buffalo_l")
+    assert result.summary["merge_cosine"] == 0.5
 
 
 # --- metrics ----------------------------------------------------------------------------------
@@ -459,7 +533,7 @@ def test_cluster_command_writes_face_to_cluster(tmp_path: Path) -> None:
     )
     assert args.handler(args) == 0
     clusters = pd.read_parquet(out)
-    merged = faces[["face_id", "person"]].merge(clusters, on="face_id")
+    merged = faces[["face_id", "person"]].merge(clusters.drop(columns="person"), on="face_id")
     assert len(merged) == len(faces)
     assert f1(merged) == 1.0
     assert (clusters["cluster_id"] >= 0).all()
@@ -467,3 +541,16 @@ def test_cluster_command_writes_face_to_cluster(tmp_path: Path) -> None:
 
     bad = parser.parse_args(["cluster", str(faces_path), "--out", str(out), "--set", "nope=1"])
     assert bad.handler(bad) == 2
+
+    # With names: the named faces stay, a new face of a named person joins them.
+    labels = tmp_path / "labels.csv"
+    named = faces[faces["person"] == "p0"]["face_id"].tolist()
+    labels.write_text("face_id,name\n" + "".join(f"{f},Ann\n" for f in named[:3]))
+    args = parser.parse_args(
+        ["cluster", str(faces_path), "--out", str(out), "--labels", str(labels)]
+    )
+    assert args.handler(args) == 0
+    clusters = pd.read_parquet(out).set_index("face_id")
+    assert (clusters.loc[named[:3], "round"] == NAMED).all()
+    assert (clusters.loc[named[3:], "round"] == ASSIGNED).all()
+    assert (clusters.loc[named[3:], "person"] == "Ann").all()

@@ -109,7 +109,8 @@ def test_settings_command_prints_every_section(
     printed = capsys.readouterr().out
     assert "min_face_px: 30.0" in printed
     assert all(f"\n{section}:" in printed for section in SECTIONS)
-    assert effective_settings(load_settings(layout.root / "pipeline.yaml"))["clustering"] == {}
+    effective = effective_settings(load_settings(layout.root / "pipeline.yaml"))
+    assert effective["faces"]["min_face_px"] == 30.0 and effective["clustering"]["min_quality"]
     (layout.root / "pipeline.yaml").write_text("faces:\n  min_face_px: big\n")
     assert main(["settings"]) == 2
     assert "line 2: faces.min_face_px: must be a number" in capsys.readouterr().err

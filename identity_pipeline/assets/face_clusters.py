@@ -7,25 +7,16 @@ import pandas as pd
 
 from identity_pipeline.asset_names import FACE_CLUSTERS, FACE_EMBEDDINGS, PHOTO_TILES
 from identity_pipeline.assets.metadata import plain_value, table_metadata
-from identity_pipeline.assets.settings import (
-    run_config_class,
-    run_config_overrides,
-    settings_metadata,
-)
-from identity_pipeline.clustering import (
-    ClusterConfig,
-    ClusterConfigError,
-    cluster_faces,
-    config_for_faces,
-)
+from identity_pipeline.assets.settings import run_config_class, settings_metadata, stage_settings
+from identity_pipeline.clustering import CalibrationError, ClusterConfig, cluster_faces
 from identity_pipeline.clustering.cluster import arrow_table, face_clusters_table
+from identity_pipeline.faces.offline import OFFLINE_BACKEND_NAME
 from identity_pipeline.labeling import LabelsFileError, apply_labels, read_labels
 from identity_pipeline.labeling.crops import TableCropper
 from identity_pipeline.labeling.server import label_page_url
 from identity_pipeline.labeling.sheets import cluster_sheets
 from identity_pipeline.previews import encode_image, inline_markdown_image
 from identity_pipeline.resources import SettingsResource, StorageResource
-from identity_pipeline.settings import SettingsError
 from identity_pipeline.storage import atomic_write_bytes
 
 MAX_CLUSTER_SHEETS = 8
@@ -37,15 +28,16 @@ ClusteringRunConfig = run_config_class(ClusterConfig)
 @dg.asset(
     name=FACE_CLUSTERS,
     group_name="identities",
-    kinds={"python", "parquet", "hdbscan"},
+    kinds={"python", "parquet", "scikitlearn"},
     automation_condition=dg.AutomationCondition.eager(),
     ins={
         FACE_EMBEDDINGS: dg.AssetIn(partition_mapping=dg.AllPartitionMapping()),
         PHOTO_TILES: dg.AssetIn(partition_mapping=dg.AllPartitionMapping()),
     },
-    description="Faces of one person together, over all albums: HDBSCAN on good faces, then a "
-    "second round merging clusters that agree and attaching leftovers only when confidently "
-    "close. Two faces of one tile never share a cluster. Thresholds per face backend.",
+    description="Faces of one person together, over all albums: named faces stay with their "
+    "name, new faces join a named person when confidently close (bar and margin), the rest is "
+    "clustered by average linkage. Two faces of one tile never share a cluster. Thresholds "
+    "from the face backend's calibration (score statistics), shown in the metadata.",
     check_specs=[
         dg.AssetCheckSpec(
             "no_two_faces_of_one_tile",
@@ -64,27 +56,30 @@ def face_clusters(
 ):
     layout = storage.layout
     faces = _faces_with_tiles(face_embeddings, photo_tiles)
-    try:
-        # The file and run config override the shipped thresholds of the faces' backend.
-        overrides = settings.load(layout).given(
-            SECTION, ClusterConfig, run_config_overrides(config)
-        )
-        cluster_config = config_for_faces(faces, **overrides)
-    except (ClusterConfigError, SettingsError, ValueError) as error:
-        raise dg.Failure(description=str(error)) from error
+    cluster_config = stage_settings(settings, layout, SECTION, config, ClusterConfig)
+    # Names a person gave: their faces stay put, new faces may join them (incremental).
+    labels = _labels_or_empty(layout.labels_path, context)
+    # A graph without faces yet has no backend to calibrate for; nothing is clustered either.
+    backend = None if len(faces) else OFFLINE_BACKEND_NAME
     started = time.perf_counter()
-    result = cluster_faces(faces, cluster_config)
+    try:
+        result = cluster_faces(faces, cluster_config, names=labels, backend=backend)
+    except (CalibrationError, ValueError) as error:  # ValueError: faces of two embedding spaces
+        raise dg.Failure(description=str(error)) from error
     table = face_clusters_table(faces, result)
     seconds = time.perf_counter() - started
 
-    labels = _labels_or_empty(layout.labels_path, context)
     names = _cluster_names(table, labels)
     metadata: dict[str, object] = {
         "faces": len(table),
         "clusters": int((result.clusters["size"] >= 2).sum()),
         "singletons": int((result.clusters["size"] == 1).sum()),
         "named_clusters": len(names),
-        "backend": cluster_config.backend or "none (no faces)",  # its thresholds' section
+        "backend": result.calibration.backend,
+        "calibration": dg.MetadataValue.json(
+            {"source": result.calibration.source, **result.calibration.thresholds()}
+        ),
+        "assigned_to_named": int(result.summary["assigned_to_named"]),
         "summary": dg.MetadataValue.json({k: plain_value(v) for k, v in result.summary.items()}),
         "clusters_table": table_metadata(
             result.clusters[

@@ -1,27 +1,32 @@
-"""Faces of one person together (no dagster here): two-round HDBSCAN with cannot-link per tile.
+"""Faces of one person together (no dagster here): calibrated average linkage with cannot-link
+per tile, named faces kept, new faces assigned to named people when confidently close.
 
 ``cluster_faces`` takes a faces table and returns per-face assignments and per-cluster stats;
-``load_cluster_config`` reads the per-backend thresholds; ``metrics`` scores a clustering.
+``calibration`` derives every threshold from the backend's same/different-person score
+statistics; ``suggest`` ranks naming suggestions; ``metrics`` scores a clustering.
 """
 
+from identity_pipeline.clustering.calibration import (
+    Calibration,
+    CalibrationError,
+    album_calibration,
+    fit_calibration,
+    published_calibration,
+)
 from identity_pipeline.clustering.cluster import (
     ALONE,
+    ASSIGNED,
     ASSIGNMENT_DTYPES,
     ATTACHED,
     CLUSTER_DTYPES,
     FACE_CLUSTERS_DTYPES,
-    ROUND_ONE,
+    MERGED,
+    NAMED,
     ClusteringResult,
     cluster_faces,
-    config_for_faces,
     face_clusters_table,
 )
-from identity_pipeline.clustering.config import (
-    SHIPPED_THRESHOLDS,
-    ClusterConfig,
-    ClusterConfigError,
-    load_cluster_config,
-)
+from identity_pipeline.clustering.config import ClusterConfig, ClusterConfigError
 from identity_pipeline.clustering.metrics import (
     ClusteringScores,
     Scores,
@@ -32,22 +37,26 @@ from identity_pipeline.clustering.metrics import (
 
 __all__ = [
     "ALONE",
+    "ASSIGNED",
     "ASSIGNMENT_DTYPES",
     "ATTACHED",
     "CLUSTER_DTYPES",
     "FACE_CLUSTERS_DTYPES",
-    "ROUND_ONE",
-    "SHIPPED_THRESHOLDS",
+    "MERGED",
+    "NAMED",
+    "Calibration",
+    "CalibrationError",
     "ClusterConfig",
     "ClusterConfigError",
     "ClusteringResult",
     "ClusteringScores",
     "Scores",
+    "album_calibration",
     "bcubed",
     "cluster_faces",
-    "config_for_faces",
     "face_clusters_table",
-    "load_cluster_config",
+    "fit_calibration",
     "pairwise",
+    "published_calibration",
     "score_clustering",
 ]

@@ -1,5 +1,5 @@
 """``identity-pipeline cluster FACES.parquet... --out CLUSTERS.parquet``: the face_clusters step
-on plain files, with the same code and thresholds as the asset, so a clustering can be scored
+on plain files, with the same code and calibration as the asset, so a clustering can be scored
 outside Dagster (``face_id`` -> ``cluster_id``; singletons have their own id, never -1).
 """
 
@@ -38,13 +38,14 @@ def read_faces_tables(paths: list[Path]) -> pd.DataFrame:
 
 def _cmd_cluster(args: argparse.Namespace) -> int:
     from identity_pipeline.clustering import (
+        CalibrationError,
         ClusterConfig,
         ClusterConfigError,
         cluster_faces,
         face_clusters_table,
-        load_cluster_config,
     )
-    from identity_pipeline.clustering.cluster import arrow_table, backend_of
+    from identity_pipeline.clustering.cluster import arrow_table
+    from identity_pipeline.labeling.labels import LabelsFileError, read_labels
 
     missing = [str(p) for p in args.faces if not Path(p).is_file()]
     if missing:
@@ -52,12 +53,12 @@ def _cmd_cluster(args: argparse.Namespace) -> int:
         return 2
     faces = read_faces_tables([Path(p) for p in args.faces])
     try:
-        backend = args.backend or backend_of(faces)
-        overrides = command_settings(args).given("clustering", ClusterConfig)
-        overrides.update(_parse_overrides(args.set))
-        config = load_cluster_config(backend, args.thresholds, **overrides)
-        result = cluster_faces(faces, config)
-    except (ClusterConfigError, ValueError) as error:
+        config = command_settings(args).section(
+            "clustering", ClusterConfig, _parse_overrides(args.set)
+        )
+        names = dict(read_labels(Path(args.labels)).names) if args.labels else {}
+        result = cluster_faces(faces, config, names=names, backend=args.backend)
+    except (CalibrationError, ClusterConfigError, LabelsFileError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     table = face_clusters_table(faces, result)
@@ -68,7 +69,8 @@ def _cmd_cluster(args: argparse.Namespace) -> int:
     print(
         f"{summary['faces']} faces -> {summary['clusters']} clusters of 2+ faces "
         f"({summary['faces_in_clusters']} faces), {summary['singletons']} singletons, "
-        f"{summary['suspected_outliers']} suspected outliers ({config.backend} thresholds) -> {out}",
+        f"{summary['assigned_to_named']} assigned to named people "
+        f"({result.calibration.source}: {result.calibration.thresholds()}) -> {out}",
         file=sys.stderr,
     )
     return 0
@@ -84,18 +86,18 @@ def add_cluster_command(subparsers: argparse._SubParsersAction) -> argparse.Argu
     parser.add_argument("--out", required=True, metavar="CLUSTERS.parquet")
     parser.add_argument("--stats", default=None, metavar="STATS.parquet", help="per-cluster stats")
     parser.add_argument(
-        "--thresholds", default=None, metavar="YAML", help="override the shipped thresholds YAML"
+        "--labels", default=None, metavar="LABELS.csv", help="names: kept, and new faces join them"
     )
     parser.add_argument(
-        "--backend", default=None, help="threshold section to use (default: the table's backend)"
+        "--backend", default=None, help="calibration to use when the table has no backend column"
     )
     parser.add_argument(
         "--set",
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="override one threshold, e.g. --set merge_min_mean_cosine=0.45 (repeatable; "
-        "applied over the clustering settings of pipeline.yaml)",
+        help="override one clustering setting of pipeline.yaml, e.g. --set min_quality=0.5 "
+        "(repeatable)",
     )
     add_settings_option(parser)
     parser.set_defaults(handler=_cmd_cluster)

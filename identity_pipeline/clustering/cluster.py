@@ -1,20 +1,26 @@
-"""Faces of one person together: HDBSCAN on good faces, then a second round that merges and
-attaches, and never puts two faces of one tile in one cluster.
+"""Faces of one person together: calibrated average linkage, names kept, cannot-link per tile.
 
-Round 1 clusters only good faces (sharp, big enough), with HDBSCAN's leaf selection: many small,
-pure clusters, since a blurry or tiny face must never bridge two people. Clusters holding two
-faces of one tile are split (cannot-link); members far from the other members are set aside.
-Round 2 merges clusters whose average linkage agrees (one person split by pose, glasses, age),
-attaches leftover faces only when they are confidently closest to one cluster centroid (a bar
-and a margin over the runner-up), lets the good leftovers that are still alone pair up among
-themselves, and finally attaches low-quality faces with their own bar, against clusters they
-could not shape. Every face ends in exactly one cluster; a face nobody claimed is a cluster of
-one (a singleton), so cluster ids are never -1.
+1. **Named people stay put.** Faces a person named (labels.csv) form one group per name; a face
+   a person placed is never moved by the algorithm.
+2. **Incremental assignment.** Every other face is compared with each named person's centroid;
+   it joins the best person when the cosine is at least the calibration's ``assign_cosine`` and
+   beats the runner-up person by ``assign_margin`` (and that person has no face in its tile).
+   Every face records the best person, the cosine and the margin, so the table says why.
+3. **Clustering the rest.** Good faces (sharp, big enough) are clustered by average linkage:
+   two groups merge, best pair first, while the mean cosine over all their cross pairs is at
+   least the calibration's ``merge_cosine``, and never when they share a tile (cannot-link).
+4. **Blurry and tiny faces** do not shape clusters (their vectors are noisy and look alike):
+   they join the cluster whose centroid they are confidently close to (``merge_cosine``, the
+   bar of average linkage, and ``assign_margin`` over the next cluster), or stay alone.
+
+Every face ends in exactly one cluster; a face nobody claimed is a cluster of one (a singleton),
+so cluster ids are never -1. Thresholds come from ``calibration`` (score statistics of the
+backend), never from tuning on a data set; see ``calibration.py``.
 """
 
 from __future__ import annotations
 
-import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,19 +28,23 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from identity_pipeline.clustering.config import ClusterConfig, load_cluster_config
+from identity_pipeline.clustering.calibration import Calibration, album_calibration
+from identity_pipeline.clustering.config import ClusterConfig
 from identity_pipeline.clustering.constraints import (
     attach_with_cannot_link,
-    has_tile_conflict,
     merge_by_average_linkage,
-    split_conflicting_group,
+    resolve_tile_collisions,
     unit_rows,
 )
 
+IGNORE = "ignore"  # the labels file's word for "no one" (labeling.labels.IGNORE)
+
 # How a face got its cluster (the ``round`` column).
 ALONE = 0  # nobody claimed it: a singleton
-ROUND_ONE = 1  # an HDBSCAN cluster member (after conflict splits and purification)
-ATTACHED = 2  # joined in round 2: a leftover confidently close to one cluster, or a new pair
+MERGED = 1  # a good face in an average-linkage cluster of 2+ faces
+ATTACHED = 2  # a blurry or tiny face that joined a cluster it is confidently close to
+NAMED = 3  # a person named it (labels.csv): its name's group, never moved
+ASSIGNED = 4  # joined a named person: above assign_cosine, by assign_margin over the runner-up
 
 ASSIGNMENT_DTYPES: dict[str, object] = {
     "face_id": "string",
@@ -44,6 +54,10 @@ ASSIGNMENT_DTYPES: dict[str, object] = {
     "cosine_to_centroid": "float32",
     "is_outlier": "bool",
     "is_representative": "bool",
+    # Against the named people's centroids (null when nobody is named, or for named faces):
+    "person": "string",  # the most similar named person allowed for this face
+    "person_similarity": "float32",  # cosine to that person's centroid
+    "person_margin": "float32",  # minus the runner-up person's cosine (1 + cosine if none)
 }
 
 # List columns are object columns of lists/arrays in pandas (ArrowDtype lists do not survive a
@@ -59,9 +73,10 @@ CLUSTER_DTYPES: dict[str, object] = {
     "size": "int64",
     "n_photos": "int64",
     "n_tiles": "int64",
-    "n_round_one": "int64",
-    "n_attached": "int64",
-    "n_merged": "int64",  # round-1 clusters merged into this one (0 for singletons)
+    "n_merged": "int64",  # good faces clustered by average linkage
+    "n_attached": "int64",  # blurry or tiny faces attached
+    "n_named": "int64",  # faces a person named
+    "n_assigned": "int64",  # faces assigned to the named person
     "mean_intra_cosine": "float32",  # mean over member pairs; NaN for singletons
     "min_cosine_to_centroid": "float32",
     "quality_mean": "float32",
@@ -85,15 +100,8 @@ class ClusteringResult:
     assignments: pd.DataFrame
     clusters: pd.DataFrame
     config: ClusterConfig
+    calibration: Calibration
     summary: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class _Groups:
-    """Clusters under construction: lists of face indices, and how many round-1 parts each has."""
-
-    members: list[np.ndarray]
-    parts: list[int]
 
 
 def embeddings_of(faces: pd.DataFrame) -> np.ndarray:
@@ -116,7 +124,7 @@ def embeddings_of(faces: pd.DataFrame) -> np.ndarray:
 def backend_of(faces: pd.DataFrame) -> str:
     """The one backend of a faces table; vectors of different backends are not comparable."""
     if "backend" not in faces.columns or faces.empty:
-        raise ValueError("the faces table has no 'backend' column: pass a ClusterConfig")
+        raise ValueError("the faces table has no 'backend' column: pass a calibration")
     spaces = faces[[c for c in ("backend", "model_sha256") if c in faces.columns]].drop_duplicates()
     if len(spaces) > 1:
         listed = ", ".join(str(v) for v in spaces["backend"].tolist())
@@ -124,14 +132,6 @@ def backend_of(faces: pd.DataFrame) -> str:
             f"faces from several embedding spaces cannot be clustered together: {listed}"
         )
     return str(spaces["backend"].iloc[0])
-
-
-def config_for_faces(faces: pd.DataFrame, **overrides: Any) -> ClusterConfig:
-    """The thresholds of the table's embedding space (the shipped section of its backend) with
-    ``overrides`` (the ``clustering`` settings); an empty table has no backend and needs none."""
-    if faces.empty:
-        return ClusterConfig(**overrides)
-    return load_cluster_config(backend_of(faces), **overrides)
 
 
 def _check_faces(faces: pd.DataFrame) -> None:
@@ -149,7 +149,7 @@ def unique_faces(faces: pd.DataFrame) -> pd.DataFrame:
     return ordered.drop_duplicates("face_id").reset_index(drop=True)
 
 
-def _good_faces(faces: pd.DataFrame, config: ClusterConfig) -> np.ndarray:
+def good_faces(faces: pd.DataFrame, config: ClusterConfig) -> np.ndarray:
     good = np.ones(len(faces), dtype=bool)
     if "quality" in faces.columns:
         good &= faces["quality"].fillna(0).to_numpy(dtype=np.float64) >= config.min_quality
@@ -158,147 +158,136 @@ def _good_faces(faces: pd.DataFrame, config: ClusterConfig) -> np.ndarray:
     return good
 
 
-def _hdbscan_labels(vectors: np.ndarray, config: ClusterConfig) -> np.ndarray:
-    """HDBSCAN leaf clusters; Euclidean distance on unit vectors orders pairs like cosine."""
-    if len(vectors) < max(config.min_cluster_size, config.min_samples + 1):
-        return np.full(len(vectors), -1, dtype=np.int64)
-    import hdbscan  # slow import (numba-free but large); only when there is work
+@dataclass(frozen=True)
+class PersonMatch:
+    """Per face, its best allowed named person (-1: none), the cosine and the margin."""
 
-    clusterer = hdbscan.HDBSCAN(
-        min_cluster_size=config.min_cluster_size,
-        min_samples=config.min_samples,
-        metric="euclidean",
-        cluster_selection_method="leaf",
-        approx_min_span_tree=False,  # exact: the same input gives the same clusters
-        core_dist_n_jobs=1,
-    )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return clusterer.fit_predict(vectors).astype(np.int64)
+    person: np.ndarray
+    similarity: np.ndarray
+    margin: np.ndarray
 
 
-def leave_one_out_cosine(vectors: np.ndarray) -> np.ndarray:
-    """Each row's cosine to the centroid of the other rows: an intruder cannot pull that centroid
-    towards itself, so it stands out more than against the centroid of all members."""
-    if len(vectors) < 2:
-        return np.ones(len(vectors))
-    others = vectors.sum(axis=0) - vectors
-    norms = np.maximum(np.linalg.norm(others, axis=1), 1e-12)
-    return np.einsum("ij,ij->i", vectors, others) / norms
-
-
-def _purify(
-    group: np.ndarray, vectors: np.ndarray, tiles: np.ndarray, config: ClusterConfig
-) -> list[np.ndarray]:
-    """Split a round-1 cluster on tile conflicts, then drop members far from the others."""
-    parts = (
-        [group[part] for part in split_conflicting_group(vectors[group], tiles[group])]
-        if has_tile_conflict(tiles[group])
-        else [group]
-    )
-    kept: list[np.ndarray] = []
-    for part in parts:
-        close = part[leave_one_out_cosine(vectors[part]) >= config.member_min_cosine]
-        if len(close) >= config.min_cluster_size:
-            kept.append(np.sort(close))
-    return kept
-
-
-def _round_one(
-    vectors: np.ndarray, tiles: np.ndarray, good: np.ndarray, config: ClusterConfig
-) -> tuple[_Groups, dict[str, int]]:
-    good_index = np.flatnonzero(good)
-    labels = _hdbscan_labels(vectors[good_index], config)
-    raw = [good_index[labels == label] for label in np.unique(labels[labels >= 0])]
-    conflicts = sum(has_tile_conflict(tiles[group]) for group in raw)
-    members = [part for group in raw for part in _purify(group, vectors, tiles, config)]
-    stats = {"round_one_clusters": len(raw), "round_one_tile_conflicts_split": int(conflicts)}
-    return _Groups(members, [1] * len(members)), stats
-
-
-def _merge(groups: _Groups, vectors: np.ndarray, tiles: np.ndarray, threshold: float) -> _Groups:
-    merged = merge_by_average_linkage(groups.members, vectors, tiles, threshold)
-    return _Groups(
-        [np.sort(np.concatenate([groups.members[i] for i in parts])) for parts in merged],
-        [sum(groups.parts[i] for i in parts) for parts in merged],
+def match_people(
+    vectors: np.ndarray, tiles: np.ndarray, groups: list[np.ndarray], faces: np.ndarray
+) -> PersonMatch:
+    """``faces`` (indices) against the centroids of ``groups`` (named people). A person is not
+    allowed for a face of a tile that person is already in; the runner-up is any other person."""
+    count = len(faces)
+    if count == 0 or not groups:
+        empty = np.full(count, np.nan)
+        return PersonMatch(np.full(count, -1, dtype=np.int64), empty, empty.copy())
+    centroids = unit_rows(np.stack([vectors[g].mean(axis=0) for g in groups]))
+    scores = vectors[faces] @ centroids.T
+    allowed = np.ones_like(scores, dtype=bool)
+    for person, members in enumerate(groups):
+        allowed[np.isin(tiles[faces], tiles[members]), person] = False
+    masked = np.where(allowed, scores, -np.inf)
+    best = np.argmax(masked, axis=1)
+    rows = np.arange(count)
+    best_score = masked[rows, best]
+    others = scores.copy()
+    others[rows, best] = -np.inf
+    runner_up = others.max(axis=1) if len(groups) > 1 else np.full(count, -1.0)
+    has_best = np.isfinite(best_score)
+    return PersonMatch(
+        np.where(has_best, best, -1),
+        np.where(has_best, best_score, np.nan),
+        np.where(has_best, best_score - runner_up, np.nan),
     )
 
 
 def _attach(
-    groups: _Groups,
+    groups: list[np.ndarray],
     candidates: np.ndarray,
     vectors: np.ndarray,
     tiles: np.ndarray,
-    min_cosine: np.ndarray,
-    config: ClusterConfig,
+    calibration: Calibration,
 ) -> np.ndarray:
-    """Attach ``candidates`` (face indices) to ``groups`` in place; returns those attached."""
-    if len(candidates) == 0 or not groups.members:
-        return np.zeros(0, dtype=np.int64)
-    centroids = unit_rows(np.stack([vectors[m].mean(axis=0) for m in groups.members]))
-    cluster_tiles = [set(tiles[m].tolist()) for m in groups.members]
+    """Attach ``candidates`` to ``groups`` (in place) when confidently closest to one centroid;
+    returns the group number per candidate (-1: stays out)."""
+    if len(candidates) == 0 or not groups:
+        return np.full(len(candidates), -1, dtype=np.int64)
+    centroids = unit_rows(np.stack([vectors[g].mean(axis=0) for g in groups]))
     choice = attach_with_cannot_link(
         vectors[candidates],
         centroids,
         tiles[candidates],
-        cluster_tiles,
-        min_cosine[candidates],
-        config.attach_margin,
+        [set(tiles[g].tolist()) for g in groups],
+        np.full(len(candidates), calibration.merge_cosine),
+        calibration.assign_margin,
     )
-    for cluster in np.unique(choice[choice >= 0]):
-        joined = candidates[choice == cluster]
-        groups.members[cluster] = np.sort(np.concatenate([groups.members[cluster], joined]))
-    return candidates[choice >= 0]
-
-
-def _pair_up_leftovers(
-    leftovers: np.ndarray, vectors: np.ndarray, tiles: np.ndarray, config: ClusterConfig
-) -> list[np.ndarray]:
-    """Good faces still alone may form new clusters among themselves (e.g. an album with a single
-    person, where HDBSCAN's leaf selection finds no split). Single pairs are noisier than cluster
-    means, hence their own, stricter bar."""
-    if len(leftovers) < 2:
-        return []
-    merged = merge_by_average_linkage(
-        [np.array([face]) for face in leftovers], vectors, tiles, config.leftover_pair_min_cosine
-    )
-    return [leftovers[parts] for parts in merged if len(parts) >= 2]
+    for group in np.unique(choice[choice >= 0]):
+        groups[group] = np.sort(np.concatenate([groups[group], candidates[choice == group]]))
+    return choice
 
 
 def _assign(
-    vectors: np.ndarray, tiles: np.ndarray, good: np.ndarray, config: ClusterConfig
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, int]]:
-    """Per face: a provisional cluster number, its round, and per cluster its merged part count."""
-    groups, stats = _round_one(vectors, tiles, good, config)
-    stats["round_one_clusters_kept"] = len(groups.members)
-    groups = _merge(groups, vectors, tiles, config.merge_min_mean_cosine)
-    stats["clusters_after_merge"] = len(groups.members)
-    round_one = np.zeros(len(vectors), dtype=bool)
-    for members in groups.members:
-        round_one[members] = True
+    vectors: np.ndarray,
+    tiles: np.ndarray,
+    good: np.ndarray,
+    names: np.ndarray,
+    calibration: Calibration,
+) -> tuple[np.ndarray, np.ndarray, PersonMatch, list[str], dict[str, int]]:
+    """Per face: a provisional cluster number and its round; the person match of every face."""
+    count = len(vectors)
+    rounds = np.full(count, ALONE, dtype=np.int8)
+    people = sorted({n for n in names if n is not None and n != IGNORE}, key=str.casefold)
+    named_groups = [np.flatnonzero(names == person) for person in people]
+    for members in named_groups:
+        rounds[members] = NAMED
+    # Faces labelled "ignore" are no one: never assigned to a person, clustered like the rest.
+    unnamed = np.flatnonzero(rounds != NAMED)
+    match = match_people(vectors, tiles, named_groups, unnamed)
+    confident = (
+        (names[unnamed] != IGNORE)
+        & (match.person >= 0)
+        & (np.nan_to_num(match.similarity, nan=-2.0) >= calibration.assign_cosine)
+        & (np.nan_to_num(match.margin, nan=-2.0) >= calibration.assign_margin)
+    )
+    # Two faces of one tile confident about one person: the closer one joins, the other not.
+    choice = resolve_tile_collisions(
+        np.where(confident, match.person, -1), match.similarity, tiles[unnamed]
+    )
+    assigned = unnamed[choice >= 0]
+    for person in np.unique(choice[choice >= 0]):
+        named_groups[person] = np.sort(
+            np.concatenate([named_groups[person], unnamed[choice == person]])
+        )
+    rounds[assigned] = ASSIGNED
 
-    attach_bar = np.where(good, config.attach_min_cosine, config.low_quality_attach_min_cosine)
-    good_left = np.flatnonzero(good & ~round_one)
-    attached = [_attach(groups, good_left, vectors, tiles, attach_bar, config)]
-    still_alone = np.setdiff1d(good_left, attached[0])
-    new_groups = _pair_up_leftovers(still_alone, vectors, tiles, config)
-    groups.members.extend(new_groups)
-    groups.parts.extend([0] * len(new_groups))
-    attached.extend(new_groups)
-    low_left = np.flatnonzero(~good)
-    attached.append(_attach(groups, low_left, vectors, tiles, attach_bar, config))
-
-    cluster_of = np.full(len(vectors), -1, dtype=np.int64)
-    for number, members in enumerate(groups.members):
+    rest = np.setdiff1d(unnamed, assigned)
+    rest_good = rest[good[rest]]
+    merged = merge_by_average_linkage(
+        [np.array([face]) for face in rest_good], vectors, tiles, calibration.merge_cosine
+    )
+    clusters = [np.sort(rest_good[parts]) for parts in merged]
+    for members in clusters:
+        if len(members) >= 2:
+            rounds[members] = MERGED
+    rest_low = rest[~good[rest]]
+    attached = rest_low[_attach(clusters, rest_low, vectors, tiles, calibration) >= 0]
+    rounds[attached] = ATTACHED
+    groups = named_groups + [c for c in clusters if len(c)]
+    cluster_of = np.full(count, -1, dtype=np.int64)
+    for number, members in enumerate(groups):
         cluster_of[members] = number
-    rounds = np.full(len(vectors), ALONE, dtype=np.int8)
-    rounds[cluster_of >= 0] = ATTACHED
-    rounds[round_one] = ROUND_ONE
     alone = np.flatnonzero(cluster_of < 0)
-    cluster_of[alone] = len(groups.members) + np.arange(len(alone))
-    parts = np.array(groups.parts + [0] * len(alone), dtype=np.int64)
-    stats["attached"] = int(sum(len(a) for a in attached))
-    return cluster_of, rounds, parts, stats
+    cluster_of[alone] = len(groups) + np.arange(len(alone))
+
+    full = PersonMatch(
+        np.full(count, -1, dtype=np.int64), np.full(count, np.nan), np.full(count, np.nan)
+    )
+    full.person[unnamed] = match.person
+    full.similarity[unnamed] = match.similarity
+    full.margin[unnamed] = match.margin
+    stats = {
+        "named_people": len(people),
+        "named_faces": int((rounds == NAMED).sum()),
+        "assigned_to_named": len(assigned),
+        "clustered_good_faces": len(rest_good),
+        "attached_low_quality": len(attached),
+    }
+    return cluster_of, rounds, full, people, stats
 
 
 def _renumber(cluster_of: np.ndarray, face_ids: np.ndarray) -> np.ndarray:
@@ -315,8 +304,8 @@ def _stats(
     vectors: np.ndarray,
     cluster_ids: np.ndarray,
     rounds: np.ndarray,
-    parts_by_cluster: dict[int, int],
     config: ClusterConfig,
+    calibration: Calibration,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     count = len(faces)
     cosine = np.zeros(count, dtype=np.float64)
@@ -339,7 +328,8 @@ def _stats(
         centroid = total / max(np.linalg.norm(total), 1e-12)
         cosine[members] = vectors[members] @ centroid
         if size >= 3:
-            outlier[members] = cosine[members] < config.outlier_below_cosine
+            # A member that could not join its own cluster's centroid.
+            outlier[members] = cosine[members] < calibration.merge_cosine
         ranking = sorted(
             (m for m in members if not outlier[m]),
             key=lambda m: (-quality[m] * cosine[m], face_ids[m]),
@@ -355,9 +345,10 @@ def _stats(
                 "size": size,
                 "n_photos": len(set(photo_ids[members])),
                 "n_tiles": len(set(tile_ids[members])),
-                "n_round_one": int((rounds[members] == ROUND_ONE).sum()),
+                "n_merged": int((rounds[members] == MERGED).sum()),
                 "n_attached": int((rounds[members] == ATTACHED).sum()),
-                "n_merged": parts_by_cluster.get(cluster, 0),
+                "n_named": int((rounds[members] == NAMED).sum()),
+                "n_assigned": int((rounds[members] == ASSIGNED).sum()),
                 "mean_intra_cosine": mean_intra,
                 "min_cosine_to_centroid": float(cosine[members].min()),
                 "quality_mean": float(quality[members].mean()),
@@ -390,32 +381,48 @@ def _stats(
 def cluster_faces(
     faces: pd.DataFrame,
     config: ClusterConfig | None = None,
+    calibration: Calibration | None = None,
+    names: Mapping[str, str] | None = None,
+    backend: str | None = None,
 ) -> ClusteringResult:
     """Cluster a faces table (``face_id``, ``tile_id``, ``embedding``; ``quality``,
-    ``face_size``, ``photo_id``, ``backend`` when present). Without ``config`` the thresholds of
-    the table's backend are loaded from the shipped YAML.
+    ``face_size``, ``photo_id``, ``backend`` when present).
 
+    ``names``: face_id -> name (or ``"ignore"``) as a person gave them (labels.csv); named faces
+    keep their name's group, other faces may be assigned to a named person.
+    ``calibration``: the thresholds; default: fitted on the named faces once
+    ``config.calibrate_from_named_people`` people are named, else the shipped calibration of
+    the table's backend (``backend``: for a table without that column, or with no rows).
     Deterministic: the same faces (in any row order) give the same clusters and ids.
     """
     _check_faces(faces)
-    if config is None:
-        config = config_for_faces(faces)
-    elif "backend" in faces.columns and not faces.empty:
-        backend_of(faces)  # still refuse mixed embedding spaces
+    config = config or ClusterConfig()
+    if "backend" in faces.columns and not faces.empty:
+        backend = backend_of(faces)  # also refuses mixed embedding spaces
+    elif calibration is None and backend is None:
+        raise ValueError("the faces table has no 'backend' column: pass backend or calibration")
     ordered = unique_faces(faces)
     vectors = embeddings_of(ordered)
     tiles = pd.factorize(ordered["tile_id"].astype("string"))[0]
-    good = _good_faces(ordered, config)
-    provisional, rounds, parts, stats = _assign(vectors, tiles, good, config)
+    good = good_faces(ordered, config)
+    given = names or {}
+    face_names = np.array([given.get(str(f)) for f in ordered["face_id"]], dtype=object)
+    if calibration is None:
+        people = [None if n == IGNORE else n for n in face_names]
+        calibration = album_calibration(
+            vectors, people, backend, min_people=config.calibrate_from_named_people
+        )
+    provisional, rounds, match, people, stats = _assign(
+        vectors, tiles, good, face_names, calibration
+    )
     cluster_ids = _renumber(provisional, ordered["face_id"].to_numpy(dtype=object))
-    parts_by_cluster = {
-        int(final): int(parts[old])
-        for old, final in pd.DataFrame({"old": provisional, "new": cluster_ids})
-        .drop_duplicates("old")
-        .itertuples(index=False)
-    }
-    assignments, clusters = _stats(ordered, vectors, cluster_ids, rounds, parts_by_cluster, config)
+    assignments, clusters = _stats(ordered, vectors, cluster_ids, rounds, config, calibration)
     assignments["good_quality"] = good
+    assignments["person"] = pd.array(
+        [people[k] if k >= 0 else None for k in match.person], dtype="string"
+    )
+    assignments["person_similarity"] = match.similarity
+    assignments["person_margin"] = match.margin
     assignments = (
         assignments.astype(ASSIGNMENT_DTYPES)
         .sort_values(["cluster_id", "cosine_to_centroid", "face_id"], ascending=[True, False, True])
@@ -431,10 +438,12 @@ def cluster_faces(
         "faces_in_clusters": int(multi["size"].sum()),
         "largest_cluster": int(clusters["size"].max()) if len(clusters) else 0,
         "suspected_outliers": int(clusters["n_outliers"].sum()),
-        "backend": config.backend,
+        "backend": calibration.backend,
+        "calibration": calibration.source,
+        **calibration.thresholds(),
         **stats,
     }
-    return ClusteringResult(assignments, clusters, config, summary)
+    return ClusteringResult(assignments, clusters, config, calibration, summary)
 
 
 # The face_clusters table (``<data root>/assets/face_clusters/table.parquet``): the assignments

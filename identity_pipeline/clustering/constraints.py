@@ -1,15 +1,13 @@
 """Cannot-link: two faces of one tile are two people, so they never share a cluster.
 
-Three places enforce it: splitting a round-1 cluster that holds two faces of one tile
-(``split_conflicting_group``), refusing merges of clusters that share a tile
-(``merge_by_average_linkage``), and attaching leftover faces per tile with an optimal assignment
-(``attach_with_cannot_link``). Vectors are L2-normalised rows, so cosine is a dot product.
+Two places enforce it: refusing merges of clusters that share a tile
+(``merge_by_average_linkage``), and attaching faces per tile with an optimal assignment
+(``attach_with_cannot_link``, ``resolve_tile_collisions``). Vectors are L2-normalised rows, so cosine is a dot product.
 """
 
 from __future__ import annotations
 
 import heapq
-from collections import Counter
 from collections.abc import Sequence
 
 import numpy as np
@@ -54,38 +52,6 @@ def _assign_per_tile(
             if finite[row, col]:
                 choice[members[row]] = col
     return choice
-
-
-def split_conflicting_group(
-    vectors: np.ndarray, tiles: np.ndarray, iterations: int = 10
-) -> list[np.ndarray]:
-    """Split one cluster holding several faces of one tile into groups without such pairs.
-
-    Constrained k-means (COP-k-means): k is the most faces any tile has in the cluster; the faces
-    of the fullest tile seed the k centroids (they are k different people by construction); each
-    round assigns faces to centroids per tile, never two faces of a tile to one centroid.
-    Returns index arrays into ``vectors``; groups may be small, the caller decides what to keep.
-    """
-    counts = Counter(tiles.tolist())
-    seed_tile, k = max(counts.items(), key=lambda item: (item[1], str(item[0])))
-    if k < 2:
-        return [np.arange(len(vectors))]
-    centroids = vectors[np.flatnonzero(tiles == seed_tile)]
-    choice = np.zeros(len(vectors), dtype=np.int64)
-    for _ in range(iterations):
-        new_choice = _assign_per_tile(vectors @ centroids.T, tiles)
-        if np.array_equal(new_choice, choice):
-            break
-        choice = new_choice
-        centroids = np.stack(
-            [
-                unit_rows(vectors[choice == g].mean(axis=0, keepdims=True))[0]
-                if np.any(choice == g)
-                else centroids[g]
-                for g in range(k)
-            ]
-        )
-    return [np.flatnonzero(choice == g) for g in range(k) if np.any(choice == g)]
 
 
 def merge_by_average_linkage(
@@ -186,10 +152,10 @@ def attach_with_cannot_link(
         confident = (best_score >= min_cosine[rows]) & (best_score - runner_up >= margin)
         candidate[rows[confident]] = best[confident]
         score[rows[confident]] = best_score[confident]
-    return _resolve_tile_collisions(candidate, score, tiles)
+    return resolve_tile_collisions(candidate, score, tiles)
 
 
-def _resolve_tile_collisions(
+def resolve_tile_collisions(
     candidate: np.ndarray, score: np.ndarray, tiles: np.ndarray
 ) -> np.ndarray:
     """Faces of one tile that want the same cluster: an optimal one-to-one assignment decides."""
