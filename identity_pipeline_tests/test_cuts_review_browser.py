@@ -124,108 +124,105 @@ def test_fix_a_wrong_split_on_the_page_and_photo_tiles_recuts_it(
     truth = make_album(layout)
     first = sensor_tick(instance, None)
     assert [r.asset_selection for r in first.run_requests] == [[dg.AssetKey("raw_photos")]]
-    run_request(layout, instance, first.run_requests[0])  # raw_photos...
-    run_request(
-        layout,
-        instance,
-        dg.RunRequest(partition_key=ALBUM, asset_selection=[dg.AssetKey("photo_tiles")]),
-    )  # ...and photo_tiles, as automation follows it
+    # The run it asks for, and photo_tiles after it (automation follows raw_photos).
+    assert materialize_graph(layout, instance, ["raw_photos", "photo_tiles"], ALBUM).success
     tiles = pd.read_parquet(layout.table_path("photo_tiles", ALBUM))
     rows_id = tiles.loc[tiles["source_path"] == "rows.jpg", "photo_id"].iat[0]
 
-    with labeling_app(layout.root) as base, sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 950})
-            page.set_default_timeout(15_000)
-            errors: list[str] = []
-            page.on("pageerror", lambda error: errors.append(str(error)))
-            page.goto(base + "/")
-            page.get_by_test_id("nav-cuts").click()  # from the Names page
-            expect(page.locator("body[data-loaded]")).to_have_count(1)
-            items = page.get_by_test_id("queue-item")
-            expect(items).to_have_count(3)
-            assert [items.nth(i).get_attribute("data-photo") for i in range(3)] == photo_order(
-                tiles
-            )
+    with labeling_app(layout.root) as base:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+            try:
+                page = browser.new_page(viewport={"width": 1400, "height": 950})
+                page.set_default_timeout(15_000)
+                errors: list[str] = []
+                page.on("pageerror", lambda error: errors.append(str(error)))
+                page.goto(base + "/")
+                page.get_by_test_id("nav-cuts").click()  # from the Names page
+                expect(page.locator("body[data-loaded]")).to_have_count(1)
+                items = page.get_by_test_id("queue-item")
+                expect(items).to_have_count(3)
+                assert [items.nth(i).get_attribute("data-photo") for i in range(3)] == photo_order(
+                    tiles
+                )
 
-            page.locator(f'[data-testid=queue-item][data-photo="{rows_id}"]').click()
-            editor = page.locator("#editor")
-            expect(editor).to_have_attribute("data-photo", rows_id)
-            expect(page.get_by_test_id("photo")).to_have_js_property("complete", True)
-            expect(page.get_by_test_id("info")).to_contain_text("rows.jpg")
+                page.locator(f'[data-testid=queue-item][data-photo="{rows_id}"]').click()
+                editor = page.locator("#editor")
+                expect(editor).to_have_attribute("data-photo", rows_id)
+                expect(page.get_by_test_id("photo")).to_have_js_property("complete", True)
+                expect(page.get_by_test_id("info")).to_contain_text("rows.jpg")
 
-            # Single, then undo: back to what the splitter said.
-            page.keyboard.press("s")
-            expect(editor).to_have_attribute("data-tiles", "1")
-            page.keyboard.press("z")
-            expect(editor).to_have_attribute(
-                "data-tiles", str((tiles["photo_id"] == rows_id).sum())
-            )
+                # Single, then undo: back to what the splitter said.
+                page.keyboard.press("s")
+                expect(editor).to_have_attribute("data-tiles", "1")
+                page.keyboard.press("z")
+                expect(editor).to_have_attribute(
+                    "data-tiles", str((tiles["photo_id"] == rows_id).sum())
+                )
 
-            # A known start whatever the splitter did: rows x cols = 2 x 1.
-            page.get_by_test_id("rows").fill("2")
-            page.get_by_test_id("cols").fill("1")
-            page.get_by_test_id("grid").click()
-            expect(editor).to_have_attribute("data-tiles", "2")
-            expect(page.get_by_test_id("accept")).to_have_text("Save fix (A)")
+                # A known start whatever the splitter did: rows x cols = 2 x 1.
+                page.get_by_test_id("rows").fill("2")
+                page.get_by_test_id("cols").fill("1")
+                page.get_by_test_id("grid").click()
+                expect(editor).to_have_attribute("data-tiles", "2")
+                expect(page.get_by_test_id("accept")).to_have_text("Save fix (A)")
 
-            seam_y, seam_x = truth[0].y1, truth[1].x1
-            overlay = page.get_by_test_id("overlay").bounding_box()
-            to_x = lambda x: overlay["x"] + x * overlay["width"] / 900  # noqa: E731
-            to_y = lambda y: overlay["y"] + y * overlay["height"] / 700  # noqa: E731
+                seam_y, seam_x = truth[0].y1, truth[1].x1
+                overlay = page.get_by_test_id("overlay").bounding_box()
+                to_x = lambda x: overlay["x"] + x * overlay["width"] / 900  # noqa: E731
+                to_y = lambda y: overlay["y"] + y * overlay["height"] / 700  # noqa: E731
 
-            # Drag the cut with the mouse to the seam, then nudge it to the pixel.
-            line = page.locator("[data-testid=cut][data-dir=h]")
-            expect(line).to_have_count(1)
-            page.mouse.move(to_x(600), to_y(350))
-            page.mouse.down()
-            page.mouse.move(to_x(600), to_y(seam_y), steps=8)
-            page.mouse.up()
-            nudge_to(page, line, seam_y, "ArrowUp", "ArrowDown")
+                # Drag the cut with the mouse to the seam, then nudge it to the pixel.
+                line = page.locator("[data-testid=cut][data-dir=h]")
+                expect(line).to_have_count(1)
+                page.mouse.move(to_x(600), to_y(350))
+                page.mouse.down()
+                page.mouse.move(to_x(600), to_y(seam_y), steps=8)
+                page.mouse.up()
+                nudge_to(page, line, seam_y, "ArrowUp", "ArrowDown")
 
-            # Cut the top tile and take that cut away again (double click).
-            page.mouse.move(to_x(300), to_y(100))
-            page.keyboard.press("v")
-            top_cut = page.locator("[data-testid=cut][data-dir=v]")
-            expect(top_cut).to_have_count(1)
-            expect(editor).to_have_attribute("data-tiles", "3")
-            box = top_cut.bounding_box()
-            page.mouse.dblclick(box["x"] + box["width"] / 2, to_y(100))
-            expect(editor).to_have_attribute("data-tiles", "2")
+                # Cut the top tile and take that cut away again (double click).
+                page.mouse.move(to_x(300), to_y(100))
+                page.keyboard.press("v")
+                top_cut = page.locator("[data-testid=cut][data-dir=v]")
+                expect(top_cut).to_have_count(1)
+                expect(editor).to_have_attribute("data-tiles", "3")
+                box = top_cut.bounding_box()
+                page.mouse.dblclick(box["x"] + box["width"] / 2, to_y(100))
+                expect(editor).to_have_attribute("data-tiles", "2")
 
-            # Cut the bottom tile where its two photos meet.
-            page.mouse.move(to_x(seam_x + 3), to_y(500))
-            page.keyboard.press("v")
-            bottom_cut = page.locator("[data-testid=cut][data-dir=v]")
-            nudge_to(page, bottom_cut, seam_x, "ArrowLeft", "ArrowRight")
-            drawn = page.locator("[data-testid=tile]")
-            expect(drawn).to_have_count(3)
-            assert sorted(drawn.nth(i).get_attribute("data-box") for i in range(3)) == sorted(
-                " ".join(map(str, b.as_list())) for b in truth
-            )
+                # Cut the bottom tile where its two photos meet.
+                page.mouse.move(to_x(seam_x + 3), to_y(500))
+                page.keyboard.press("v")
+                bottom_cut = page.locator("[data-testid=cut][data-dir=v]")
+                nudge_to(page, bottom_cut, seam_x, "ArrowLeft", "ArrowRight")
+                drawn = page.locator("[data-testid=tile]")
+                expect(drawn).to_have_count(3)
+                assert sorted(drawn.nth(i).get_attribute("data-box") for i in range(3)) == sorted(
+                    " ".join(map(str, b.as_list())) for b in truth
+                )
 
-            # One key saves the fix and moves on; one key accepts the next photo.
-            with page.expect_response(lambda r: r.url.endswith("/api/cuts/save")) as saved:
-                page.keyboard.press("a")
-            assert saved.value.json()["action"] == "hint"
-            expect(page.get_by_test_id("message")).to_contain_text("split_hints.csv")
-            expect(items).to_have_count(2)
-            next_id = editor.get_attribute("data-photo")
-            assert next_id != rows_id
-            with page.expect_response(lambda r: r.url.endswith("/api/cuts/save")) as accepted:
-                page.keyboard.press("a")
-            assert accepted.value.json()["action"] == "accepted"
-            expect(items).to_have_count(1)
-            page.get_by_test_id("show-done").check()
-            expect(items).to_have_count(3)
-            page.locator(f'[data-testid=queue-item][data-photo="{rows_id}"]').click()
-            expect(page.get_by_test_id("info")).to_contain_text("re-run pending")
-            ARTIFACTS.mkdir(exist_ok=True)
-            page.screenshot(path=str(ARTIFACTS / "cuts_review.png"))
-            assert not errors, errors
-        finally:
-            browser.close()
+                # One key saves the fix and moves on; one key accepts the next photo.
+                with page.expect_response(lambda r: r.url.endswith("/api/cuts/save")) as saved:
+                    page.keyboard.press("a")
+                assert saved.value.json()["action"] == "hint"
+                expect(page.get_by_test_id("message")).to_contain_text("split_hints.csv")
+                expect(items).to_have_count(2)
+                next_id = editor.get_attribute("data-photo")
+                assert next_id != rows_id
+                with page.expect_response(lambda r: r.url.endswith("/api/cuts/save")) as accepted:
+                    page.keyboard.press("a")
+                assert accepted.value.json()["action"] == "accepted"
+                expect(items).to_have_count(1)
+                page.get_by_test_id("show-done").check()
+                expect(items).to_have_count(3)
+                page.locator(f'[data-testid=queue-item][data-photo="{rows_id}"]').click()
+                expect(page.get_by_test_id("info")).to_contain_text("re-run pending")
+                ARTIFACTS.mkdir(exist_ok=True)
+                page.screenshot(path=str(ARTIFACTS / "cuts_review.png"))
+                assert not errors, errors
+            finally:
+                browser.close()
 
         hints = (layout.album_dir(ALBUM) / "split_hints.csv").read_text()
         assert hints.splitlines()[-1] == "rows.jpg,0 0 900 304; 0 304 450 700; 450 304 900 700"
