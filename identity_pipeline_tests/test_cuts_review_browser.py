@@ -5,7 +5,8 @@ An album of three photos is materialized in-process (raw_photos, photo_tiles); t
 serves the page over the same storage root. On the page a person opens the collage whose true
 tiles are known, lays a 2 x 1 grid, drags its cut to the true seam, cuts the bottom tile where
 its two photos meet (nudging both lines to the pixel with the arrow keys), checks that single /
-undo and add / remove work, saves with one key, and accepts the next photo with one key. Then the
+undo and adding / removing a cut work by key and by mouse, saves with one key, and accepts the
+next photo with one key. Then the
 album sensor ticks as the daemon would: it asks for that album's photo_tiles only, and running
 that request gives the collage exactly its true tiles while the other photos come from the cache.
 
@@ -181,7 +182,8 @@ def test_fix_a_wrong_split_on_the_page_and_photo_tiles_recuts_it(
                 page.mouse.up()
                 nudge_to(page, line, seam_y, "ArrowUp", "ArrowDown")
 
-                # Cut the top tile and take that cut away again (double click).
+                # Cut the top tile (key), take the cut away (double click); again with the
+                # button and a click, taken away with Delete.
                 page.mouse.move(to_x(300), to_y(100))
                 page.keyboard.press("v")
                 top_cut = page.locator("[data-testid=cut][data-dir=v]")
@@ -190,10 +192,15 @@ def test_fix_a_wrong_split_on_the_page_and_photo_tiles_recuts_it(
                 box = top_cut.bounding_box()
                 page.mouse.dblclick(box["x"] + box["width"] / 2, to_y(100))
                 expect(editor).to_have_attribute("data-tiles", "2")
+                page.get_by_test_id("add-v").click()
+                page.mouse.click(to_x(300), to_y(100))
+                expect(top_cut).to_have_count(1)
+                page.keyboard.press("Delete")  # the cut just added is the selected one
+                expect(top_cut).to_have_count(0)
 
                 # Cut the bottom tile where its two photos meet.
-                page.mouse.move(to_x(seam_x + 3), to_y(500))
-                page.keyboard.press("v")
+                page.get_by_test_id("add-v").click()
+                page.mouse.click(to_x(seam_x + 3), to_y(500))
                 bottom_cut = page.locator("[data-testid=cut][data-dir=v]")
                 nudge_to(page, bottom_cut, seam_x, "ArrowLeft", "ArrowRight")
                 drawn = page.locator("[data-testid=tile]")
