@@ -10,9 +10,9 @@ import os
 
 import dagster as dg
 
-from identity_pipeline.asset_names import FACE_CLUSTERS, LABELED_IDENTITIES, RAW_PHOTOS
+from identity_pipeline.asset_names import FACE_CLUSTERS, LABELED_IDENTITIES, PHOTO_TILES, RAW_PHOTOS
 from identity_pipeline.partitions import ALBUMS_PARTITION_NAME, albums_partitions
-from identity_pipeline.photos import album_fingerprint, discover_albums
+from identity_pipeline.photos import AlbumFingerprint, album_fingerprints, discover_albums
 from identity_pipeline.resources import StorageResource
 from identity_pipeline.storage import content_id
 
@@ -57,12 +57,13 @@ def decode_cursor(cursor: str | None) -> dict[str, str]:
 
 @dg.sensor(
     name="album_sensor",
-    asset_selection=dg.AssetSelection.assets(RAW_PHOTOS, FACE_CLUSTERS),
+    asset_selection=dg.AssetSelection.assets(RAW_PHOTOS, PHOTO_TILES, FACE_CLUSTERS),
     minimum_interval_seconds=ALBUM_SENSOR_INTERVAL_SECONDS,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description=(
         "Watches data/albums/: adds a partition per new album folder and re-runs raw_photos for "
-        "an album whose files changed (names, sizes or modification times). An album folder "
+        "an album whose photos changed (names, sizes or modification times); when only its "
+        "split hints file changed, photo_tiles alone re-runs for it. An album folder "
         "that is gone (deleted or renamed) loses its partition, and face_clusters re-runs so its "
         "faces leave the clusters and the training set; its files under data/assets/ stay."
     ),
@@ -79,20 +80,29 @@ def album_sensor(context: dg.SensorEvaluationContext, storage: StorageResource) 
     run_requests: list[dg.RunRequest] = []
     for album in discovery.albums:
         try:
-            fingerprint = album_fingerprint(layout.album_dir(album))
+            fingerprint = album_fingerprints(layout.album_dir(album))
         except OSError as error:  # a folder vanishing mid-scan must not stop the other albums
             context.log.warning(f"album {album!r} could not be listed: {error}")
             continue
-        fingerprints[album] = fingerprint
-        if known.get(album) != fingerprint or album not in existing:
-            run_requests.append(
-                dg.RunRequest(
-                    run_key=f"{album}:{fingerprint}",
-                    partition_key=album,
-                    asset_selection=[dg.AssetKey(RAW_PHOTOS)],
-                    tags={FINGERPRINT_TAG: fingerprint},
-                )
+        fingerprints[album] = str(fingerprint)
+        before = AlbumFingerprint.parse(known.get(album))
+        if before is None or before.photos != fingerprint.photos or album not in existing:
+            # photo_tiles follows, reading the hints as they are.
+            selection = [dg.AssetKey(RAW_PHOTOS)]
+        elif before.sidecars != fingerprint.sidecars:
+            # Only the hints changed (the cuts review page saved one): raw_photos would find the
+            # same photos; photo_tiles re-cuts the hinted photos and reuses every other split.
+            selection = [dg.AssetKey(PHOTO_TILES)]
+        else:
+            continue
+        run_requests.append(
+            dg.RunRequest(
+                run_key=f"{album}:{fingerprint}",
+                partition_key=album,
+                asset_selection=selection,
+                tags={FINGERPRINT_TAG: str(fingerprint)},
             )
+        )
 
     # Album folders that are gone (deleted, or renamed: the new name is a new album) lose their
     # partition, so the all-album assets stop reading their last tables. Never when the albums

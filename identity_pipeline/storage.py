@@ -3,7 +3,8 @@
 One storage root (``data/`` or ``$IDENTITY_PIPELINE_DATA_DIR``) holds the user's albums and
 everything the assets produce::
 
-    <root>/albums/<album>/...                 source photos (the user's, never written to)
+    <root>/albums/<album>/...                 source photos (the user's, never written to; only
+                                              split_hints.csv, by the cuts review page)
     <root>/assets/<asset>/<album>/table.parquet + files/   per-album asset outputs
     <root>/assets/<asset>/table.parquet + files/           outputs of assets over all albums
     <root>/labels.csv                         names given to faces

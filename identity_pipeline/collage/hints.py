@@ -76,7 +76,12 @@ def find_hints_file(album_dir: Path) -> Path | None:
 
 def parse_hints(path: Path) -> dict[str, Hint]:
     """Read a hints file (.csv, .yaml or .yml). Malformed lines raise ValueError naming the line."""
-    text = path.read_text(encoding="utf-8-sig")
+    return parse_hints_text(path.read_text(encoding="utf-8-sig"), path)
+
+
+def parse_hints_text(text: str, path: Path) -> dict[str, Hint]:
+    """The hints in ``text``, read as the file ``path`` (its suffix picks the format, its name
+    goes into messages): what ``parse_hints`` does once the file is read."""
     suffix = path.suffix.lower()
     if suffix == ".csv":
         entries = _csv_entries(text)

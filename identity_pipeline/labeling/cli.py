@@ -22,7 +22,8 @@ def _cmd_label(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     print(
-        f"Labeling page: {label_page_url(args.port)}  (labels: {layout.labels_path}; Ctrl+C stops)",
+        f"Labeling page: {label_page_url(args.port)}  (labels: {layout.labels_path}; "
+        f"cuts review: {label_page_url(args.port)}cuts; Ctrl+C stops)",
         file=sys.stderr,
     )
     with contextlib.suppress(KeyboardInterrupt):

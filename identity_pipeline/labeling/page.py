@@ -40,6 +40,7 @@ PAGE_HTML = """<!doctype html>
 <body>
 <header>
   <h1>Name the faces</h1>
+  <a href="/cuts" data-testid="nav-cuts" style="color: #9cf">Review cuts</a>
   <span class="summary" id="summary"></span>
   <span id="selection" data-testid="selection">0 selected</span>
   <select id="move-target" data-testid="move-target"></select>

@@ -29,6 +29,7 @@ from identity_pipeline.labeling.crops import (
     placeholder,
     tile_paths_from_assets,
 )
+from identity_pipeline.labeling.cuts_routes import cuts_routes
 from identity_pipeline.labeling.labels import LabelError, LabelsFileError
 from identity_pipeline.labeling.page import PAGE_HTML
 from identity_pipeline.labeling.state import (
@@ -204,6 +205,7 @@ def create_app(
         ),
         Route("/api/ignore", edit(lambda b: book.ignore_faces(faces_of(b))), methods=["POST"]),
         Route("/api/clear", edit(lambda b: book.clear_faces(faces_of(b))), methods=["POST"]),
+        *cuts_routes(layout),  # the cuts review page, /cuts
     ]
     # Only this machine's names: a DNS-rebinding page cannot reach the app under its own name.
     app = Starlette(

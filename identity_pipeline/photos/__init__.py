@@ -10,8 +10,10 @@ import pandas as pd
 from identity_pipeline.photos.albums import (
     AlbumDiscovery,
     AlbumFile,
+    AlbumFingerprint,
     AlbumListing,
     album_fingerprint,
+    album_fingerprints,
     album_name_problem,
     discover_albums,
     list_album,
@@ -57,6 +59,7 @@ def status_counts(records: Sequence[PhotoRecord]) -> dict[str, int]:
 
 __all__ = [
     "AlbumDiscovery",
+    "AlbumFingerprint",
     "AlbumFile",
     "AlbumListing",
     "InspectedPhoto",
@@ -65,6 +68,7 @@ __all__ = [
     "RAW_PHOTO_DTYPES",
     "STATUS_OK",
     "album_fingerprint",
+    "album_fingerprints",
     "album_name_problem",
     "discover_albums",
     "inspect_album",

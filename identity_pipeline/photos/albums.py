@@ -16,6 +16,9 @@ SYSTEM_FILE_NAMES = frozenset({"thumbs.db", "desktop.ini", "ehthumbs.db", "icon\
 SYSTEM_DIR_NAMES = frozenset({"__macosx", "@eadir", "$recycle.bin", "system volume information"})
 # Files the pipeline itself reads from an album folder (they are part of the fingerprint, not photos).
 SIDECAR_FILE_NAMES = frozenset({"split_hints.csv", "split_hints.yaml", "split_hints.yml"})
+# Their previous versions, kept by the cuts review page when it rewrites them: neither photos
+# nor read by anything, so ignored like hidden files.
+SIDECAR_BACKUP_NAMES = frozenset(f"{name}.bak" for name in SIDECAR_FILE_NAMES)
 
 MAX_ALBUM_NAME_LENGTH = 100
 _FORBIDDEN_ALBUM_CHARACTERS = frozenset('/\\,:*?"<>|')
@@ -111,9 +114,12 @@ def list_album(album_dir: Path) -> AlbumListing:
         for filename in sorted(filenames):
             rel = (rel_dir / filename).as_posix()
             full = current_path / filename
-            if is_hidden_or_system(filename):
+            top_level = rel_dir == Path(".")
+            if is_hidden_or_system(filename) or (
+                top_level and filename.lower() in SIDECAR_BACKUP_NAMES
+            ):
                 ignored.append(rel)
-            elif rel_dir == Path(".") and filename.lower() in SIDECAR_FILE_NAMES:
+            elif top_level and filename.lower() in SIDECAR_FILE_NAMES:
                 sidecars.append(AlbumFile(rel, full, is_symlink=full.is_symlink()))
             else:
                 files.append(AlbumFile(rel, full, is_symlink=full.is_symlink()))
@@ -121,15 +127,42 @@ def list_album(album_dir: Path) -> AlbumListing:
     return AlbumListing(files=files, sidecars=sidecars, ignored=sorted(ignored))
 
 
-def album_fingerprint(album_dir: Path) -> str:
-    """A short hash of names, sizes and modification times of an album's photos and sidecars.
+@dataclass(frozen=True)
+class AlbumFingerprint:
+    """Stat-only hashes of an album folder: its photos, and its side files (split hints) apart,
+    so a changed hints file can re-run the tiles alone. Written ``<photos>.<sidecars>``."""
+
+    photos: str
+    sidecars: str
+
+    def __str__(self) -> str:
+        return f"{self.photos}.{self.sidecars}"
+
+    @classmethod
+    def parse(cls, text: str | None) -> AlbumFingerprint | None:
+        """The fingerprint ``str()`` wrote; None for anything else (an older cursor's value)."""
+        photos, dot, sidecars = (text or "").partition(".")
+        return cls(photos, sidecars) if dot and photos and sidecars else None
+
+
+def album_fingerprints(album_dir: Path) -> AlbumFingerprint:
+    """Short hashes of names, sizes and modification times of an album's photos and sidecars.
 
     Stat only (no file is read), so the sensor can afford it on every tick. A changed fingerprint
     means: something was added, removed, replaced or edited.
     """
     listing = list_album(album_dir)
+    return AlbumFingerprint(_stat_digest(listing.files), _stat_digest(listing.sidecars))
+
+
+def album_fingerprint(album_dir: Path) -> str:
+    """Both fingerprints of ``album_fingerprints`` as one string: any change changes it."""
+    return str(album_fingerprints(album_dir))
+
+
+def _stat_digest(entries: list[AlbumFile]) -> str:
     digest = hashlib.sha256()
-    for entry in sorted(listing.files + listing.sidecars, key=lambda f: f.relative_path):
+    for entry in sorted(entries, key=lambda f: f.relative_path):
         try:
             stat = entry.absolute_path.stat()
             size, mtime = stat.st_size, stat.st_mtime_ns
