@@ -62,6 +62,8 @@ def training_set(
     export = export_training_set(
         manifest, layout.root, layout.asset_dir(TRAINING_SET_ASSET) / "export"
     )
+    for warning in export.warnings:
+        context.log.warning(f"export: {warning}")
     previews = write_previews(
         result, layout.root, layout.asset_dir(TRAINING_SET_ASSET) / "previews"
     )
@@ -80,6 +82,7 @@ def training_set(
         "files_written": result.files_written,
         "export_dir": dg.MetadataValue.path(str(export.export_dir)),
         "kohya_folders": dg.MetadataValue.json(export.kohya_folders),
+        "export_warnings": dg.MetadataValue.json(list(export.warnings)),
         "config_hash": result.config_hash,
         "seconds": round(time.perf_counter() - started, 3),
     }
