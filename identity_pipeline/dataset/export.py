@@ -159,14 +159,16 @@ def bucket_limits(sizes: Iterable[tuple[int, int]]) -> BucketLimits | None:
     )
 
 
-def export_stem(image_path: str, mask_path: str, caption: str) -> str:
-    """A file stem that changes whenever the image, the mask or the caption does.
+def export_stem(sample_id: str, image_path: str, mask_path: str, caption: str) -> str:
+    """A file stem unique to the sample that changes whenever its image, mask or caption does.
 
     The training set's file names are already content hashes of the rendered image and mask
-    (``build.py``), so hashing the names with the caption keys the whole sample by content.
-    Hex only: no ``_`` (musubi splits cache names on it) and nothing a glob reads as a pattern.
+    (``build.py``), so hashing them with the caption keys the sample by content. Hex only: no
+    ``_`` (musubi splits its cache file names on it) and nothing a glob reads as a pattern.
     """
-    return content_id(Path(image_path).name, Path(mask_path).name, caption, length=STEM_HEX_CHARS)
+    return content_id(
+        sample_id, Path(image_path).name, Path(mask_path).name, caption, length=STEM_HEX_CHARS
+    )
 
 
 def export_training_set(
@@ -181,7 +183,7 @@ def export_training_set(
     ``hardlink`` links the images instead of copying them: no extra disk, but a user who edits
     an exported image in place would edit the pipeline's own file too, so copies are the default.
     ``musubi_cache_dir`` (default ``<export_dir>/../musubi_cache``) is where the musubi config
-    points its caches; it is created, never cleared.
+    points its caches; one folder per person is created there, nothing is ever deleted.
     """
     data_root = Path(data_root).resolve()
     export_dir = Path(export_dir).resolve()
@@ -197,13 +199,7 @@ def export_training_set(
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    for folder in result.kohya_folders.values():
-        (cache_dir / _without_repeats(folder)).mkdir(parents=True, exist_ok=True)
     return result
-
-
-def _without_repeats(folder: str) -> str:
-    return folder.partition("_")[2]
 
 
 def _write_export(
@@ -219,69 +215,49 @@ def _write_export(
     repeats = {
         str(identity): int(group["repeats"].max()) for identity, group in train.groupby("identity")
     }
-    folders = kohya_folder_names(repeats)
-    image_root, mask_root = staging / KOHYA_DIR / "img", staging / KOHYA_DIR / "mask"
-    files = []
-    for row in train.itertuples(index=False):
-        folder = folders[str(row.identity)]
-        image_source = resolve_data_path(data_root, row.image_path)
-        stem = export_stem(str(row.image_path), str(row.mask_path), str(row.caption))
-        image_name = f"{folder}/{stem}{image_source.suffix}"
-        _place(image_source, image_root / image_name, hardlink)
-        _place(
-            resolve_data_path(data_root, row.mask_path),
-            mask_root / folder / f"{stem}.png",
-            hardlink,
-        )
-        (image_root / folder / f"{stem}{CAPTION_EXTENSION}").write_text(
-            str(row.caption), encoding="utf-8"
-        )
-        files.append(
-            {"file": image_name, "sample_id": str(row.sample_id), "identity": str(row.identity)}
-        )
-    for folder in folders.values():  # an identity with only holdout samples has no folder
-        (mask_root / folder).mkdir(parents=True, exist_ok=True)
+    names = unique_folder_names(repeats)
+    folders = {identity: f"{repeats[identity]}_{names[identity]}" for identity in names}
+    files = _write_kohya_files(train, data_root, staging / KOHYA_DIR, folders, hardlink)
 
     limits = bucket_limits(
         zip(train["bucket_width"].astype(int), train["bucket_height"].astype(int), strict=True)
     )
     warnings = _consumer_warnings(final, cache_dir, limits)
-    kohya = staging / KOHYA_DIR
-    kohya.mkdir(parents=True, exist_ok=True)
+    people = sorted(folders, key=folders.__getitem__)
     subsets = [
         TrainerSubset(
-            image_dir=final / KOHYA_DIR / "img" / folder,
-            mask_dir=final / KOHYA_DIR / "mask" / folder,
-            cache_dir=cache_dir / _without_repeats(folder),
+            image_dir=final / KOHYA_DIR / "img" / folders[identity],
+            mask_dir=final / KOHYA_DIR / "mask" / folders[identity],
+            cache_dir=cache_dir / names[identity],  # no repeats: it outlives a change of them
             repeats=repeats[identity],
         )
-        for identity, folder in sorted(folders.items(), key=lambda item: item[1])
+        for identity in people
     ]
-    (kohya / SD_SCRIPTS_CONFIG).write_text(
-        sd_scripts_config(subsets, limits, masked=False), encoding="utf-8"
-    )
-    (kohya / SD_SCRIPTS_MASKED_CONFIG).write_text(
-        sd_scripts_config(subsets, limits, masked=True), encoding="utf-8"
-    )
-    (kohya / MUSUBI_CONFIG).write_text(
-        musubi_config(subsets, limits, cache_dir, warnings), encoding="utf-8"
-    )
+    configs = {
+        SD_SCRIPTS_CONFIG: sd_scripts_config(subsets, limits, masked=False),
+        SD_SCRIPTS_MASKED_CONFIG: sd_scripts_config(subsets, limits, masked=True),
+        MUSUBI_CONFIG: musubi_config(subsets, limits, cache_dir, warnings),
+    }
+    for name, text in configs.items():
+        (staging / KOHYA_DIR / name).write_text(text, encoding="utf-8")
     mapping = {
         "identities": [
             {
                 "identity": identity,
-                "folder": folder,
+                "folder": folders[identity],
                 "repeats": repeats[identity],
                 "train_images": int((train["identity"] == identity).sum()),
-                "musubi_cache_dir": (cache_dir / _without_repeats(folder)).as_posix(),
+                "musubi_cache_dir": subset.cache_dir.as_posix(),
             }
-            for identity, folder in sorted(folders.items(), key=lambda item: item[1])
+            for identity, subset in zip(people, subsets, strict=True)
         ],
         "files": files,
     }
-    (kohya / MAPPING_FILE).write_text(
+    (staging / KOHYA_DIR / MAPPING_FILE).write_text(
         json.dumps(mapping, ensure_ascii=False, indent=1) + "\n", encoding="utf-8"
     )
+    for subset in subsets:  # outside the export: created now, kept by every later export
+        subset.cache_dir.mkdir(parents=True, exist_ok=True)
 
     counts = {}
     for split, folder_name in IMAGEFOLDER_DIRS.items():
@@ -307,6 +283,32 @@ def _write_export(
         bucket_limits=limits,
         warnings=warnings,
     )
+
+
+def _write_kohya_files(
+    train: pd.DataFrame, data_root: Path, kohya: Path, folders: dict[str, str], hardlink: bool
+) -> list[dict[str, str]]:
+    """Images, captions and masks under ``kohya/``; returns the file -> sample mapping."""
+    image_root, mask_root = kohya / "img", kohya / "mask"
+    files = []
+    for row in train.itertuples(index=False):
+        folder = folders[str(row.identity)]
+        image_source = resolve_data_path(data_root, row.image_path)
+        stem = export_stem(
+            str(row.sample_id), str(row.image_path), str(row.mask_path), str(row.caption)
+        )
+        image_name = f"{folder}/{stem}{image_source.suffix}"
+        _place(image_source, image_root / image_name, hardlink)
+        mask_source = resolve_data_path(data_root, row.mask_path)
+        _place(mask_source, mask_root / folder / f"{stem}.png", hardlink)
+        (image_root / folder / f"{stem}{CAPTION_EXTENSION}").write_text(
+            str(row.caption), encoding="utf-8"
+        )
+        files.append(
+            {"file": image_name, "sample_id": str(row.sample_id), "identity": str(row.identity)}
+        )
+    kohya.mkdir(parents=True, exist_ok=True)
+    return files
 
 
 def _consumer_warnings(
