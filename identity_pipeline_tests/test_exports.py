@@ -258,6 +258,23 @@ def test_a_glob_character_in_a_parent_folder_is_reported(tmp_path: Path) -> None
     assert len(musubi_items(_toml(elsewhere.musubi_config))) == 2
 
 
+def test_configs_quote_any_path_they_hold(tmp_path: Path) -> None:
+    parent = tmp_path / 'quote " backslash \\ tab\t del\x7f zoë'
+    manifest = _manifest(tmp_path, names=["Eve"])
+    result = export_training_set(manifest, tmp_path, parent / "export")
+    for config in (result.sd_scripts_masked_config, result.musubi_config):
+        paths = [
+            value
+            for dataset in _toml(config)["datasets"]
+            for section in [dataset, *dataset.get("subsets", [])]
+            for key, value in section.items()
+            if key.endswith(("_dir", "_directory"))
+        ]
+        assert paths and all(Path(path).is_relative_to(parent) for path in paths)
+        assert all(Path(path).is_dir() for path in paths)
+    assert len(sd_scripts_items(_toml(result.sd_scripts_masked_config), masked_loss=True)) == 2
+
+
 def test_the_cache_cannot_live_inside_the_export(tmp_path: Path) -> None:
     manifest = _manifest(tmp_path, names=["Eve"])
     with pytest.raises(ValueError, match="outside the export"):

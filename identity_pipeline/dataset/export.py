@@ -16,8 +16,8 @@ Layout of ``export_dir``::
 musubi-tuner's latent and text-encoder cache lives outside the export (``musubi_cache_dir``,
 by default ``musubi_cache/`` beside ``export_dir``): an export is swapped in whole, and a cache
 inside it would be thrown away, or removed from under a running musubi job, at every re-export.
-musubi names its cache files after the image stems, and the stems here are content hashes of
-(image, mask, caption): a cache entry is reused only for identical content, and entries of
+musubi names its cache files after the image stems, and the stems here hash the sample with its
+image, mask and caption: a cache entry is reused only for identical content, and entries of
 images that changed or left are dropped by musubi's own caching scripts.
 
 Folder names are safe for every consumer's file globbing (no ``* ? [ ]``, separators, control
@@ -525,28 +525,32 @@ def _remove_leftovers(export_dir: Path) -> None:
 
 
 def _readme(cache_dir: Path, warnings: tuple[str, ...]) -> str:
+    rows = [
+        ("kohya/img/<repeats>_<name>/", "train images (cropped to their bucket) + .txt captions"),
+        ("kohya/mask/<repeats>_<name>/", "masks, same file names (white = the person)"),
+        (f"kohya/{SD_SCRIPTS_CONFIG}", "kohya sd-scripts, whole-image loss, no extra flag"),
+        (f"kohya/{SD_SCRIPTS_MASKED_CONFIG}", "kohya sd-scripts with the masks: --masked_loss"),
+        (f"kohya/{MUSUBI_CONFIG}", "musubi-tuner (no loss mask: whole images)"),
+        (f"kohya/{MAPPING_FILE}", "folder -> person's name and repeats; file -> sample_id"),
+        (f"{IMAGEFOLDER_DIR}/", "the train samples as a datasets imagefolder (metadata.jsonl:"),
+        ("", "image, mask, text, identity, repeats, ...); diffusers' scripts:"),
+        ("", f"--dataset_name {IMAGEFOLDER_DIR} or --train_data_dir {IMAGEFOLDER_DIR}"),
+        (f"{HOLDOUT_IMAGEFOLDER_DIR}/", "the held-out photos, same format: never train on them,"),
+        ("", "they are for the fidelity evaluation"),
+    ]
+    width = max(len(path) for path, _ in rows) + 2
+    listing = "".join(f"{path:<{width}}{what}\n" for path, what in rows)
     text = f"""\
 Training set export (identity-pipeline)
 
-kohya/img/<repeats>_<folder>/  train images (already cropped to their bucket) and .txt captions
-kohya/mask/<repeats>_<folder>/ masks with the same file names (255 = the person to learn)
-kohya/{SD_SCRIPTS_CONFIG}       kohya sd-scripts, whole-image loss (no extra flag)
-kohya/{SD_SCRIPTS_MASKED_CONFIG} kohya sd-scripts with the masks: add --masked_loss
-kohya/{MUSUBI_CONFIG}       musubi-tuner (no loss mask: whole images)
-kohya/{MAPPING_FILE}              folder -> person's name and repeats; file -> sample_id
-imagefolder/                  the train samples: datasets.load_dataset("imagefolder",
-                              data_dir="imagefolder") -> columns image, mask, text, identity,
-                              repeats, ...; diffusers' scripts: --dataset_name imagefolder
-imagefolder_holdout/          the held-out photos, same format (never train on them: they are
-                              for the fidelity evaluation)
-
+{listing}
 Folder names are the people's names made safe for file globs; the captions keep the real
 names. The configs hold absolute paths: re-export rather than move this folder.
 musubi-tuner's cache: {cache_dir.as_posix()}
-  (outside this folder, kept across re-exports; delete it any time to free space)
+(outside this folder, kept across re-exports; delete it any time to free space)
 
-The holdout photos are in neither kohya/ nor imagefolder/. "repeats" balances identities: a trainer that
-ignores it sees rare identities less often.
+The held-out photos are in neither kohya/ nor {IMAGEFOLDER_DIR}/. "repeats" balances people:
+a trainer that ignores it sees rare people less often.
 """
     if warnings:
         text += "\nWARNINGS\n" + "".join(f"- {warning}\n" for warning in warnings)
