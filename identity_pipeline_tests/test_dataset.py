@@ -621,18 +621,18 @@ def test_kohya_export_layout(built, album: Album, tmp_path: Path) -> None:
     assert folders == expected
     images = sorted(image_dir.glob("*/*.jpg"))
     assert len(images) == len(train)
-    captions = train.set_index("sample_id")["caption"]
+    mapping = json.loads(result.mapping_file.read_text(encoding="utf-8"))
+    sample_of = {entry["file"]: entry["sample_id"] for entry in mapping["files"]}
     for image in images:
-        assert image.with_suffix(".txt").read_text(encoding="utf-8") == captions[image.stem]
+        row = train[train["sample_id"] == sample_of[f"{image.parent.name}/{image.name}"]].iloc[0]
+        assert image.with_suffix(".txt").read_text(encoding="utf-8") == row["caption"]
         mask = mask_dir / image.parent.name / f"{image.stem}.png"
         with Image.open(mask) as opened, Image.open(image) as picture:
             assert opened.mode == "L" and opened.size == picture.size
         repeats, _, name = image.parent.name.partition("_")
-        row = train[train["sample_id"] == image.stem].iloc[0]
         assert int(repeats) == row["repeats"] and name == row["identity"]
     holdout_ids = set(built.manifest.loc[built.manifest["split"] == SPLIT_HOLDOUT, "sample_id"])
-    exported_ids = {path.stem for path in (tmp_path / "export" / "kohya").rglob("*.*")}
-    assert holdout_ids and holdout_ids.isdisjoint(exported_ids), "holdout never in kohya/"
+    assert holdout_ids and holdout_ids.isdisjoint(sample_of.values()), "holdout never in kohya/"
     toml = (tmp_path / "export" / "kohya" / "sd_scripts_dataset.toml").read_text()
     assert toml.count("[[datasets.subsets]]") == len(folders)
     subsets = tomllib.loads(toml)["datasets"][0]["subsets"]
@@ -644,33 +644,31 @@ def test_kohya_export_layout(built, album: Album, tmp_path: Path) -> None:
     assert result.train_samples == len(train)
 
 
-def _read_imagefolder(data_dir: Path) -> dict[str, list[dict[str, object]]]:
-    """The documented imagefolder format: <split>/metadata.jsonl, file_name relative to it."""
-    splits = {}
-    for split_dir in sorted(path for path in data_dir.iterdir() if path.is_dir()):
-        records = []
-        for line in (split_dir / "metadata.jsonl").read_text(encoding="utf-8").splitlines():
-            record = json.loads(line)
-            for key in [key for key in record if key == "file_name" or key.endswith("_file_name")]:
-                column = key[: -len("_file_name")] or "image"
-                path = split_dir / record.pop(key)
-                assert path.resolve().is_relative_to(split_dir.resolve())
-                with Image.open(path) as image:
-                    record[column] = image.copy()
-            records.append(record)
-        splits[split_dir.name] = records
-    return splits
+def _read_imagefolder(folder: Path) -> list[dict[str, object]]:
+    """The documented imagefolder format: metadata.jsonl, file_name relative to it."""
+    records = []
+    for line in (folder / "metadata.jsonl").read_text(encoding="utf-8").splitlines():
+        record = json.loads(line)
+        for key in [key for key in record if key == "file_name" or key.endswith("_file_name")]:
+            column = key[: -len("_file_name")] or "image"
+            path = folder / record.pop(key)
+            assert path.resolve().is_relative_to(folder.resolve())
+            with Image.open(path) as image:
+                record[column] = image.copy()
+        records.append(record)
+    return records
 
 
 def test_imagefolder_export_matches_the_documented_format(
     built, album: Album, tmp_path: Path
 ) -> None:
     result = export_training_set(built.manifest, album.data_root, tmp_path / "export")
-    splits = _read_imagefolder(result.imagefolder_dir)
-    assert set(splits) == {"train", "test"}
     manifest = built.manifest.set_index("sample_id")
-    for split_name, split in (("train", SPLIT_TRAIN), ("test", SPLIT_HOLDOUT)):
-        records = splits[split_name]
+    for folder, split in (
+        (result.imagefolder_dir, SPLIT_TRAIN),
+        (result.holdout_imagefolder_dir, SPLIT_HOLDOUT),
+    ):
+        records = _read_imagefolder(folder)
         assert len(records) == (manifest["split"] == split).sum()
         for record in records:
             row = manifest.loc[record["sample_id"]]
@@ -686,24 +684,33 @@ def test_imagefolder_export_matches_the_documented_format(
 def test_imagefolder_export_loads_with_datasets_offline(
     built, album: Album, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Loaded as diffusers' training scripts load it: the train samples, never the holdout."""
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     datasets = pytest.importorskip("datasets")
     monkeypatch.setattr(datasets.config, "HF_DATASETS_OFFLINE", True, raising=False)
     result = export_training_set(built.manifest, album.data_root, tmp_path / "export")
-    loaded = datasets.load_dataset(
-        "imagefolder", data_dir=str(result.imagefolder_dir), cache_dir=str(tmp_path / "hf")
-    )
     train = built.manifest[built.manifest["split"] == SPLIT_TRAIN].set_index("sample_id")
-    assert set(loaded) == {"train", "test"}
-    assert loaded["train"].num_rows == len(train)
-    assert loaded["test"].num_rows == (built.manifest["split"] == SPLIT_HOLDOUT).sum()
-    first = loaded["train"][0]
+    holdout = built.manifest[built.manifest["split"] == SPLIT_HOLDOUT]
+    cache = str(tmp_path / "hf")
+    # train_dreambooth_lora_*.py --dataset_name DIR, and train_text_to_image*.py
+    # --train_data_dir DIR (data_files DIR/**): each must see exactly the train samples.
+    by_name = datasets.load_dataset(str(result.imagefolder_dir), cache_dir=cache)
+    by_glob = datasets.load_dataset(
+        "imagefolder",
+        data_files={"train": str(result.imagefolder_dir / "**")},
+        cache_dir=cache,
+    )
+    for loaded in (by_name, by_glob):
+        assert set(loaded) == {"train"}
+        assert sorted(loaded["train"]["sample_id"]) == sorted(train.index)
+    first = by_name["train"][0]
     row = train.loc[first["sample_id"]]
     assert first["text"] == row["caption"]
     assert first["image"].size == (row["bucket_width"], row["bucket_height"])
     assert first["mask"].size == first["image"].size
-    assert sorted(loaded["train"]["text"]) == sorted(train["caption"])
+    held = datasets.load_dataset(str(result.holdout_imagefolder_dir), cache_dir=cache)["train"]
+    assert sorted(held["sample_id"]) == sorted(holdout["sample_id"])
 
 
 def test_export_swaps_in_whole_and_leaves_nothing_behind(
@@ -717,7 +724,9 @@ def test_export_swaps_in_whole_and_leaves_nothing_behind(
     result = export_training_set(only_alice, album.data_root, target, hardlink=True)
     assert not stale.exists(), "the old export is replaced, not merged"
     assert set(result.kohya_folders) == {"Alice"}
-    assert [path.name for path in tmp_path.iterdir()] == ["export"], "no staging or .old left"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["export", "musubi_cache"], (
+        "no staging or .old left"
+    )
 
 
 def test_folder_names_are_safe_and_unique() -> None:

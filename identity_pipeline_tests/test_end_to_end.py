@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import shutil
+import tomllib
 from pathlib import Path
 
 import dagster as dg
 import pandas as pd
 import pytest
 import yaml
+from safetensors import safe_open
 
 from identity_pipeline.demo import run_demo
 from identity_pipeline.storage import DataLayout
 from identity_pipeline.training.tiny_models import save_tiny_model
 from identity_pipeline_tests.conftest import REPO_ROOT
+from identity_pipeline_tests.consumer_schemas import musubi_items, sd_scripts_items
 
 DEMO_DATA = REPO_ROOT / "data"
 EXPECTED_PEOPLE = {"Barack Obama", "Joe Biden", "Eileen Collins", "Grace Hopper"}
@@ -82,6 +85,20 @@ def test_demo_materializes_the_whole_graph(demo_root: DataLayout) -> None:
         demo_root.asset_dir("lora_checkpoint").glob("runs/*/lora/pytorch_lora_weights.safetensors")
     )
     assert len(loras) == 1
+    with safe_open(str(loras[0].with_name("lora_comfyui.safetensors")), "pt") as handle:
+        lora_metadata = handle.metadata()
+    assert lora_metadata["ss_network_module"] == "networks.lora_qwen_image"
+    assert float(lora_metadata["ss_network_alpha"]) != float(lora_metadata["ss_network_dim"])
+
+    # The demo's export, read as sd-scripts (masked loss) and musubi-tuner read it.
+    kohya = demo_root.asset_dir("training_set") / "export" / "kohya"
+    train_captions = sorted(manifest.loc[manifest["split"] == "train", "caption"])
+    masked = tomllib.loads((kohya / "sd_scripts_masked_dataset.toml").read_text("utf-8"))
+    items = sd_scripts_items(masked, masked_loss=True)
+    assert sorted(item["caption"] for item in items) == train_captions
+    assert all(item["mask"] for item in items)
+    musubi = tomllib.loads((kohya / "musubi_dataset.toml").read_text("utf-8"))
+    assert sorted(item["caption"] for item in musubi_items(musubi)) == train_captions
 
 
 def test_demo_labels_never_overwrite_a_persons_labels(demo_root: DataLayout) -> None:

@@ -59,6 +59,8 @@ def training_set(
         # manifest replaces it, and a run killed in between must not leave it pointing at nothing.
         prune_files(out_dir / folder, keep | committed)
     export = export_training_set(manifest, layout.root, layout.asset_dir(TRAINING_SET) / "export")
+    for warning in export.warnings:
+        context.log.warning(f"export: {warning}")
     previews = write_previews(result, layout.root, layout.asset_dir(TRAINING_SET) / "previews")
 
     train = manifest[manifest["split"] == "train"]
@@ -75,6 +77,7 @@ def training_set(
         "files_written": result.files_written,
         "export_dir": dg.MetadataValue.path(str(export.export_dir)),
         "kohya_folders": dg.MetadataValue.json(export.kohya_folders),
+        "export_warnings": dg.MetadataValue.json(list(export.warnings)),
         "seconds": round(time.perf_counter() - started, 3),
         **settings_metadata(dataset_config),
     }

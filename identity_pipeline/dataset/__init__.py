@@ -38,10 +38,14 @@ from identity_pipeline.dataset.charts import (
 )
 from identity_pipeline.dataset.config import DATASET_VERSION, DEFAULT_DATASET_CONFIG, DatasetConfig
 from identity_pipeline.dataset.export import (
+    BucketLimits,
     ExportResult,
+    bucket_limits,
+    export_stem,
     export_training_set,
     folder_safe_name,
     kohya_folder_names,
+    unique_folder_names,
 )
 from identity_pipeline.dataset.selection import INPUT_COLUMNS, RULES, Selection, select_samples
 from identity_pipeline.dataset.split import (
@@ -69,6 +73,7 @@ __all__ = [
     "SPLIT_TRAIN",
     "Balance",
     "Bucket",
+    "BucketLimits",
     "CropPlan",
     "DatasetConfig",
     "ExportResult",
@@ -80,8 +85,10 @@ __all__ = [
     "balance_repeats",
     "bar_chart",
     "bucket_chart",
+    "bucket_limits",
     "build_training_set",
     "caption_for",
+    "export_stem",
     "export_training_set",
     "folder_safe_name",
     "identity_balance_chart",
@@ -97,5 +104,6 @@ __all__ = [
     "select_samples",
     "wanted_holdout_photos",
     "write_manifest",
+    "unique_folder_names",
     "write_previews",
 ]

@@ -28,7 +28,12 @@ from safetensors.torch import load_file, save_file
 from identity_pipeline.storage import atomic_path
 from identity_pipeline.training import checkpoint as ckpt
 from identity_pipeline.training.config import SampleConfig, TrainingConfig
-from identity_pipeline.training.export import COMFY_WEIGHT_NAME, DIFFUSERS_WEIGHT_NAME, to_kohya
+from identity_pipeline.training.export import (
+    COMFY_WEIGHT_NAME,
+    DIFFUSERS_WEIGHT_NAME,
+    kohya_metadata,
+    to_kohya,
+)
 from identity_pipeline.training.families import FamilyAdapter, LoadOptions, get_adapter
 
 CONFIG_FILE = "training_config.yaml"  # identity_pipeline.training.trainer.CONFIG_FILE
@@ -177,13 +182,12 @@ def export_checkpoint(
         adapter.save_lora(str(folder), state, peft_config.to_dict(), weight_name=tmp.name)
     if comfyui:
         kohya = to_kohya(state, adapter.kohya_prefix, config.lora.alpha)
-        metadata = {
-            "ss_network_module": "networks.lora",
-            "ss_network_dim": str(config.lora.rank),
-            "ss_network_alpha": str(config.lora.alpha),
-            "identity_pipeline_family": adapter.family,
-            "identity_pipeline_step": str(ref.step),
-        }
+        metadata = kohya_metadata(
+            adapter.family,
+            config.lora.rank,
+            config.lora.alpha,
+            identity_pipeline_step=str(ref.step),
+        )
         with atomic_path(folder / COMFY_WEIGHT_NAME) as tmp:
             save_file(kohya, str(tmp), metadata=metadata)
     return diffusers_path

@@ -5,6 +5,9 @@
   adapter metadata), so ``pipe.load_lora_weights(folder)`` restores exactly the trained adapter.
 * ``<name>_comfyui.safetensors``: kohya layout (``<prefix>_<module_with_underscores>.lora_down
   .weight`` / ``.lora_up.weight`` / ``.alpha``), the format ComfyUI and kohya-family tools read.
+  A loader scales each update by ``alpha / rank`` (rank = ``lora_down`` rows), like PEFT's
+  ``lora_alpha / r``; ``ss_network_module`` names the network module of the family's leading
+  trainer, as its own LoRAs do.
 """
 
 from __future__ import annotations
@@ -19,6 +22,16 @@ from identity_pipeline.training.families import FamilyAdapter
 
 DIFFUSERS_WEIGHT_NAME = "pytorch_lora_weights.safetensors"
 COMFY_WEIGHT_NAME = "lora_comfyui.safetensors"
+
+# ss_network_module as the leading LoRA trainer of each family writes it (its --network_module):
+# musubi-tuner's networks/lora_qwen_image.py for Qwen-Image; kohya sd-scripts' networks/
+# lora_flux.py, lora_sd3.py and lora.py (U-Net models, SDXL included) for the others.
+NETWORK_MODULE_BY_FAMILY = {
+    "qwen-image": "networks.lora_qwen_image",
+    "flux": "networks.lora_flux",
+    "sd3": "networks.lora_sd3",
+    "sdxl": "networks.lora",
+}
 
 
 def peft_state_dict(denoiser: torch.nn.Module, dtype: torch.dtype) -> dict[str, torch.Tensor]:
@@ -40,6 +53,21 @@ def to_kohya(
         converted[f"{base}.{'lora_down' if kind == 'lora_A' else 'lora_up'}.weight"] = value
         converted[f"{base}.alpha"] = torch.tensor(float(alpha), dtype=value.dtype)
     return converted
+
+
+def kohya_metadata(family: str, rank: int, alpha: float, **extra: str) -> dict[str, str]:
+    """The kohya-style safetensors metadata of a LoRA of ``family`` (all values strings)."""
+    try:
+        network_module = NETWORK_MODULE_BY_FAMILY[family]
+    except KeyError:
+        raise ValueError(f"no kohya network module known for family {family!r}") from None
+    return {
+        "ss_network_module": network_module,
+        "ss_network_dim": str(rank),
+        "ss_network_alpha": str(alpha),
+        "identity_pipeline_family": family,
+        **extra,
+    }
 
 
 def _split_peft_key(key: str) -> tuple[str, str]:
@@ -68,12 +96,7 @@ def export_lora(
 
     comfy_path = folder / COMFY_WEIGHT_NAME
     kohya = to_kohya(state, adapter.kohya_prefix, peft_config.lora_alpha)
-    metadata = {
-        "ss_network_module": "networks.lora",
-        "ss_network_dim": str(peft_config.r),
-        "ss_network_alpha": str(peft_config.lora_alpha),
-        "identity_pipeline_family": adapter.family,
-    }
+    metadata = kohya_metadata(adapter.family, peft_config.r, peft_config.lora_alpha)
     with atomic_path(comfy_path) as tmp:
         save_file(kohya, str(tmp), metadata=metadata)
     return diffusers_path, comfy_path
