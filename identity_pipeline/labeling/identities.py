@@ -180,18 +180,24 @@ def _identity_table(resolved: pd.DataFrame) -> pd.DataFrame:
 def _unnamed_table(resolved: pd.DataFrame) -> pd.DataFrame:
     columns = ["cluster_id", "n_faces", "n_photos", "face_ids"]
     unnamed = resolved[resolved["status"] == UNNAMED]
-    rows = [
+    if unnamed.empty:
+        return pd.DataFrame(columns=columns)
+    # Vectorized (one sort, one split): a library has thousands of unnamed clusters.
+    ordered = unnamed.sort_values(["cluster_id", "face_id"], kind="stable")
+    cluster_ids, starts, counts = np.unique(
+        ordered["cluster_id"].to_numpy(dtype=np.int64), return_index=True, return_counts=True
+    )
+    face_ids = ordered["face_id"].astype(str).tolist()
+    photos = ordered.groupby("cluster_id", sort=True)["photo_id"].nunique()
+    table = pd.DataFrame(
         {
-            "cluster_id": int(cluster),
-            "n_faces": len(group),
-            "n_photos": int(group["photo_id"].nunique()),
-            "face_ids": sorted(group["face_id"].astype(str)),
-        }
-        for cluster, group in unnamed.groupby("cluster_id")
-    ]
-    table = pd.DataFrame(rows, columns=columns)
-    if table.empty:
-        return table
+            "cluster_id": cluster_ids,
+            "n_faces": counts,
+            "n_photos": photos.reindex(cluster_ids).to_numpy(dtype=np.int64),
+            "face_ids": [face_ids[s : s + c] for s, c in zip(starts, counts, strict=True)],
+        },
+        columns=columns,
+    )
     return table.sort_values(["n_faces", "cluster_id"], ascending=[False, True]).reset_index(
         drop=True
     )

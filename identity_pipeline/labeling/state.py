@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from identity_pipeline.labeling.identities import IGNORED, LabeledIdentities, apply_labels
@@ -86,22 +87,41 @@ class PageState:
 
 
 def _groups(resolved: pd.DataFrame, table: pd.DataFrame) -> dict[str, Group]:
-    sizes = table.set_index("face_id")["cluster_size"] if "cluster_size" in table else None
+    # Vectorized (one factorize, one stable sort): a library has thousands of groups. Groups come
+    # in the order their first face appears, faces in table order within a group.
+    face_ids = resolved["face_id"].astype(str).to_numpy()
+    ignored = (resolved["status"] == IGNORED).to_numpy(dtype=bool)
+    group = resolved["group"].astype(str).to_numpy()
+    keys = np.where(ignored, np.char.add(group, IGNORED_SUFFIX), group)
+    codes, uniques = pd.factorize(keys)
+    order = np.argsort(codes, kind="stable")
+    starts = np.searchsorted(codes[order], np.arange(len(uniques)))
+    ends = np.append(starts[1:], len(order))
+    if "cluster_size" in table:
+        sizes = table.set_index("face_id")["cluster_size"]
+        cluster_sizes = sizes.reindex(face_ids).to_numpy()
+    else:
+        cluster_sizes = None
+    cluster_ids = resolved["cluster_id"].to_numpy(dtype=np.int64)
+    named = resolved["identity"].notna().to_numpy(dtype=bool) & ~ignored
+    names_per_group = (
+        pd.DataFrame({"code": codes[named], "name": resolved["identity"].to_numpy()[named]})
+        .drop_duplicates()
+        .groupby("code")["name"]
+        .agg(list)
+    )
     groups: dict[str, Group] = {}
-    frame = resolved.assign(ignored=resolved["status"] == IGNORED)
-    for (group_key, ignored), rows in frame.groupby(["group", "ignored"], sort=False):
-        key = f"{group_key}{IGNORED_SUFFIX}" if ignored else str(group_key)
-        names = rows["identity"].dropna().unique()
-        cluster_id = int(rows["cluster_id"].iloc[0])
-        face_ids = rows["face_id"].astype(str).tolist()
-        cluster_size = int(sizes.loc[face_ids[0]]) if sizes is not None else len(face_ids)
-        groups[key] = Group(
-            key=key,
-            cluster_id=cluster_id,
-            name=None if ignored or len(names) != 1 else str(names[0]),
-            ignored=bool(ignored),
-            face_ids=face_ids,
-            cluster_size=cluster_size,
+    for code, key in enumerate(uniques):
+        rows = order[starts[code] : ends[code]]
+        first = rows[0]
+        names = names_per_group.get(code, [])
+        groups[str(key)] = Group(
+            key=str(key),
+            cluster_id=int(cluster_ids[first]),
+            name=names[0] if len(names) == 1 else None,
+            ignored=bool(ignored[first]),
+            face_ids=face_ids[rows].tolist(),
+            cluster_size=int(cluster_sizes[first]) if cluster_sizes is not None else len(rows),
         )
     return groups
 
