@@ -6,19 +6,25 @@ Two kinds, both for a person to answer yes or no on the suggestions page:
   alone) whose faces are on average close to the person's centroid, best first. Each group is
   offered to its closest person only; after a "no" it goes to the next closest. A "yes" labels
   the faces (labels.csv); a "no" is recorded per face in rejections.csv and never asked again.
-- "Same person?": pairs of unnamed clusters (2+ faces each) whose faces are close on average,
-  largest first. "Yes" merges them under a name; "no" is recorded for a face pair.
+- "Same person?": pairs of unnamed clusters (2+ faces each) that may be one person, largest
+  first (``clustering.suggest.same_person_questions``). "Yes" merges them under a name; "no" is
+  recorded for the pair of faces that stands for them.
 
-Both bars sit below the auto-assign ones (the clustering's attach and merge thresholds for the
-faces' backend): what is sure is assigned without asking, what is likely is asked, and a person's
-"no" costs one key press. The ranking itself is ``rank_groups_for_people`` and
-``close_group_pairs``, plain numpy on unit vectors, so another ranking can replace it.
+The bar is the calibration's ``suggest_cosine`` (``clustering.calibration``: the album's own,
+fitted on the faces a person named once 10 people have names, else the backend's shipped one),
+below its ``assign_cosine``: what is sure is assigned without asking, what is likely is asked,
+and a "no" costs one key press.
+
+Why groups and not single faces (``clustering.suggest.rank_faces_for_people`` ranks faces): a
+label on one face names its whole cluster (unlabelled faces inherit their cluster's name,
+``identities``), so a "yes" to one face of a cluster is a "yes" to all of them. The page asks
+about what a "yes" does: every unnamed face of the group, judged on their mean cosine.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,7 +32,12 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
-from identity_pipeline.clustering import ClusterConfigError, load_cluster_config
+from identity_pipeline.clustering.calibration import (
+    Calibration,
+    CalibrationError,
+    album_calibration,
+)
+from identity_pipeline.clustering.suggest import same_person_questions
 from identity_pipeline.labeling.identities import UNNAMED
 from identity_pipeline.labeling.rejections import Rejections
 from identity_pipeline.labeling.state import PageState
@@ -34,38 +45,44 @@ from identity_pipeline.labeling.state import PageState
 
 @dataclass(frozen=True)
 class SuggestionSettings:
-    """What the suggestions page asks, and how much at once."""
+    """How much the suggestions page shows at once, and what the calibration may cost."""
 
-    # Suggest this far below the backend's auto-assign bars (clustering's attach_min_cosine for a
-    # face to a person, merge_min_mean_cosine for two clusters): a person checks every
-    # suggestion, so a stranger shown costs one "no" while a face left out costs a search by hand.
-    # On SFace that puts the face bar at 0.30: below the 1st percentile of same-person pairs
-    # (0.40), three times the different-people median (0.10).
-    below_auto_assign: float = 0.15
-    # Suggestions a person looks at together: "yes to the rest" confirms exactly these.
+    # Suggestions a person looks at together: "yes to all shown" confirms exactly these.
     page_size: int = 24
     # Faces shown per suggested group (a cluster may hold hundreds; the count says how many).
     faces_shown: int = 8
+    # The album's calibration compares every pair of the named faces it is fitted on: at most
+    # this many faces per person and in all keep that to ~50 ms on a library of 20,000 names
+    # (mean and spread, all the calibration reads, settle long before that).
+    calibration_faces_per_person: int = 20
+    calibration_faces: int = 2000
+    # "Same person?": each cluster's closest partners only, so a big library's list stays short.
+    partners_per_cluster: int = 5
 
 
-@dataclass(frozen=True)
-class Thresholds:
-    """The bars in force, from the backend's clustering thresholds."""
+def calibration_for(
+    vectors: np.ndarray,
+    names: Sequence[str | None],
+    backend: str,
+    settings: SuggestionSettings = SuggestionSettings(),
+) -> Calibration:
+    """The calibration suggestions use: the album's own on a sample of its named faces (the
+    first faces of each person, up to the settings' caps), else the backend's shipped one.
 
-    backend: str
-    face_to_person: float  # mean cosine of a group's faces to the person's centroid
-    cluster_pair: float  # mean cosine over face pairs across two clusters (average linkage)
-
-
-def suggestion_thresholds(backend: str, settings: SuggestionSettings) -> Thresholds:
-    """The suggest bars for ``backend``: its auto-assign thresholds less the settings' margin.
-
-    Raises ``ClusterConfigError`` for a backend without calibrated thresholds."""
-    config = load_cluster_config(backend)
-    return Thresholds(
-        backend=backend,
-        face_to_person=config.attach_min_cosine - settings.below_auto_assign,
-        cluster_pair=config.merge_min_mean_cosine - settings.below_auto_assign,
+    Raises ``CalibrationError`` for a backend nobody calibrated."""
+    taken: dict[str, int] = {}
+    sample: list[int] = []
+    for position, name in enumerate(names):
+        if name is None or len(sample) >= settings.calibration_faces:
+            continue
+        if taken.get(name, 0) < settings.calibration_faces_per_person:
+            taken[name] = taken.get(name, 0) + 1
+            sample.append(position)
+    picked = np.asarray(sample, dtype=np.int64)
+    return album_calibration(
+        np.asarray(vectors)[picked] if len(picked) else np.zeros((0, vectors.shape[1])),
+        [names[i] for i in sample],
+        backend,
     )
 
 
@@ -147,35 +164,6 @@ def rank_groups_for_people(
     return matches, cosine
 
 
-def close_group_pairs(
-    vectors: np.ndarray,
-    group_of: np.ndarray,
-    min_similarity: float,
-    rejected_pairs: set[tuple[int, int]] = frozenset(),  # type: ignore[assignment]
-    block: int = 2048,
-) -> list[tuple[int, int, float]]:
-    """Pairs of groups (``group_of`` >= 0) whose mean cosine over cross pairs of faces (average
-    linkage: the dot product of their mean unit vectors) reaches ``min_similarity``; ``(a, b,
-    similarity)`` with a < b, in no particular order. Memory stays ``block`` x groups."""
-    members = group_of >= 0
-    if not members.any():
-        return []
-    n_groups = int(group_of.max()) + 1
-    means = sum_rows_by(group_of[members], vectors[members], n_groups)
-    means /= np.maximum(np.bincount(group_of[members], minlength=n_groups), 1)[:, None]
-    means = means.astype(np.float32)
-    pairs = []
-    for start in range(0, n_groups, block):
-        similarity = means[start : start + block] @ means.T
-        rows, cols = np.nonzero(similarity >= min_similarity)
-        rows = rows + start
-        keep = cols > rows
-        for a, b in zip(rows[keep], cols[keep], strict=True):
-            if (int(a), int(b)) not in rejected_pairs:
-                pairs.append((int(a), int(b), float(similarity[a - start, b])))
-    return pairs
-
-
 # --- suggestions for a page state ------------------------------------------------------------
 
 
@@ -199,7 +187,8 @@ class SamePersonQuestion:
     groups: tuple[str, str]
     cluster_ids: tuple[int, int]
     face_ids: tuple[list[str], list[str]]  # best first (closest to the other cluster)
-    similarity: float
+    similarity: float  # cosine of the two cluster centroids
+    pair: tuple[str, str]  # the face of each nearest its centroid: what a "no" records
 
     @property
     def size(self) -> int:
@@ -212,7 +201,7 @@ class Suggestions:
     same_person: list[SamePersonQuestion] = field(default_factory=list)
     # A few faces of each person with suggestions, closest to their centroid: who "Anna" is.
     examples: dict[str, list[str]] = field(default_factory=dict)
-    thresholds: Thresholds | None = None
+    calibration: Calibration | None = None
     note: str | None = None  # why there are none, when that is not obvious
 
 
@@ -256,10 +245,6 @@ def suggest(
     vectors, index = (cache or VectorCache()).vectors(state.table)
     if vectors is None or backend is None:
         return Suggestions(note="the clusters table has no embeddings to compare")
-    try:
-        thresholds = suggestion_thresholds(backend, settings)
-    except ClusterConfigError as error:
-        return Suggestions(note=f"no suggestions: {error}")
 
     resolved = state.resolved.faces
     rows = np.fromiter((index[f] for f in resolved["face_id"].astype(str)), np.int64, len(resolved))
@@ -268,36 +253,32 @@ def suggest(
     status = resolved["status"].astype(str).to_numpy()
     group_key = resolved["group"].astype(str).to_numpy()
     face_vectors = vectors[rows]
+    names = [n if isinstance(n, str) else None for n in identity]
+    try:
+        calibration = calibration_for(face_vectors, names, backend, settings)
+    except CalibrationError as error:
+        return Suggestions(note=f"no suggestions: {error}")
 
-    people = sorted({str(n) for n in identity[pd.notna(identity)]}, key=str.casefold)
+    people = sorted({n for n in names if n is not None}, key=str.casefold)
     person_index = {name: i for i, name in enumerate(people)}
-    person_of = np.array(
-        [person_index[n] if isinstance(n, str) else -1 for n in identity], dtype=np.int64
-    )
+    person_of = np.array([person_index[n] if n else -1 for n in names], dtype=np.int64)
     unnamed = status == UNNAMED
     codes, uniques = pd.factorize(group_key[unnamed])
     group_of = np.full(len(face_ids), -1, dtype=np.int64)
     group_of[unnamed] = codes
     group_names = [str(key) for key in uniques]
+    tiles = _tiles(state.table, rows)
 
-    rejected = None
-    if rejections.not_person and people:
-        rejected = np.zeros((len(face_ids), len(people)), dtype=bool)
-        for position, face in enumerate(face_ids):
-            for name in rejections.not_person.get(face, ()):
-                if name in person_index:
-                    rejected[position, person_index[name]] = True
-
+    rejected = _rejected(face_ids, tiles, person_of, people, rejections)
     matches, cosine = rank_groups_for_people(
-        face_vectors, person_of, group_of, rejected, thresholds.face_to_person
+        face_vectors, person_of, group_of, rejected, calibration.suggest_cosine
     )
     members = _members(group_of)
-    cluster_id = resolved["cluster_id"].to_numpy(dtype=np.int64)
+    cluster_id = resolved["cluster_id"].to_numpy(dtype=np.int64)  # resolved order, like rows
     for_people: dict[str, list[PersonSuggestion]] = {}
     for match in matches:
         faces = members[match.group]
-        if rejected is not None:
-            faces = faces[~rejected[faces, match.person]]
+        faces = faces[~rejected[faces, match.person]]
         faces = faces[np.argsort(-cosine[faces, match.person], kind="stable")]
         name = people[match.person]
         for_people.setdefault(name, []).append(
@@ -318,10 +299,46 @@ def suggest(
 
     examples = _examples(face_vectors, face_ids, person_of, people, set(for_people), settings)
     same_person = _same_person(
-        face_vectors, face_ids, cluster_id, group_of, group_names, members, rejections,
-        thresholds.cluster_pair,
+        face_vectors, face_ids, tiles, cluster_id, group_names, members, rejections,
+        calibration, settings,
     )  # fmt: skip
-    return Suggestions(for_people, same_person, examples, thresholds)
+    return Suggestions(for_people, same_person, examples, calibration)
+
+
+def _tiles(table: pd.DataFrame, rows: np.ndarray) -> np.ndarray:
+    """Each face's tile id (its own face id where the table has none: a tile of its own)."""
+    faces = table["face_id"].astype(str).to_numpy()
+    if "tile_id" not in table:
+        return faces[rows]
+    tiles = table["tile_id"].astype(object).to_numpy().copy()
+    missing = pd.isna(tiles)
+    tiles[missing] = faces[missing]
+    return tiles[rows].astype(str)
+
+
+def _rejected(
+    face_ids: np.ndarray,
+    tiles: np.ndarray,
+    person_of: np.ndarray,
+    people: list[str],
+    rejections: Rejections,
+) -> np.ndarray:
+    """(faces x people): a person said "not them", or the face's tile already shows them (one
+    photo cannot show a person twice)."""
+    rejected = np.zeros((len(face_ids), len(people)), dtype=bool)
+    if not people:
+        return rejected
+    person_index = {name: i for i, name in enumerate(people)}
+    for position, face in enumerate(face_ids):
+        for name in rejections.not_person.get(face, ()):
+            if name in person_index:
+                rejected[position, person_index[name]] = True
+    named = person_of >= 0
+    shown = pd.DataFrame({"tile": tiles[named], "person": person_of[named]}).drop_duplicates()
+    faces = pd.DataFrame({"tile": tiles, "position": np.arange(len(tiles))})[~named]
+    hits = faces.merge(shown, on="tile")
+    rejected[hits["position"].to_numpy(), hits["person"].to_numpy()] = True
+    return rejected
 
 
 def _examples(
@@ -358,26 +375,39 @@ def _members(group_of: np.ndarray) -> list[np.ndarray]:
 def _same_person(
     vectors: np.ndarray,
     face_ids: np.ndarray,
+    tiles: np.ndarray,
     cluster_id: np.ndarray,
-    group_of: np.ndarray,
     group_names: list[str],
     members: list[np.ndarray],
     rejections: Rejections,
-    min_similarity: float,
+    calibration: Calibration,
+    settings: SuggestionSettings,
 ) -> list[SamePersonQuestion]:
-    big = np.array([len(m) >= 2 for m in members], dtype=bool)
-    pair_group = np.where((group_of >= 0) & big[np.maximum(group_of, 0)], group_of, -1)
-    if not (pair_group >= 0).any():
+    """Unnamed clusters of 2+ faces that may be one person: ``same_person_questions`` on them
+    (a named cluster near an unnamed one is asked as "Is this <name>?" instead)."""
+    big = [g for g, faces in enumerate(members) if len(faces) >= 2]
+    if len(big) < 2:
         return []
-    position = {f: i for i, f in enumerate(face_ids)}
-    rejected_pairs: set[tuple[int, int]] = set()
-    for a, b in rejections.not_same:
-        if a in position and b in position:
-            ga, gb = int(pair_group[position[a]]), int(pair_group[position[b]])
-            if ga >= 0 and gb >= 0 and ga != gb:
-                rejected_pairs.add((min(ga, gb), max(ga, gb)))
+    picked = np.concatenate([members[g] for g in big])
+    frame = pd.DataFrame(
+        {
+            "face_id": face_ids[picked],
+            "cluster_id": cluster_id[picked],
+            "tile_id": tiles[picked],
+            "embedding": list(vectors[picked]),
+        }
+    )
+    asked = same_person_questions(
+        frame,
+        {},
+        calibration,
+        rejected=rejections.not_same,
+        per_cluster=settings.partners_per_cluster,
+    )
+    group_of_cluster = {int(cluster_id[members[g][0]]): g for g in big}
     questions = []
-    for a, b, similarity in close_group_pairs(vectors, pair_group, min_similarity, rejected_pairs):
+    for row in asked.itertuples(index=False):
+        a, b = group_of_cluster[int(row.cluster_a)], group_of_cluster[int(row.cluster_b)]
         faces_a, faces_b = members[a], members[b]
         # Each side's faces closest to the other side first: the evidence for "same".
         mean_a, mean_b = vectors[faces_a].mean(axis=0), vectors[faces_b].mean(axis=0)
@@ -386,13 +416,13 @@ def _same_person(
         questions.append(
             SamePersonQuestion(
                 groups=(group_names[a], group_names[b]),
-                cluster_ids=(int(cluster_id[faces_a[0]]), int(cluster_id[faces_b[0]])),
+                cluster_ids=(int(row.cluster_a), int(row.cluster_b)),
                 face_ids=(face_ids[faces_a].tolist(), face_ids[faces_b].tolist()),
-                similarity=round(similarity, 3),
+                similarity=round(float(row.similarity), 3),
+                pair=(str(row.face_a), str(row.face_b)),
             )
         )
-    questions.sort(key=lambda q: (-q.size, -q.similarity, q.groups))
-    return questions
+    return questions  # biggest pairs first, as asked
 
 
 def suggestions_json(suggestions: Suggestions, settings: SuggestionSettings) -> dict[str, Any]:
@@ -417,12 +447,12 @@ def suggestions_json(suggestions: Suggestions, settings: SuggestionSettings) -> 
             "cluster_ids": list(item.cluster_ids),
             "sizes": [len(f) for f in item.face_ids],
             "shown": [f[:shown] for f in item.face_ids],
-            "pair": [item.face_ids[0][0], item.face_ids[1][0]],
+            "pair": list(item.pair),
             "similarity": item.similarity,
         }
 
     people = sorted(suggestions.for_people.items(), key=lambda kv: (-len(kv[1]), kv[0].casefold()))
-    thresholds = suggestions.thresholds
+    calibration = suggestions.calibration
     return {
         "people": [
             {
@@ -438,12 +468,12 @@ def suggestions_json(suggestions: Suggestions, settings: SuggestionSettings) -> 
             "total": len(suggestions.same_person),
             "items": [pair_item(q) for q in suggestions.same_person[: settings.page_size]],
         },
-        "thresholds": None
-        if thresholds is None
+        "calibration": None
+        if calibration is None
         else {
-            "backend": thresholds.backend,
-            "face_to_person": round(thresholds.face_to_person, 3),
-            "cluster_pair": round(thresholds.cluster_pair, 3),
+            "backend": calibration.backend,
+            "source": calibration.source,
+            **calibration.thresholds(),
         },
         "note": suggestions.note,
     }

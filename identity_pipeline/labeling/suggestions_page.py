@@ -232,8 +232,8 @@ function renderQueues() {
   aside.replaceChildren(...buttons);
   const people = data.people.length;
   const asked = data.people.reduce((n, p) => n + p.total, 0);
-  const bars = data.thresholds ? ` (bars: face ${data.thresholds.face_to_person}, ` +
-    `clusters ${data.thresholds.cluster_pair}, ${data.thresholds.backend})` : "";
+  const bars = data.calibration ? ` (asked from similarity ${data.calibration.suggest_cosine}; ` +
+    `${data.calibration.source})` : "";
   document.getElementById("summary").textContent = data.note ||
     `${plural(asked, "suggestion")} for ${plural(people, "person", "people")}, ` +
     `${plural(pairs.total, "same-person question")}${bars}`;
