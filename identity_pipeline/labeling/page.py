@@ -44,6 +44,7 @@ PAGE_HTML = """<!doctype html>
   nav a { color: #8cf; margin-right: 10px; }
   nav a.here { color: #fff; text-decoration: none; font-weight: bold; }
   .more { margin-top: 6px; }
+  .card h2 select { min-width: 14em; }
 </style>
 </head>
 <body>
@@ -78,18 +79,42 @@ function estimateHeight(faces) {
   return 60 + Math.ceil(Math.max(faces, 1) / perRow()) * FACE_PITCH;
 }
 
-// A section whose content exists only while it is near the screen.
+// A section whose content exists only while it is near the screen. Filling waits for the next
+// frame and stops after a few milliseconds, the rest a frame later: scrolling never stalls on
+// building a screenful of cards at once.
+const FILL_BUDGET_MS = 6;
+const toFill = new Set();
+let fillScheduled = false;
+
+function fillSome() {
+  fillScheduled = false;
+  const started = performance.now();
+  for (const node of toFill) {
+    if (performance.now() - started > FILL_BUDGET_MS) break;
+    toFill.delete(node);
+    node.replaceChildren(...node.fill());
+    node.filled = true;
+    node.style.minHeight = "";
+  }
+  if (toFill.size) scheduleFill();
+}
+
+function scheduleFill() {
+  if (!fillScheduled) { fillScheduled = true; requestAnimationFrame(fillSome); }
+}
+
 const lazy = new IntersectionObserver((entries) => {
   for (const entry of entries) {
     const node = entry.target;
-    if (entry.isIntersecting && !node.filled) {
-      node.replaceChildren(...node.fill());
-      node.filled = true;
-      node.style.minHeight = "";
-    } else if (!entry.isIntersecting && node.filled) {
-      node.style.minHeight = node.offsetHeight + "px";
-      node.replaceChildren();
-      node.filled = false;
+    if (entry.isIntersecting) {
+      if (!node.filled) { toFill.add(node); scheduleFill(); }
+    } else {
+      toFill.delete(node);
+      if (node.filled) {
+        node.style.minHeight = entry.boundingClientRect.height + "px";  // keeps its place
+        node.replaceChildren();
+        node.filled = false;
+      }
     }
   }
 }, {rootMargin: NEAR});
@@ -189,7 +214,10 @@ function card(group) {
       post("/api/name", {group: group.key, name: nameInput.value.trim()})});
   nameInput.addEventListener("keydown", (event) => { if (event.key === "Enter") save.click(); });
   const mergeSelect = el("select", {"data-testid": "merge-target"});
-  groupOptions(mergeSelect, group.key);
+  // Its options (every name and unnamed cluster) are made when it is first used, not per card.
+  const fillMenu = () => { if (!mergeSelect.options.length) groupOptions(mergeSelect, group.key); };
+  mergeSelect.addEventListener("focus", fillMenu);
+  mergeSelect.addEventListener("mousedown", fillMenu);
   const merge = el("button", {text: "Merge into", "data-testid": "merge", onclick: () => {
     const value = mergeSelect.value;
     if (value.startsWith("group:")) post("/api/merge", {source: group.key, target: value.slice(6)});
@@ -236,6 +264,7 @@ function updateSelection() {
 function render() {
   const main = document.getElementById("main");
   lazy.disconnect();
+  toFill.clear();
   optionsTemplate = null;
   main.replaceChildren();
   const s = state.summary;

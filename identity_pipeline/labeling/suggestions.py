@@ -52,10 +52,10 @@ class SuggestionSettings:
     # Faces shown per suggested group (a cluster may hold hundreds; the count says how many).
     faces_shown: int = 8
     # The album's calibration compares every pair of the named faces it is fitted on: at most
-    # this many faces per person and in all keep that to ~50 ms on a library of 20,000 names
-    # (mean and spread, all the calibration reads, settle long before that).
+    # this many faces per person and in all keep that under ~0.1 s however many faces have
+    # names (mean and spread, all the calibration reads, settle long before 500,000 pairs).
     calibration_faces_per_person: int = 20
-    calibration_faces: int = 2000
+    calibration_faces: int = 1000
     # "Same person?": each cluster's closest partners only, so a big library's list stays short.
     partners_per_cluster: int = 5
 
