@@ -199,8 +199,15 @@ class Session:
 
     def fix_by_hand(self) -> None:
         """The names page's select-and-move: per person, select all their faces, pick the
-        name, Move; then select the strays and Ignore."""
-        missing, stray = self.wrong_faces()
+        name, Move; then select the strays and Ignore. Again while that changed what other
+        faces inherit (a cluster holding two names splits by nearest name)."""
+        for _ in range(5):
+            missing, stray = self.wrong_faces()
+            if not missing and not stray:
+                return
+            self._fix(missing, stray)
+
+    def _fix(self, missing: dict[str, list[str]], stray: list[str]) -> None:
         known = set(self.book.state().labels.people)
         for person, faces in sorted(missing.items()):
             self.actions["clicks on faces"] += len(faces)

@@ -109,19 +109,23 @@ def _groups(resolved: pd.DataFrame, table: pd.DataFrame) -> dict[str, Group]:
         .drop_duplicates()
         .groupby("code")["name"]
         .agg(list)
+        .to_dict()
     )
+    ordered_ids = face_ids[order].tolist()
+    firsts = order[starts]
+    first_cluster = cluster_ids[firsts].tolist()
+    first_ignored = ignored[firsts].tolist()
+    first_size = cluster_sizes[firsts].tolist() if cluster_sizes is not None else None
     groups: dict[str, Group] = {}
-    for code, key in enumerate(uniques):
-        rows = order[starts[code] : ends[code]]
-        first = rows[0]
+    for code, (key, start, end) in enumerate(zip(uniques.tolist(), starts, ends, strict=True)):
         names = names_per_group.get(code, [])
         groups[str(key)] = Group(
             key=str(key),
-            cluster_id=int(cluster_ids[first]),
+            cluster_id=int(first_cluster[code]),
             name=names[0] if len(names) == 1 else None,
-            ignored=bool(ignored[first]),
-            face_ids=face_ids[rows].tolist(),
-            cluster_size=int(cluster_sizes[first]) if cluster_sizes is not None else len(rows),
+            ignored=bool(first_ignored[code]),
+            face_ids=ordered_ids[start:end],
+            cluster_size=int(first_size[code]) if first_size is not None else int(end - start),
         )
     return groups
 
@@ -134,6 +138,8 @@ class LabelingBook:
         self.labels_path = labels_path
         self._table: pd.DataFrame | None = None
         self._table_stamp: tuple[int, int] | None = None
+        self._labels: Labels | None = None
+        self._labels_stamp: tuple[int, int, int] | None = None
 
     def table(self) -> pd.DataFrame:
         """The face_clusters table, re-read when the asset was re-materialized."""
@@ -144,8 +150,20 @@ class LabelingBook:
             self._table_stamp = stamp
         return self._table
 
+    def labels(self) -> Labels:
+        """The labels file, parsed again only when it changed on disk."""
+        try:
+            stat = self.labels_path.stat()
+            stamp = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
+        except FileNotFoundError:
+            stamp = None
+        if self._labels is None or stamp != self._labels_stamp:
+            self._labels = read_labels(self.labels_path)
+            self._labels_stamp = stamp
+        return self._labels
+
     def state(self) -> PageState:
-        return PageState.build(self.table(), read_labels(self.labels_path))
+        return PageState.build(self.table(), self.labels())
 
     # Edits. Each re-reads the state so it acts on what the files say now.
     def name_group(self, key: str, name: str) -> Labels:
@@ -211,25 +229,36 @@ def state_json(state: PageState) -> dict[str, Any]:
         return table[name].tolist() if name in table.columns else [default] * count
 
     outlier = dict(zip(ids, (bool(v) for v in column("is_outlier", False)), strict=True))
-    cosine = dict(zip(ids, column("cosine_to_centroid", 1.0), strict=True))
-    quality = dict(zip(ids, column("quality", float("nan")), strict=True))
+    cosine_values = np.asarray(column("cosine_to_centroid", 1.0), dtype=np.float64)
+    cosine = dict(zip(ids, cosine_values.tolist(), strict=True))
+    quality = np.asarray(column("quality", np.nan), dtype=np.float64)
     resolved = state.resolved.faces
     status = dict(zip(resolved["face_id"].astype(str), resolved["status"].astype(str), strict=True))
-    label = dict(zip(resolved["face_id"].astype(str), resolved["label"], strict=True))
-
-    def face(face_id: str) -> dict[str, Any]:
-        value = quality[face_id]
-        return {
+    label = dict(zip(resolved["face_id"].astype(str), resolved["label"].tolist(), strict=True))
+    # Every face's entry made once, rounding in bulk (a library has tens of thousands).
+    entries = {
+        face_id: {
             "id": face_id,
             "outlier": outlier[face_id],
-            "cosine": round(float(cosine[face_id]), 3),
-            "quality": None if pd.isna(value) else round(float(value), 2),
+            "cosine": rounded_cosine,
+            "quality": None if missing else rounded_quality,
             "status": status[face_id],
-            "label": None if pd.isna(label[face_id]) else str(label[face_id]),
+            "label": None if label[face_id] is None or label[face_id] is pd.NA else label[face_id],
         }
+        for face_id, rounded_cosine, rounded_quality, missing in zip(
+            ids,
+            np.round(cosine_values, 3).tolist(),
+            np.round(np.nan_to_num(quality), 2).tolist(),
+            np.isnan(quality).tolist(),
+            strict=True,
+        )
+    }
+
+    def face(face_id: str) -> dict[str, Any]:
+        return entries[face_id]
 
     def group(item: Group) -> dict[str, Any]:
-        faces = sorted(item.face_ids, key=lambda f: (outlier[f], -float(cosine[f]), f))
+        faces = sorted(item.face_ids, key=lambda f: (outlier[f], -cosine[f], f))
         return {
             "key": item.key,
             "cluster_id": item.cluster_id,
