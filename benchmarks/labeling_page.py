@@ -309,7 +309,8 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"library: {len(table)} faces, {int((sizes >= 2).sum())} clusters (biggest "
         f"{int(sizes.max())}), {int((sizes == 1).sum())} faces alone, half the clusters named; "
-        f"servers on one core; Chromium {CHROMIUM}"
+        f"servers on one core; Chromium {CHROMIUM}; load average {os.getloadavg()[0]:.1f} on "
+        f"{os.cpu_count()} cores (others' work slows every figure alike)"
     )
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -329,6 +330,7 @@ def main(argv: list[str] | None = None) -> int:
                     )
                     print(f"/api/suggestions on this library: {seconds:.2f} s (median)")
     print_table(rows)
+    print(f"load average at the end: {os.getloadavg()[0]:.1f}")
     return 0
 
 

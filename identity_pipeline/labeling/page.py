@@ -66,9 +66,11 @@ let state = null;
 const selected = new Set();
 const expanded = new Set();  // cards showing all their faces
 const CARD_FACES = 36;       // faces a card shows until "show all"
-const BLOCK_FACES = 120;     // faces per block of the faces-alone and ignored grids
+const BLOCK_FACES = 60;      // faces per block of the faces-alone and ignored grids
 const FACE_PITCH = 106;      // a tile (96 px + borders) and the gap, for height estimates
 const NEAR = "1200px 0px";   // fill what is this close to the screen; empty what is farther
+
+let facesPerRow = 1;  // measured once per render: reading a width forces a layout
 
 function perRow() {
   const width = document.getElementById("main").clientWidth - 52;
@@ -76,7 +78,7 @@ function perRow() {
 }
 
 function estimateHeight(faces) {
-  return 60 + Math.ceil(Math.max(faces, 1) / perRow()) * FACE_PITCH;
+  return 60 + Math.ceil(Math.max(faces, 1) / facesPerRow) * FACE_PITCH;
 }
 
 // A section whose content exists only while it is near the screen. Filling waits for the next
@@ -267,6 +269,7 @@ function render() {
   toFill.clear();
   optionsTemplate = null;
   main.replaceChildren();
+  facesPerRow = perRow();
   const s = state.summary;
   document.getElementById("summary").textContent =
     `${s.faces} faces, ${s.identities} named people, ${s.unnamed_clusters} unnamed clusters, ` +
