@@ -215,9 +215,14 @@ function card(group) {
     onclick: () => nameInput.value.trim() &&
       post("/api/name", {group: group.key, name: nameInput.value.trim()})});
   nameInput.addEventListener("keydown", (event) => { if (event.key === "Enter") save.click(); });
-  const mergeSelect = el("select", {"data-testid": "merge-target"});
+  const mergeSelect = el("select", {"data-testid": "merge-target"},
+                         [el("option", {value: "", text: "choose..."})]);
   // Its options (every name and unnamed cluster) are made when it is first used, not per card.
-  const fillMenu = () => { if (!mergeSelect.options.length) groupOptions(mergeSelect, group.key); };
+  const fillMenu = () => {
+    if (mergeSelect.options.length > 1) return;
+    mergeSelect.replaceChildren();
+    groupOptions(mergeSelect, group.key);
+  };
   mergeSelect.addEventListener("focus", fillMenu);
   mergeSelect.addEventListener("mousedown", fillMenu);
   const merge = el("button", {text: "Merge into", "data-testid": "merge", onclick: () => {

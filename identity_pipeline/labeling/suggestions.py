@@ -67,15 +67,20 @@ def calibration_for(
     settings: SuggestionSettings = SuggestionSettings(),
 ) -> Calibration:
     """The calibration suggestions use: the album's own on a sample of its named faces (the
-    first faces of each person, up to the settings' caps), else the backend's shipped one.
+    same number of first faces of every person, within the settings' caps), else the backend's
+    shipped one.
 
     Raises ``CalibrationError`` for a backend nobody calibrated."""
+    people = {name for name in names if name is not None}
+    # Every named person in the sample, as many faces each as the cap allows (2+: pairs).
+    each = min(
+        settings.calibration_faces_per_person,
+        max(2, settings.calibration_faces // max(len(people), 1)),
+    )
     taken: dict[str, int] = {}
     sample: list[int] = []
     for position, name in enumerate(names):
-        if name is None or len(sample) >= settings.calibration_faces:
-            continue
-        if taken.get(name, 0) < settings.calibration_faces_per_person:
+        if name is not None and taken.get(name, 0) < each:
             taken[name] = taken.get(name, 0) + 1
             sample.append(position)
     picked = np.asarray(sample, dtype=np.int64)

@@ -144,15 +144,18 @@ SUGGESTIONS_HTML = """<!doctype html>
   main h2 { font-size: 16px; margin: 0 0 8px; }
   .examples { display: flex; gap: 4px; align-items: center; margin: 0 0 10px; }
   .toolbar { display: flex; gap: 12px; align-items: center; margin: 0 0 10px; }
-  .item { background: #2b2d31; border-radius: 6px; margin: 0 0 8px; padding: 6px 8px;
-          display: flex; gap: 10px; align-items: center; border: 2px solid transparent; }
+  .items { display: flex; flex-wrap: wrap; gap: 8px; align-items: flex-start; }
+  .item { background: #2b2d31; border-radius: 6px; padding: 6px 8px; display: flex;
+          flex-direction: column; gap: 4px; border: 2px solid transparent; max-width: 100%; }
+  .pairs .item { flex-direction: row; align-items: center; flex-wrap: wrap; margin: 0 0 8px; }
   .item.focus { border-color: #4aa3ff; }
   .faces { display: flex; gap: 3px; flex-wrap: wrap; align-items: center; }
   .faces img { width: 72px; height: 72px; border-radius: 3px; display: block; }
   .examples img { width: 56px; height: 56px; border-radius: 3px; border: 2px solid #3c9; }
   .count { color: #aaa; font-size: 12px; padding: 0 4px; }
-  .score { color: #aaa; font-size: 12px; min-width: 120px; }
-  .actions { margin-left: auto; display: flex; gap: 6px; align-items: center; flex: none; }
+  .score { color: #aaa; font-size: 12px; max-width: 240px; }
+  .actions { display: flex; gap: 6px; align-items: center; flex: none; }
+  .pairs .actions { margin-left: auto; }
   .yes { background: #1f6b3a; color: #fff; border: 0; border-radius: 4px; padding: 6px 12px; }
   .no { background: #6b1d1d; color: #fff; border: 0; border-radius: 4px; padding: 6px 12px; }
   .vs { font-size: 20px; color: #888; padding: 0 6px; }
@@ -250,13 +253,14 @@ function select(which) {
 
 function personItem(item, index) {
   const more = item.faces.length - item.shown.length;
-  const score = `similarity ${item.similarity}` +
-    (item.runner_up ? ` \\u00b7 or ${item.runner_up} (${item.runner_up_similarity})` : "");
+  const score = `${item.similarity}` +
+    (item.runner_up ? ` \\u00b7 or ${item.runner_up} ${item.runner_up_similarity}` : "");
   return el("div", {class: "item" + (index === focus ? " focus" : ""), "data-testid": "suggestion",
                     "data-group": item.group, onclick: () => setFocus(index)},
     [el("div", {class: "faces"}, [...item.shown.map(crop),
        ...(more > 0 ? [el("span", {class: "count", text: `+${more} more`})] : [])]),
-     el("span", {class: "score", text: `${item.faces.length} face${item.faces.length > 1 ? "s" : ""}, ${score}`}),
+     el("span", {class: "score", title: "similarity to them; the next closest person",
+                 text: `${plural(item.faces.length, "face")}, ${score}`}),
      el("span", {class: "actions"}, [
        el("button", {class: "yes", "data-testid": "yes", text: "Yes",
                      onclick: (e) => { e.stopPropagation(); answerPerson(index, true); }}),
@@ -307,7 +311,7 @@ function renderMain() {
     parts.push(el("p", {class: "hint", text:
       `The best ${queue.items.length} of ${queue.total}; the rest come after these are answered.`}));
   }
-  const list = el("div", {"data-testid": "items"},
+  const list = el("div", {"data-testid": "items", class: current.kind === "person" ? "items" : "pairs"},
     items.map(current.kind === "person" ? personItem : pairItem));
   parts.push(list);
   main.replaceChildren(...parts);
