@@ -69,7 +69,7 @@ CUTS_PAGE_HTML = r"""<!doctype html>
 <body>
 <header>
   <h1>Review cuts</h1>
-  <nav><a href="/" data-testid="nav-names">Names</a><a href="/cuts" class="current">Cuts</a></nav>
+  <nav><a href="/" data-testid="nav-names">Names</a><a href="/suggestions">Suggestions</a><a href="/cuts" class="current">Cuts</a></nav>
   <select id="album" data-testid="album"></select>
   <span class="summary" id="summary" data-testid="summary"></span>
   <label><input type="checkbox" id="show-done" data-testid="show-done"> show decided photos</label>

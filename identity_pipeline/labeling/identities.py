@@ -147,51 +147,142 @@ def _resolve_cluster(
     return rows, conflict
 
 
+def _resolve(
+    pairs: pd.DataFrame, labels: Mapping[str, str], faces: pd.DataFrame
+) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
+    """``_resolve_cluster``'s rules for every cluster at once: one pass of array operations
+    for the clusters with at most one name (a library has thousands), the per-cluster rules
+    for the few whose labels conflict. Rows by cluster id, faces in table order within."""
+    ordered = pairs.iloc[np.argsort(pairs["cluster_id"].to_numpy(), kind="stable")]
+    face_ids = ordered["face_id"].to_numpy(dtype=object)
+    clusters = ordered["cluster_id"].to_numpy(dtype=np.int64)
+    label = np.array([labels.get(f) for f in face_ids], dtype=object)
+    has_label = np.array([v is not None for v in label], dtype=bool)
+    ignore = has_label & (label == IGNORE)
+    named = has_label & ~ignore
+    cluster_index, starts = np.unique(clusters, return_index=True)
+    code = np.searchsorted(cluster_index, clusters)
+    sizes = np.bincount(code, minlength=len(cluster_index))
+    ignores = np.bincount(code[ignore], minlength=len(cluster_index))
+    distinct = pd.DataFrame({"code": code[named], "name": label[named]}).drop_duplicates()
+    names_in = np.bincount(distinct["code"].to_numpy(dtype=np.int64), minlength=len(cluster_index))
+    only_name = np.full(len(cluster_index), None, dtype=object)
+    single = distinct[names_in[distinct["code"].to_numpy(dtype=np.int64)] == 1]
+    only_name[single["code"].to_numpy(dtype=np.int64)] = single["name"].to_numpy()
+
+    inherits = ~has_label & (names_in[code] == 1)
+    ignored = ignore | (~has_label & (names_in[code] == 0) & (ignores[code] * 2 >= sizes[code]))
+    identity = np.where(named, label, np.where(inherits, only_name[code], None))
+    identity[ignored] = None
+    status = np.select(
+        [ignored, named, inherits], [IGNORED, LABELLED, INHERITED], default=UNNAMED
+    ).astype(object)
+    group = clusters.astype(str).astype(object)
+
+    conflicts: list[dict[str, Any]] = []
+    for position in np.flatnonzero(names_in >= 2):
+        start = starts[position]
+        stop = start + sizes[position]
+        rows, conflict = _resolve_cluster(
+            int(cluster_index[position]), list(face_ids[start:stop]), labels, faces
+        )
+        for offset, row in enumerate(rows):
+            identity[start + offset] = row["identity"]
+            status[start + offset] = row["status"]
+            group[start + offset] = row["group"]
+        conflicts.append(conflict)  # type: ignore[arg-type]
+    resolved = pd.DataFrame(
+        {
+            "face_id": face_ids,
+            "cluster_id": clusters,
+            "label": label,
+            "identity": identity,
+            "status": status,
+            "group": group,
+        },
+        columns=list(FACE_IDENTITY_DTYPES),
+    ).astype(FACE_IDENTITY_DTYPES)
+    return resolved, conflicts
+
+
+def _sorted_sets(keys: np.ndarray, values: pd.Series, names: list[str]) -> list[list[Any]]:
+    """Per name (in ``names`` order), the sorted distinct non-null values it has."""
+    frame = pd.DataFrame({"key": keys, "value": values.to_numpy(dtype=object)})
+    frame = frame[frame["value"].notna()].drop_duplicates().sort_values(["key", "value"])
+    found: dict[str, list[Any]] = {}
+    if len(frame):
+        key_values = frame["key"].to_numpy(dtype=object)
+        value_list = frame["value"].tolist()
+        _, starts = np.unique(key_values, return_index=True)
+        bounds = [*sorted(starts), len(frame)]
+        for start, stop in zip(bounds[:-1], bounds[1:], strict=True):
+            found[key_values[start]] = value_list[start:stop]
+    return [found.get(name, []) for name in names]
+
+
 def _identity_table(resolved: pd.DataFrame) -> pd.DataFrame:
     columns = [
         "name", "n_faces", "n_photos", "n_albums", "n_labelled", "n_inherited",
         "cluster_ids", "face_ids", "photo_ids", "albums",
     ]  # fmt: skip
     named = resolved[resolved["identity"].notna()]
-    rows = []
-    for name, group in named.groupby("identity", sort=False):
-        photos = sorted(group["photo_id"].dropna().astype(str).unique())
-        albums = sorted(group["album"].dropna().astype(str).unique())
-        rows.append(
-            {
-                "name": str(name),
-                "n_faces": len(group),
-                "n_photos": len(photos),
-                "n_albums": len(albums),
-                "n_labelled": int((group["status"] == LABELLED).sum()),
-                "n_inherited": int((group["status"] == INHERITED).sum()),
-                "cluster_ids": sorted(int(c) for c in group["cluster_id"].unique()),
-                "face_ids": sorted(group["face_id"].astype(str)),
-                "photo_ids": photos,
-                "albums": albums,
-            }
-        )
-    table = pd.DataFrame(rows, columns=columns)
-    if table.empty:
-        return table
+    if named.empty:
+        return pd.DataFrame(columns=columns)
+    # Vectorized (a sort per column): a library names hundreds of people.
+    keys = named["identity"].astype(str).to_numpy(dtype=object)
+    names = sorted(set(keys))
+    status = named["status"].to_numpy(dtype=object)
+    counts = pd.Series(keys).value_counts()
+    labelled = pd.Series(keys[status == LABELLED]).value_counts()
+    inherited = pd.Series(keys[status == INHERITED]).value_counts()
+    photos = _sorted_sets(
+        keys, named["photo_id"].astype(object).astype(str).where(named["photo_id"].notna()), names
+    )
+    albums = _sorted_sets(
+        keys, named["album"].astype(object).astype(str).where(named["album"].notna()), names
+    )
+    table = pd.DataFrame(
+        {
+            "name": names,
+            "n_faces": [int(counts.get(n, 0)) for n in names],
+            "n_photos": [len(p) for p in photos],
+            "n_albums": [len(a) for a in albums],
+            "n_labelled": [int(labelled.get(n, 0)) for n in names],
+            "n_inherited": [int(inherited.get(n, 0)) for n in names],
+            "cluster_ids": [
+                [int(c) for c in ids]
+                for ids in _sorted_sets(keys, named["cluster_id"].astype("int64"), names)
+            ],
+            "face_ids": _sorted_sets(keys, named["face_id"].astype(str), names),
+            "photo_ids": photos,
+            "albums": albums,
+        },
+        columns=columns,
+    )
     return table.sort_values(["n_faces", "name"], ascending=[False, True]).reset_index(drop=True)
 
 
 def _unnamed_table(resolved: pd.DataFrame) -> pd.DataFrame:
     columns = ["cluster_id", "n_faces", "n_photos", "face_ids"]
     unnamed = resolved[resolved["status"] == UNNAMED]
-    rows = [
+    if unnamed.empty:
+        return pd.DataFrame(columns=columns)
+    # Vectorized (one sort, one split): a library has thousands of unnamed clusters.
+    ordered = unnamed.sort_values(["cluster_id", "face_id"], kind="stable")
+    cluster_ids, starts, counts = np.unique(
+        ordered["cluster_id"].to_numpy(dtype=np.int64), return_index=True, return_counts=True
+    )
+    face_ids = ordered["face_id"].astype(str).tolist()
+    photos = ordered.groupby("cluster_id", sort=True)["photo_id"].nunique()
+    table = pd.DataFrame(
         {
-            "cluster_id": int(cluster),
-            "n_faces": len(group),
-            "n_photos": int(group["photo_id"].nunique()),
-            "face_ids": sorted(group["face_id"].astype(str)),
-        }
-        for cluster, group in unnamed.groupby("cluster_id")
-    ]
-    table = pd.DataFrame(rows, columns=columns)
-    if table.empty:
-        return table
+            "cluster_id": cluster_ids,
+            "n_faces": counts,
+            "n_photos": photos.reindex(cluster_ids).to_numpy(dtype=np.int64),
+            "face_ids": [face_ids[s : s + c] for s, c in zip(starts, counts, strict=True)],
+        },
+        columns=columns,
+    )
     return table.sort_values(["n_faces", "cluster_id"], ascending=[False, True]).reset_index(
         drop=True
     )
@@ -207,16 +298,7 @@ def apply_labels(
     table has them all, so it may be passed as both). ``labels``: from ``read_labels``."""
     label_map = _label_map(labels)
     pairs = assignments[["face_id", "cluster_id"]].astype({"face_id": str, "cluster_id": "int64"})
-    rows: list[dict[str, Any]] = []
-    conflicts: list[dict[str, Any]] = []
-    for cluster_id, group in pairs.groupby("cluster_id", sort=True):
-        cluster_rows, conflict = _resolve_cluster(
-            int(cluster_id), group["face_id"].tolist(), label_map, faces
-        )
-        rows.extend(cluster_rows)
-        if conflict:
-            conflicts.append(conflict)
-    resolved = pd.DataFrame(rows, columns=list(FACE_IDENTITY_DTYPES)).astype(FACE_IDENTITY_DTYPES)
+    resolved, conflicts = _resolve(pairs, label_map, faces)
     extra = [c for c in ("photo_id", "album") if c in faces.columns]
     context = faces[["face_id", *extra]].astype({"face_id": "string"}).drop_duplicates("face_id")
     enriched = resolved.merge(context, on="face_id", how="left")

@@ -1,4 +1,10 @@
-"""The labeling page: one HTML file with its CSS and script inline (no front-end build)."""
+"""The labeling page: one HTML file with its CSS and script inline (no front-end build).
+
+It stays fast on a library of tens of thousands of faces: every card, and every block of the
+faces-alone and ignored grids, is a placeholder of its estimated height until it comes near the
+screen (an IntersectionObserver), and is emptied again, its height kept, when it goes far off;
+a card shows its first rows of faces until "show all"; crops load lazily.
+"""
 
 PAGE_HTML = """<!doctype html>
 <html lang="en">
@@ -35,12 +41,16 @@ PAGE_HTML = """<!doctype html>
   input, select, button { font: inherit; }
   button { cursor: pointer; }
   details > summary { cursor: pointer; margin: 6px 0; }
+  nav a { color: #8cf; margin-right: 10px; }
+  nav a.here { color: #fff; text-decoration: none; font-weight: bold; }
+  .more { margin-top: 6px; }
+  .card h2 select { min-width: 14em; }
 </style>
 </head>
 <body>
 <header>
   <h1>Name the faces</h1>
-  <a href="/cuts" data-testid="nav-cuts" style="color: #9cf">Review cuts</a>
+  <nav><a href="/" class="here">Names</a><a href="/suggestions" data-testid="to-suggestions">Suggestions</a><a href="/cuts" data-testid="nav-cuts">Review cuts</a></nav>
   <span class="summary" id="summary"></span>
   <span id="selection" data-testid="selection">0 selected</span>
   <select id="move-target" data-testid="move-target"></select>
@@ -54,6 +64,82 @@ PAGE_HTML = """<!doctype html>
 "use strict";
 let state = null;
 const selected = new Set();
+const expanded = new Set();  // cards showing all their faces
+const CARD_FACES = 36;       // faces a card shows until "show all"
+const BLOCK_FACES = 60;      // faces per block of the faces-alone and ignored grids
+const FACE_PITCH = 106;      // a tile (96 px + borders) and the gap, for height estimates
+const NEAR = "1200px 0px";   // fill what is this close to the screen; empty what is farther
+
+let facesPerRow = 1;  // measured once per render: reading a width forces a layout
+
+function perRow() {
+  const width = document.getElementById("main").clientWidth - 52;
+  return Math.max(1, Math.floor((width + 4) / FACE_PITCH));
+}
+
+function estimateHeight(faces) {
+  return 60 + Math.ceil(Math.max(faces, 1) / facesPerRow) * FACE_PITCH;
+}
+
+// A section whose content exists only while it is near the screen. Filling waits for the next
+// frame and stops after a few milliseconds, the rest a frame later: scrolling never stalls on
+// building a screenful of cards at once.
+const FILL_BUDGET_MS = 6;
+const toFill = new Set();
+let fillScheduled = false;
+
+function fillSome() {
+  fillScheduled = false;
+  const started = performance.now();
+  for (const node of toFill) {
+    if (performance.now() - started > FILL_BUDGET_MS) break;
+    toFill.delete(node);
+    node.replaceChildren(...node.fill());
+    node.filled = true;
+    node.style.minHeight = "";
+  }
+  if (toFill.size) scheduleFill();
+}
+
+function scheduleFill() {
+  if (!fillScheduled) { fillScheduled = true; requestAnimationFrame(fillSome); }
+}
+
+const lazy = new IntersectionObserver((entries) => {
+  for (const entry of entries) {
+    const node = entry.target;
+    if (entry.isIntersecting) {
+      if (!node.filled) { toFill.add(node); scheduleFill(); }
+    } else {
+      toFill.delete(node);
+      if (node.filled) {
+        node.style.minHeight = entry.boundingClientRect.height + "px";  // keeps its place
+        node.replaceChildren();
+        node.filled = false;
+      }
+    }
+  }
+}, {rootMargin: NEAR});
+
+function lazySection(attrs, faces, fill) {
+  const node = el("section", attrs);
+  node.style.minHeight = estimateHeight(faces) + "px";
+  node.fill = fill;
+  node.filled = false;
+  lazy.observe(node);
+  return node;
+}
+
+function blocks(faces, attrs, heading) {
+  const parts = [];
+  for (let start = 0; start < faces.length; start += BLOCK_FACES) {
+    const chunk = faces.slice(start, start + BLOCK_FACES);
+    const title = start === 0 ? heading : null;
+    parts.push(lazySection({class: "block", ...attrs}, chunk.length, () =>
+      [...(title ? [el("h2", {text: title})] : []), el("div", {class: "grid"}, chunk.map(faceTile))]));
+  }
+  return parts;
+}
 
 function el(tag, attrs = {}, children = []) {
   const node = document.createElement(tag);
@@ -102,15 +188,24 @@ function faceTile(face) {
   return node;
 }
 
+let optionsTemplate = null;  // the merge menu's options, built once per render, cloned per card
+
 function groupOptions(select, excludeKey) {
-  select.append(el("option", {value: "", text: "choose..."}));
-  for (const name of state.names) select.append(el("option", {value: "name:" + name, text: name}));
-  for (const group of state.groups) {
-    if (group.key === excludeKey || group.name) continue;
-    select.append(el("option", {value: "group:" + group.key,
-                                text: `unnamed cluster ${group.cluster_id} (${group.size})`}));
+  if (!optionsTemplate) {
+    optionsTemplate = document.createDocumentFragment();
+    optionsTemplate.append(el("option", {value: "", text: "choose..."}));
+    for (const name of state.names) optionsTemplate.append(el("option", {value: "name:" + name, text: name}));
+    for (const group of state.groups) {
+      if (group.name) continue;
+      optionsTemplate.append(el("option", {value: "group:" + group.key,
+                                           text: `unnamed cluster ${group.cluster_id} (${group.size})`}));
+    }
+    optionsTemplate.append(el("option", {value: "ignore", text: "ignore (no one)"}));
   }
-  select.append(el("option", {value: "ignore", text: "ignore (no one)"}));
+  select.append(optionsTemplate.cloneNode(true));
+  if (excludeKey !== null) {
+    for (const option of select.options) if (option.value === "group:" + excludeKey) option.remove();
+  }
 }
 
 function card(group) {
@@ -120,8 +215,16 @@ function card(group) {
     onclick: () => nameInput.value.trim() &&
       post("/api/name", {group: group.key, name: nameInput.value.trim()})});
   nameInput.addEventListener("keydown", (event) => { if (event.key === "Enter") save.click(); });
-  const mergeSelect = el("select", {"data-testid": "merge-target"});
-  groupOptions(mergeSelect, group.key);
+  const mergeSelect = el("select", {"data-testid": "merge-target"},
+                         [el("option", {value: "", text: "choose..."})]);
+  // Its options (every name and unnamed cluster) are made when it is first used, not per card.
+  const fillMenu = () => {
+    if (mergeSelect.options.length > 1) return;
+    mergeSelect.replaceChildren();
+    groupOptions(mergeSelect, group.key);
+  };
+  mergeSelect.addEventListener("focus", fillMenu);
+  mergeSelect.addEventListener("mousedown", fillMenu);
   const merge = el("button", {text: "Merge into", "data-testid": "merge", onclick: () => {
     const value = mergeSelect.value;
     if (value.startsWith("group:")) post("/api/merge", {source: group.key, target: value.slice(6)});
@@ -131,11 +234,35 @@ function card(group) {
   const badges = [el("span", {class: "badge", text: `${group.size} faces`}),
                   el("span", {class: "badge", text: `cluster ${group.cluster_id}`})];
   if (group.outliers) badges.push(el("span", {class: "badge warn", text: `${group.outliers} suspected outliers`}));
-  return el("section", {class: "card " + (group.name ? "named" : "unnamed"), "data-group": group.key,
-                        "data-testid": "group"},
-    [el("h2", {}, [nameInput, save, ...badges, mergeSelect, merge]),
-     el("div", {class: "grid"}, group.faces.map(faceTile))]);
+  const all = expanded.has(group.key);
+  const shown = all ? group.faces : visibleFaces(group.faces);
+  const parts = [el("h2", {}, [nameInput, save, ...badges, mergeSelect, merge]),
+                 el("div", {class: "grid"}, shown.map(faceTile))];
+  if (shown.length < group.faces.length) {
+    parts.push(el("button", {class: "more", "data-testid": "show-all",
+      text: `Show all ${group.faces.length} faces`, onclick: () => {
+        expanded.add(group.key);
+        const node = document.querySelector(`section[data-group="${CSS.escape(group.key)}"]`);
+        node.replaceChildren(...card(group));
+      }}));
+  }
+  return parts;
 }
+
+// The first faces, and the suspected outliers (listed last) so a folded card still shows them.
+function visibleFaces(faces) {
+  if (faces.length <= CARD_FACES) return faces;
+  const outliers = faces.filter(f => f.outlier).slice(0, CARD_FACES / 2);
+  return [...faces.filter(f => !f.outlier).slice(0, CARD_FACES - outliers.length), ...outliers];
+}
+
+function cardSection(group) {
+  const faces = expanded.has(group.key) ? group.faces.length : Math.min(group.faces.length, CARD_FACES);
+  return lazySection({class: "card " + (group.name ? "named" : "unnamed"), "data-group": group.key,
+                      "data-testid": "group"}, faces, () => card(group));
+}
+
+
 
 function updateSelection() {
   document.getElementById("selection").textContent = `${selected.size} selected`;
@@ -143,7 +270,11 @@ function updateSelection() {
 
 function render() {
   const main = document.getElementById("main");
+  lazy.disconnect();
+  toFill.clear();
+  optionsTemplate = null;
   main.replaceChildren();
+  facesPerRow = perRow();
   const s = state.summary;
   document.getElementById("summary").textContent =
     `${s.faces} faces, ${s.identities} named people, ${s.unnamed_clusters} unnamed clusters, ` +
@@ -155,20 +286,24 @@ function render() {
     main.append(el("p", {class: "error", text:
       `Cluster ${conflict.cluster_id} holds faces named ${conflict.names.join(" and ")}: shown split by name.`}));
   }
-  for (const group of state.groups) main.append(card(group));
+  for (const group of state.groups) main.append(cardSection(group));
   if (state.singletons.length) {
-    main.append(el("section", {class: "card unnamed", "data-testid": "singletons"},
-      [el("h2", {text: `Faces alone (${state.singletons.length}): select, then move or ignore`}),
-       el("div", {class: "grid"}, state.singletons.map(faceTile))]));
+    main.append(el("div", {class: "card unnamed", "data-testid": "singletons"},
+      blocks(state.singletons, {},
+             `Faces alone (${state.singletons.length}): select, then move or ignore`)));
   }
   if (state.ignored.length) {
-    main.append(el("details", {"data-testid": "ignored"},
-      [el("summary", {text: `Ignored faces (${state.ignored.length})`}),
-       el("div", {class: "grid"}, state.ignored.map(faceTile))]));
+    const details = el("details", {"data-testid": "ignored"},
+      [el("summary", {text: `Ignored faces (${state.ignored.length})`})]);
+    details.addEventListener("toggle", () => {
+      if (details.open && details.children.length === 1) details.append(...blocks(state.ignored, {}, null));
+    });
+    main.append(details);
   }
   const target = document.getElementById("move-target");
   target.replaceChildren();
   groupOptions(target, null);
+  target.append(el("option", {value: "new", text: "a new person..."}));
   updateSelection();
 }
 
@@ -192,6 +327,10 @@ document.getElementById("move").addEventListener("click", () => {
   if (value.startsWith("group:")) post("/api/move", {faces, target: value.slice(6)});
   else if (value.startsWith("name:")) post("/api/move", {faces, name_target: value.slice(5)});
   else if (value === "ignore") post("/api/ignore", {faces});
+  else if (value === "new") {
+    const name = window.prompt("Who are they? Name:");
+    if (name && name.trim()) post("/api/move", {faces, name_target: name.trim()});
+  }
 });
 document.getElementById("ignore").addEventListener("click", () => selected.size && post("/api/ignore", {faces: [...selected]}));
 document.getElementById("clear").addEventListener("click", () => selected.size && post("/api/clear", {faces: [...selected]}));

@@ -38,6 +38,7 @@ from identity_pipeline.labeling.state import (
     clusters_table_path,
     state_json,
 )
+from identity_pipeline.labeling.suggestions_page import suggestion_routes
 from identity_pipeline.storage import DataLayout
 
 LOCALHOST = "127.0.0.1"
@@ -206,6 +207,7 @@ def create_app(
         Route("/api/ignore", edit(lambda b: book.ignore_faces(faces_of(b))), methods=["POST"]),
         Route("/api/clear", edit(lambda b: book.clear_faces(faces_of(b))), methods=["POST"]),
         *cuts_routes(layout),  # the cuts review page, /cuts
+        *suggestion_routes(book),
     ]
     # Only this machine's names: a DNS-rebinding page cannot reach the app under its own name.
     app = Starlette(

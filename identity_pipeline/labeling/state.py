@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from identity_pipeline.asset_names import FACE_CLUSTERS
@@ -86,22 +87,45 @@ class PageState:
 
 
 def _groups(resolved: pd.DataFrame, table: pd.DataFrame) -> dict[str, Group]:
-    sizes = table.set_index("face_id")["cluster_size"] if "cluster_size" in table else None
+    # Vectorized (one factorize, one stable sort): a library has thousands of groups. Groups come
+    # in the order their first face appears, faces in table order within a group.
+    face_ids = resolved["face_id"].astype(str).to_numpy()
+    ignored = (resolved["status"] == IGNORED).to_numpy(dtype=bool)
+    group = resolved["group"].astype(str).to_numpy()
+    keys = np.where(ignored, np.char.add(group, IGNORED_SUFFIX), group)
+    codes, uniques = pd.factorize(keys)
+    order = np.argsort(codes, kind="stable")
+    starts = np.searchsorted(codes[order], np.arange(len(uniques)))
+    ends = np.append(starts[1:], len(order))
+    if "cluster_size" in table:
+        sizes = table.set_index("face_id")["cluster_size"]
+        cluster_sizes = sizes.reindex(face_ids).to_numpy()
+    else:
+        cluster_sizes = None
+    cluster_ids = resolved["cluster_id"].to_numpy(dtype=np.int64)
+    named = resolved["identity"].notna().to_numpy(dtype=bool) & ~ignored
+    names_per_group = (
+        pd.DataFrame({"code": codes[named], "name": resolved["identity"].to_numpy()[named]})
+        .drop_duplicates()
+        .groupby("code")["name"]
+        .agg(list)
+        .to_dict()
+    )
+    ordered_ids = face_ids[order].tolist()
+    firsts = order[starts]
+    first_cluster = cluster_ids[firsts].tolist()
+    first_ignored = ignored[firsts].tolist()
+    first_size = cluster_sizes[firsts].tolist() if cluster_sizes is not None else None
     groups: dict[str, Group] = {}
-    frame = resolved.assign(ignored=resolved["status"] == IGNORED)
-    for (group_key, ignored), rows in frame.groupby(["group", "ignored"], sort=False):
-        key = f"{group_key}{IGNORED_SUFFIX}" if ignored else str(group_key)
-        names = rows["identity"].dropna().unique()
-        cluster_id = int(rows["cluster_id"].iloc[0])
-        face_ids = rows["face_id"].astype(str).tolist()
-        cluster_size = int(sizes.loc[face_ids[0]]) if sizes is not None else len(face_ids)
-        groups[key] = Group(
-            key=key,
-            cluster_id=cluster_id,
-            name=None if ignored or len(names) != 1 else str(names[0]),
-            ignored=bool(ignored),
-            face_ids=face_ids,
-            cluster_size=cluster_size,
+    for code, (key, start, end) in enumerate(zip(uniques.tolist(), starts, ends, strict=True)):
+        names = names_per_group.get(code, [])
+        groups[str(key)] = Group(
+            key=str(key),
+            cluster_id=int(first_cluster[code]),
+            name=names[0] if len(names) == 1 else None,
+            ignored=bool(first_ignored[code]),
+            face_ids=ordered_ids[start:end],
+            cluster_size=int(first_size[code]) if first_size is not None else int(end - start),
         )
     return groups
 
@@ -114,6 +138,8 @@ class LabelingBook:
         self.labels_path = labels_path
         self._table: pd.DataFrame | None = None
         self._table_stamp: tuple[int, int] | None = None
+        self._labels: Labels | None = None
+        self._labels_stamp: tuple[int, int, int] | None = None
 
     def table(self) -> pd.DataFrame:
         """The face_clusters table, re-read when the asset was re-materialized."""
@@ -124,8 +150,20 @@ class LabelingBook:
             self._table_stamp = stamp
         return self._table
 
+    def labels(self) -> Labels:
+        """The labels file, parsed again only when it changed on disk."""
+        try:
+            stat = self.labels_path.stat()
+            stamp = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
+        except FileNotFoundError:
+            stamp = None
+        if self._labels is None or stamp != self._labels_stamp:
+            self._labels = read_labels(self.labels_path)
+            self._labels_stamp = stamp
+        return self._labels
+
     def state(self) -> PageState:
-        return PageState.build(self.table(), read_labels(self.labels_path))
+        return PageState.build(self.table(), self.labels())
 
     # Edits. Each re-reads the state so it acts on what the files say now.
     def name_group(self, key: str, name: str) -> Labels:
@@ -191,25 +229,36 @@ def state_json(state: PageState) -> dict[str, Any]:
         return table[name].tolist() if name in table.columns else [default] * count
 
     outlier = dict(zip(ids, (bool(v) for v in column("is_outlier", False)), strict=True))
-    cosine = dict(zip(ids, column("cosine_to_centroid", 1.0), strict=True))
-    quality = dict(zip(ids, column("quality", float("nan")), strict=True))
+    cosine_values = np.asarray(column("cosine_to_centroid", 1.0), dtype=np.float64)
+    cosine = dict(zip(ids, cosine_values.tolist(), strict=True))
+    quality = np.asarray(column("quality", np.nan), dtype=np.float64)
     resolved = state.resolved.faces
     status = dict(zip(resolved["face_id"].astype(str), resolved["status"].astype(str), strict=True))
-    label = dict(zip(resolved["face_id"].astype(str), resolved["label"], strict=True))
-
-    def face(face_id: str) -> dict[str, Any]:
-        value = quality[face_id]
-        return {
+    label = dict(zip(resolved["face_id"].astype(str), resolved["label"].tolist(), strict=True))
+    # Every face's entry made once, rounding in bulk (a library has tens of thousands).
+    entries = {
+        face_id: {
             "id": face_id,
             "outlier": outlier[face_id],
-            "cosine": round(float(cosine[face_id]), 3),
-            "quality": None if pd.isna(value) else round(float(value), 2),
+            "cosine": rounded_cosine,
+            "quality": None if missing else rounded_quality,
             "status": status[face_id],
-            "label": None if pd.isna(label[face_id]) else str(label[face_id]),
+            "label": None if label[face_id] is None or label[face_id] is pd.NA else label[face_id],
         }
+        for face_id, rounded_cosine, rounded_quality, missing in zip(
+            ids,
+            np.round(cosine_values, 3).tolist(),
+            np.round(np.nan_to_num(quality), 2).tolist(),
+            np.isnan(quality).tolist(),
+            strict=True,
+        )
+    }
+
+    def face(face_id: str) -> dict[str, Any]:
+        return entries[face_id]
 
     def group(item: Group) -> dict[str, Any]:
-        faces = sorted(item.face_ids, key=lambda f: (outlier[f], -float(cosine[f]), f))
+        faces = sorted(item.face_ids, key=lambda f: (outlier[f], -cosine[f], f))
         return {
             "key": item.key,
             "cluster_id": item.cluster_id,
