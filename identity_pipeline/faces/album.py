@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 from PIL import Image
 
@@ -13,6 +12,7 @@ from identity_pipeline.faces.backend import FaceBackend
 from identity_pipeline.faces.cache import FaceCache
 from identity_pipeline.faces.config import FaceConfig
 from identity_pipeline.faces.pipeline import faces_for_tile
+from identity_pipeline.faces.pixels import FilePixels
 from identity_pipeline.faces.records import faces_frame
 from identity_pipeline.previews import crop_face
 
@@ -38,16 +38,10 @@ def faces_of_tiles(
     records = []
     unreadable: dict[str, str] = {}
     for tile in tiles.itertuples(index=False):
-        tile_file = data_root / tile.tile_path
-
-        def load(tile_file: Path = tile_file) -> np.ndarray:
-            with Image.open(tile_file) as image:
-                return np.asarray(image.convert("RGB"))
-
         try:
             records.extend(
                 faces_for_tile(
-                    load,
+                    FilePixels(data_root / tile.tile_path),
                     tile.tile_id,
                     tile.photo_id,
                     (int(tile.x0), int(tile.y0)),
