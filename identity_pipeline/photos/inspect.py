@@ -233,11 +233,11 @@ def load_photo(
                     "RGB", (max(1, image.size[0] // reduce), max(1, image.size[1] // reduce))
                 )
             image.load()
-            decoded_by = max(1, round(raw_width / image.size[0]))
-            upright = to_rgb8(ImageOps.exif_transpose(image))
-    if reduce // decoded_by > 1:  # ceil(ceil(w / a) / b) == ceil(w / (a * b))
-        upright = upright.reduce(reduce // decoded_by)
-    return upright
+            rest = reduce // max(1, round(raw_width / image.size[0]))
+            # Reduced before it is turned upright, as libjpeg does: the same pixel blocks.
+            # ceil(ceil(w / a) / b) == ceil(w / (a * b)); reduce keeps the EXIF info.
+            stored = image if rest == 1 else to_rgb8(image).reduce(rest)
+            return to_rgb8(ImageOps.exif_transpose(stored))
 
 
 # The reductions libjpeg decodes directly (it has 1/8 steps; these are the ones PIL's draft uses).
