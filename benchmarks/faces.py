@@ -25,8 +25,9 @@ through the ``identity-pipeline faces`` code path, with this code and with the c
 ``--baseline-rev`` (default: main before phone-resolution faces), each (code, size) in its own
 process pinned to one CPU with one thread (benchmarks/faces_sweep_worker.py). Per row: faces
 found vs expected, missed and extra (per photo, as above), found relative to the same code at the
-original size, seconds per photo (median and slowest, best of --repeat runs of each photo) and the
-process's peak RSS (imports and model sessions included).
+original size, seconds per photo (median and slowest, best of --repeat runs of each photo; wall
+clock and the process's CPU time, which on a loaded shared machine is what a free core would
+take) and the process's peak RSS (imports and model sessions included).
 """
 
 from __future__ import annotations
@@ -423,6 +424,7 @@ class SweepRow:
     code: str
     counts: Counts
     seconds: list[float]  # per photo, best of the repeats
+    cpu_seconds: list[float]  # the same, CPU time of the process
     peak_rss_mb: float
     rss_ready_mb: float
     skipped: int
@@ -446,11 +448,13 @@ def sweep_row(
         if found < photo.expected:
             counts.missed_photos.append(photo.path.name)
     seconds = [min(run["photos"][i]["seconds"] for run in runs) for i in range(len(photos))]
+    cpu = [min(run["photos"][i]["cpu_seconds"] for run in runs) for i in range(len(photos))]
     return SweepRow(
         size,
         code,
         counts,
         seconds,
+        cpu,
         max(run["peak_rss_mb"] for run in runs),
         min(run["rss_ready_mb"] for run in runs),
         sum(bool(p["skipped"]) for p in first),
@@ -462,7 +466,7 @@ def sweep_table(rows: Sequence[SweepRow]) -> list[str]:
     original = {row.code: row.counts.found for row in rows if row.size == SWEEP_SIZES[0][0]}
     lines = [
         "  size      code       photos expected found missed extra recall  found/orig  "
-        "s/photo med  max   peak RSS MB (after load)"
+        "wall s/photo med   max  CPU s/photo med   max  peak RSS MB (after load)"
     ]
     for row in rows:
         c = row.counts
@@ -472,7 +476,8 @@ def sweep_table(rows: Sequence[SweepRow]) -> list[str]:
         lines.append(
             f"  {row.size:<9} {row.code:<10} {c.photos:<6d} {c.expected:<8d} {c.found:<5d} "
             f"{c.missed:<6d} {c.extra:<5d} {recall:6.1%}  {relative:>9}  "
-            f"{float(np.median(row.seconds)):11.2f} {max(row.seconds):5.2f}   "
+            f"{float(np.median(row.seconds)):16.2f} {max(row.seconds):5.2f} "
+            f"{float(np.median(row.cpu_seconds)):15.2f} {max(row.cpu_seconds):5.2f}  "
             f"{row.peak_rss_mb:7.0f} ({row.rss_ready_mb:.0f})"
             + (f"  skipped {row.skipped}" if row.skipped else "")
         )

@@ -6,7 +6,8 @@ Run by ``benchmarks/faces.py --sweep`` once per (code version, photo size), from
 so ``identity_pipeline`` is imported from PYTHONPATH: this repository, or another commit of it
 extracted with ``git archive``. It only uses what both versions have (``get_backend``,
 ``FaceConfig``, ``faces_for_paths``). Pinned to one CPU, one thread everywhere; writes per photo
-the faces found and the seconds taken, then the process's peak RSS.
+the faces found, the seconds taken (wall clock, and CPU time of the process: on a loaded shared
+machine the CPU time is what one free core would take), then the process's peak RSS.
 """
 
 from __future__ import annotations
@@ -54,14 +55,15 @@ def main() -> int:
     photos = []
     for line in args.paths.read_text(encoding="utf-8").splitlines():
         path = Path(line)
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         result = faces_for_paths([path], backend, None, config)
-        seconds = time.perf_counter() - start
+        seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
         photos.append(
             {
                 "path": line,
                 "found": len(result.records),
                 "seconds": seconds,
+                "cpu_seconds": cpu_seconds,
                 "skipped": [reason for _, reason in result.skipped],
                 "sizes": [round(float(r.face.size), 1) for r in result.records],
             }
