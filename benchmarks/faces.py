@@ -462,31 +462,37 @@ def sweep_row(
     )
 
 
+SWEEP_HEADER = (
+    "  size      code       photos expected found missed extra recall  found/orig  "
+    "wall s/photo med   max  CPU s/photo med   max  peak RSS MB (after load)"
+)
+
+
+def sweep_row_lines(row: SweepRow, found_at_original: int | None) -> list[str]:
+    c = row.counts
+    recall = (c.expected - c.missed) / c.expected if c.expected else float("nan")
+    relative = f"{c.found / found_at_original - 1:+6.1%}" if found_at_original else "   n/a"
+    lines = [
+        f"  {row.size:<9} {row.code:<10} {c.photos:<6d} {c.expected:<8d} {c.found:<5d} "
+        f"{c.missed:<6d} {c.extra:<5d} {recall:6.1%}  {relative:>9}  "
+        f"{float(np.median(row.seconds)):16.2f} {max(row.seconds):5.2f} "
+        f"{float(np.median(row.cpu_seconds)):15.2f} {max(row.cpu_seconds):5.2f}  "
+        f"{row.peak_rss_mb:7.0f} ({row.rss_ready_mb:.0f})"
+        + (f"  skipped {row.skipped}" if row.skipped else ""),
+        f"      slowest: {row.photo_names[int(np.argmax(row.seconds))]}",
+    ]
+    if c.extra_photos:
+        lines.append(f"      extra in: {', '.join(c.extra_photos[:8])}")
+    if c.missed_photos:
+        lines.append(f"      missed in: {', '.join(c.missed_photos[:8])}")
+    return lines
+
+
 def sweep_table(rows: Sequence[SweepRow]) -> list[str]:
     original = {row.code: row.counts.found for row in rows if row.size == SWEEP_SIZES[0][0]}
-    lines = [
-        "  size      code       photos expected found missed extra recall  found/orig  "
-        "wall s/photo med   max  CPU s/photo med   max  peak RSS MB (after load)"
-    ]
+    lines = [SWEEP_HEADER]
     for row in rows:
-        c = row.counts
-        recall = (c.expected - c.missed) / c.expected if c.expected else float("nan")
-        base = original.get(row.code)
-        relative = f"{c.found / base - 1:+6.1%}" if base else "   n/a"
-        lines.append(
-            f"  {row.size:<9} {row.code:<10} {c.photos:<6d} {c.expected:<8d} {c.found:<5d} "
-            f"{c.missed:<6d} {c.extra:<5d} {recall:6.1%}  {relative:>9}  "
-            f"{float(np.median(row.seconds)):16.2f} {max(row.seconds):5.2f} "
-            f"{float(np.median(row.cpu_seconds)):15.2f} {max(row.cpu_seconds):5.2f}  "
-            f"{row.peak_rss_mb:7.0f} ({row.rss_ready_mb:.0f})"
-            + (f"  skipped {row.skipped}" if row.skipped else "")
-        )
-        slowest = int(np.argmax(row.seconds))
-        lines.append(f"      slowest: {row.photo_names[slowest]}")
-        if c.extra_photos:
-            lines.append(f"      extra in: {', '.join(c.extra_photos[:8])}")
-        if c.missed_photos:
-            lines.append(f"      missed in: {', '.join(c.missed_photos[:8])}")
+        lines += sweep_row_lines(row, original.get(row.code))
     return lines
 
 
@@ -510,7 +516,7 @@ def resolution_sweep(
             for code, root in codes:
                 runs = [run_worker(root, sized, scratch, cpu) for _ in range(repeat)]
                 rows.append(sweep_row(size, code, sized, runs))
-                print("\n".join(sweep_table(rows)[-1:]), flush=True)
+                print("\n".join(sweep_table(rows)[-len(sweep_row_lines(rows[-1], 0)) :]))
         lines += sweep_table(rows)
     lines.append(f"load at end {load_average()}")
     return lines
