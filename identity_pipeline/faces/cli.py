@@ -14,8 +14,6 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from identity_pipeline.faces import (
     BACKEND_NAMES,
     FaceBackend,
@@ -26,9 +24,10 @@ from identity_pipeline.faces import (
     faces_for_tile,
     faces_frame,
 )
+from identity_pipeline.faces.pixels import FilePixels
 from identity_pipeline.faces.records import faces_table
 from identity_pipeline.photos.albums import is_hidden_or_system
-from identity_pipeline.photos.inspect import IMAGE_EXTENSIONS, load_photo
+from identity_pipeline.photos.inspect import IMAGE_EXTENSIONS
 from identity_pipeline.settings import add_settings_option, command_settings
 from identity_pipeline.storage import DataLayout, atomic_write_table, sha256_bytes
 
@@ -85,12 +84,16 @@ def faces_for_paths(
             continue
         seen[photo_id] = str(path)
 
-        def decode(target: Path = path) -> np.ndarray:
-            return np.asarray(load_photo(target))
-
         try:
             records = faces_for_tile(
-                decode, photo_id, photo_id, (0, 0), backend, cache, config, content_hash=photo_id
+                FilePixels(path),
+                photo_id,
+                photo_id,
+                (0, 0),
+                backend,
+                cache,
+                config,
+                content_hash=photo_id,
             )
         except Exception as error:  # noqa: BLE001 - one bad photo must not stop the run
             result.skipped.append((str(path), f"{type(error).__name__}: {error}"))

@@ -12,7 +12,7 @@ from identity_pipeline.settings import stable_hash
 
 # Bump when code changes alter results for the same config (new merge rule, new quality formula):
 # it is part of the cache key, so old cache entries stop matching.
-PIPELINE_VERSION = 1
+PIPELINE_VERSION = 2  # 2: photo-relative smallest face, working copy, zoom check, gate
 
 
 # Fields that choose the model rather than how it is used: the cache keys on the loaded model's
@@ -29,9 +29,15 @@ class FaceConfig:
     backend: str = ""
     insightface_pack: str = "buffalo_l"
     insightface_root: str | None = None  # unset: $INSIGHTFACE_ROOT or ~/.insightface
-    # Sizes are the longer side of a face box in tile pixels.
-    min_face_px: float = 20.0  # the smallest face that must be found; scales are chosen for it
-    discard_below_px: float = 12.0  # smaller detections are dropped (too small to embed)
+    # Sizes are the longer side of a face box in tile pixels. The smallest face worth finding is
+    # a fraction of the tile's longer side, never below min_face_px: a face of 1/64 of the photo
+    # is 20 px when the photo is seen at 1280 px (a screen, a training image), and smaller ones
+    # are neither recognisable nor learnable there. So a 12 MP and a 48 MP copy of one photo are
+    # searched alike, on a working copy of ~1024 px (backend.min_face_px / min_face_fraction).
+    min_face_px: float = 20.0  # the absolute floor; scales are chosen for the smallest face
+    min_face_fraction: float = 1 / 64
+    # Smaller detections are dropped (too small to embed); scaled with the smallest face.
+    discard_below_px: float = 12.0
     det_score_threshold: float = 0.6  # calibrated on faces-dev (see benchmarks/faces.py)
     nms_iou: float = 0.4  # merge detections of one face from different scales/crops
     nms_containment: float = 0.6  # ...and a part-face box mostly inside a bigger face box
@@ -40,6 +46,10 @@ class FaceConfig:
     max_upscale: float = 2.0  # never enlarge a tile more than this to reach min_face_px
     max_detect_side: int = 4096  # larger passes are split into overlapping crops
     crop_edge_px: float = 2.0  # boxes this close to an inner crop edge are cut faces: dropped
+    # A candidate smaller than this in the working copy is detected again in a crop where it is
+    # this big (faces.verify): at the bottom of its range the detector mistakes hands, cups and
+    # pictures for faces, and a real face found there gets sharper landmarks.
+    zoom_face_px: float = 48.0
     # Quality: weighted mean of three [0, 1] scores.
     quality_weight_blur: float = 0.4
     quality_weight_pose: float = 0.4

@@ -2,15 +2,19 @@
 
 A detector finds faces within a fixed pixel range (YuNet: about 16 to 320 px boxes). So:
 
-* the finest pass scales the tile so that a ``min_face_px`` face becomes the detector's smallest
-  reliable face (it shrinks big tiles, enlarges small-face tiles up to ``max_upscale``);
+* the smallest face worth finding is a fraction of the tile's longer side, with an absolute floor
+  (``smallest_face_px``): a 48 MP photo is searched like its 12 MP copy, not for 20 px specks;
+* the finest pass scales the tile so that such a face becomes the detector's smallest reliable
+  face; that pass is the *working copy*, decoded reduced where the tile is a JPEG file
+  (``pixels``), so its size is bounded (about ``backend.min_face_px / min_face_fraction``);
 * each further pass is ``pyramid_step`` times smaller, and the last one shows the whole tile at
   ``coarse_side`` px, where even a face filling the tile is in range;
 * a pass larger than the detector may see at once is cut into overlapping windows; a face cut by
   an inner window edge is dropped there, as it is whole in the neighbour window or, if larger
   than the overlap, in the next coarser pass.
 
-All detections are mapped back to tile pixels and merged by non-maximum suppression.
+All detections are mapped back to tile pixels and merged by non-maximum suppression. What is
+found near the bottom of the detector's range is checked again in a crop (``verify``).
 """
 
 from __future__ import annotations
@@ -19,11 +23,11 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 
 from identity_pipeline.faces.backend import DetectedFace, FaceBackend
 from identity_pipeline.faces.config import FaceConfig
+from identity_pipeline.faces.pixels import TilePixels, as_tile_pixels, resize_to
 
 # A detection bigger than this many times the detector's range, in a pass that is not the
 # coarsest, is a bad box for a face that the coarser pass sees properly.
@@ -43,11 +47,23 @@ class Window:
     max_face_px: float | None  # detection px; None for the coarsest pass (no upper bound)
 
 
+def smallest_face_px(long_side: int, config: FaceConfig) -> float:
+    """The smallest face worth finding in a tile with this longer side (tile pixels)."""
+    return max(config.min_face_px, config.min_face_fraction * long_side)
+
+
+def discard_below(long_side: int, config: FaceConfig) -> float:
+    """Detections smaller than this are dropped: ``discard_below_px``, scaled like the
+    smallest face worth finding."""
+    return config.discard_below_px * smallest_face_px(long_side, config) / config.min_face_px
+
+
 def pass_scales(
     long_side: int, backend: FaceBackend, config: FaceConfig, window_limit: int
 ) -> list[float]:
     """Finest to coarsest; the last one fits the whole tile in ``coarse_side`` and one window."""
-    scales = [min(backend.min_face_px / config.min_face_px, config.max_upscale)]
+    smallest = smallest_face_px(long_side, config)
+    scales = [min(backend.min_face_px / smallest, config.max_upscale)]
     coarsest = min(config.coarse_side, window_limit) / long_side
     while scales[-1] > coarsest:
         scales.append(max(scales[-1] / config.pyramid_step, coarsest))
@@ -83,16 +99,6 @@ def plan_windows(height: int, width: int, backend: FaceBackend, config: FaceConf
     return windows
 
 
-def resize(image: np.ndarray, scale: float) -> np.ndarray:
-    if scale == 1.0:
-        return image
-    height, width = image.shape[:2]
-    size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    # INTER_AREA avoids aliasing when shrinking a lot; for mild scales it is slower, not better.
-    interpolation = cv2.INTER_AREA if scale < 0.5 else cv2.INTER_LINEAR
-    return cv2.resize(image, size, interpolation=interpolation)
-
-
 def cut_by_inner_edge(face: DetectedFace, window: Window, margin: float) -> bool:
     x0, y0, x1, y1 = face.box
     width, height = window.x1 - window.x0, window.y1 - window.y0
@@ -106,16 +112,30 @@ def cut_by_inner_edge(face: DetectedFace, window: Window, margin: float) -> bool
 
 
 def detect_in_windows(
-    image_rgb: np.ndarray, windows: Sequence[Window], backend: FaceBackend, config: FaceConfig
+    pixels: TilePixels | np.ndarray,
+    windows: Sequence[Window],
+    backend: FaceBackend,
+    config: FaceConfig,
 ) -> list[DetectedFace]:
-    """Run the detector on every window; faces come back in tile pixels, unmerged."""
+    """Run the detector on every window; faces come back in tile pixels, unmerged.
+
+    The finest pass is taken from the tile's pixels (``TilePixels.scaled``: a JPEG is decoded
+    reduced); every coarser pass is shrunk from that working copy.
+    """
+    pixels = as_tile_pixels(pixels)
+    width, height = pixels.size
     found: list[DetectedFace] = []
-    scaled_cache: dict[float, np.ndarray] = {}
+    working: tuple[float, np.ndarray] | None = None
+    scaled: tuple[float, np.ndarray] | None = None
     for window in windows:
-        if window.scale not in scaled_cache:
-            scaled_cache = {window.scale: resize(image_rgb, window.scale)}  # passes are in order
-        scaled = scaled_cache[window.scale]
-        crop = scaled[window.y0 : window.y1, window.x0 : window.x1]
+        if scaled is None or scaled[0] != window.scale:
+            if working is None:
+                working = (window.scale, pixels.scaled(window.scale))
+                scaled = working
+            else:
+                size = (max(1, round(width * window.scale)), max(1, round(height * window.scale)))
+                scaled = (window.scale, resize_to(working[1], size))  # passes are in order
+        crop = scaled[1][window.y0 : window.y1, window.x0 : window.x1]
         for face in backend.detect(np.ascontiguousarray(crop)):
             if cut_by_inner_edge(face, window, config.crop_edge_px):
                 continue
@@ -157,14 +177,16 @@ def non_max_suppression(
 
 
 def detect_multiscale(
-    image_rgb: np.ndarray, backend: FaceBackend, config: FaceConfig
+    pixels: TilePixels | np.ndarray, backend: FaceBackend, config: FaceConfig
 ) -> list[DetectedFace]:
-    """Every face of the tile, in tile pixels, thresholded and merged, biggest-score first."""
-    height, width = image_rgb.shape[:2]
+    """Every face candidate of the tile, in tile pixels, thresholded and merged, best first."""
+    pixels = as_tile_pixels(pixels)
+    width, height = pixels.size
     windows = plan_windows(height, width, backend, config)
+    floor = discard_below(max(width, height), config)
     candidates = [
         face
-        for face in detect_in_windows(image_rgb, windows, backend, config)
-        if face.score >= config.det_score_threshold and face.size >= config.discard_below_px
+        for face in detect_in_windows(pixels, windows, backend, config)
+        if face.score >= config.det_score_threshold and face.size >= floor
     ]
     return non_max_suppression(candidates, config.nms_iou, config.nms_containment)

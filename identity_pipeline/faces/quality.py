@@ -78,10 +78,13 @@ def size_score(face_size: float, config: FaceConfig) -> float:
     return clip01(math.log(face_size / low) / math.log(high / low))
 
 
-def face_quality(image_rgb: np.ndarray, face: DetectedFace, config: FaceConfig) -> FaceQuality:
+def face_quality(
+    image_rgb: np.ndarray, face: DetectedFace, config: FaceConfig, face_size: float | None = None
+) -> FaceQuality:
+    """``face_size``: the face's size in tile pixels when ``image_rgb`` is a reduced copy."""
     blur = sharpness_score(align_face(image_rgb, face.landmarks), config)
     pose = pose_score(face.landmarks, config)
-    size = size_score(face.size, config)
+    size = size_score(face.size if face_size is None else face_size, config)
     weights = (config.quality_weight_blur, config.quality_weight_pose, config.quality_weight_size)
     total = sum(weights)
     overall = (weights[0] * blur + weights[1] * pose + weights[2] * size) / total if total else 0.0

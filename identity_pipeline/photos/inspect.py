@@ -208,18 +208,56 @@ def inspect_bytes(path: str, data: bytes, extension: str, limits: PhotoLimits) -
     return InspectedPhoto(record, thumbnail)
 
 
-def load_photo(path: Path, max_pixels: int = PhotoLimits.max_pixels) -> Image.Image:
+def load_photo(
+    path: Path, max_pixels: int = PhotoLimits.max_pixels, *, reduce: int = 1
+) -> Image.Image:
     """A photo as 8-bit RGB, EXIF orientation applied, first frame of animations.
 
     The one way downstream stages read album files, so every stage sees the same pixels.
+    ``reduce`` (1, 2, 4 or 8) returns it that many times smaller on each side, rounded up
+    (``reduced_size``): a JPEG is decoded straight at that size (libjpeg's DCT scaling, PIL's
+    draft mode: several times faster, and the full-size pixels never exist); other formats are
+    decoded whole, then box-reduced.
     """
+    if reduce not in DCT_REDUCTIONS:
+        raise ValueError(f"reduce must be one of {DCT_REDUCTIONS}, got {reduce}")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         with Image.open(path) as image:
             if image.size[0] * image.size[1] > max_pixels:
                 raise ValueError(f"{path}: {image.size} exceeds {max_pixels} pixels")
+            raw_width = image.size[0]
+            if reduce > 1 and image.format in {"JPEG", "MPO"}:
+                # draft picks the largest DCT scale whose size is at least the one asked for.
+                image.draft(
+                    "RGB", (max(1, image.size[0] // reduce), max(1, image.size[1] // reduce))
+                )
             image.load()
-            return to_rgb8(ImageOps.exif_transpose(image))
+            rest = reduce // max(1, round(raw_width / image.size[0]))
+            # Reduced before it is turned upright, as libjpeg does: the same pixel blocks.
+            # ceil(ceil(w / a) / b) == ceil(w / (a * b)); reduce keeps the EXIF info.
+            stored = image if rest == 1 else to_rgb8(image).reduce(rest)
+            return to_rgb8(ImageOps.exif_transpose(stored))
+
+
+# The reductions libjpeg decodes directly (it has 1/8 steps; these are the ones PIL's draft uses).
+DCT_REDUCTIONS = (1, 2, 4, 8)
+
+
+def reduced_size(size: tuple[int, int], reduce: int) -> tuple[int, int]:
+    """``size`` divided by ``reduce``, rounded up: what libjpeg and ``Image.reduce`` produce."""
+    return (-(-size[0] // reduce), -(-size[1] // reduce))
+
+
+def upright_size(path: Path) -> tuple[int, int]:
+    """(width, height) after EXIF orientation, from the header alone (no pixel is decoded)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        with Image.open(path) as image:
+            width, height = image.size
+            if _exif_orientation(image) in TRANSPOSING_ORIENTATIONS:
+                return height, width
+            return width, height
 
 
 def to_rgb8(image: Image.Image) -> Image.Image:
