@@ -356,6 +356,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not command or not (args.postgres or args.redis):
         parser.error("give --postgres and/or --redis, then -- and the command to run")
     env = dict(os.environ)
+
+    def stop(signum: int, _frame) -> None:  # SIGTERM too must stop the servers, not orphan them
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
     with contextlib.ExitStack() as stack:
         try:
             if args.postgres:
@@ -374,6 +379,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return child.wait()
         except KeyboardInterrupt:  # Ctrl-C reached the child too; let it finish its shutdown
             return child.wait()
+        except SystemExit:
+            child.terminate()
+            child.wait()
+            raise
 
 
 if __name__ == "__main__":

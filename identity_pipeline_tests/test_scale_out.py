@@ -241,11 +241,12 @@ def test_k8s_deploy_files_agree_with_each_other_and_the_code() -> None:
 
 
 def test_celery_executor_routes_gpu_steps_to_the_gpu_queue(
-    monkeypatch: pytest.MonkeyPatch, instance: dg.DagsterInstance
+    monkeypatch: pytest.MonkeyPatch, instance: dg.DagsterInstance, tmp_path: Path
 ) -> None:
     pytest.importorskip("dagster_celery")
     from dagster_celery.make_app import make_app
 
+    monkeypatch.setenv(DATA_DIR_ENV, str(tmp_path))  # the shared storage root
     monkeypatch.setenv("DAGSTER_CELERY_BROKER_URL", BROKER)
     monkeypatch.setenv("DAGSTER_CELERY_BACKEND_URL", "rpc://")
     monkeypatch.setenv(EXECUTOR_ENV, "celery")
