@@ -491,7 +491,9 @@ def test_celery_env_file_names_the_shipped_config() -> None:
     assert env[DATA_DIR_ENV].startswith("/")
 
 
-@pytest.mark.parametrize("path", [REPO_ROOT / "dagster.yaml", CELERY_INSTANCE_YAML])
+@pytest.mark.parametrize(
+    "path", [REPO_ROOT / "dagster.yaml", CELERY_INSTANCE_YAML, DEPLOY / "postgres" / "dagster.yaml"]
+)
 def test_instance_yaml_files_are_valid(
     path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -499,6 +501,7 @@ def test_instance_yaml_files_are_valid(
 
     for name in ["DAGSTER_PG_HOST", "DAGSTER_PG_USER", "DAGSTER_PG_PASSWORD", "DAGSTER_PG_DB"]:
         monkeypatch.setenv(name, "x")
+    monkeypatch.setenv("DAGSTER_PG_PORT", "5432")
     shutil.copy(path, tmp_path / "dagster.yaml")
     config, _ = dagster_instance_config(str(tmp_path))
     assert config["concurrency"]["pools"]["default_limit"] == 1
