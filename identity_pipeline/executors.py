@@ -313,15 +313,16 @@ def watched_celery_executor(watch: WorkerWatch) -> dg.ExecutorDefinition:
 
     class WatchedCeleryExecutor(celery_module.CeleryExecutor):
         def execute(self, plan_context, execution_plan):
+            pings: _WorkerPings | None = None  # one per run: each worker pinged once per interval
+
             def submit(app, plan_context, step, queue, priority, known_state):
+                nonlocal pings
+                pings = pings or _WorkerPings(app, watch)
                 result = celery_module._submit_task(  # noqa: SLF001 - the library's own submit
                     app, plan_context, step, queue, priority, known_state
                 )
-                return _WatchedResult(
-                    result, step.key, pings.setdefault("pings", _WorkerPings(app, watch))
-                )
+                return _WatchedResult(result, step.key, pings)
 
-            pings: dict[str, _WorkerPings] = {}
             return core_celery_execution_loop(
                 plan_context, execution_plan, step_execution_fn=submit
             )
