@@ -12,7 +12,7 @@ export IDENTITY_PIPELINE_DATA_DIR ?= $(CURDIR)/data
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install demo test ui label lint clean-outputs
+.PHONY: install demo test ui ui-postgres label lint clean-outputs
 
 install: $(STAMP)
 
@@ -56,6 +56,23 @@ test: install
 
 ui: install $(DAGSTER_HOME)/dagster.yaml
 	$(VENV)/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+
+# The UI and the daemon on PostgreSQL (deploy/postgres/dagster.yaml, history in .dagster_home_postgres/):
+# the server that DAGSTER_PG_HOST (+ _PORT, _USER, _PASSWORD, _DB) names, or without it a local
+# one kept in $(POSTGRES_DIR)/, started for the UI and stopped with it (127.0.0.1 only).
+POSTGRES_DIR ?= .postgres
+PG_DAGSTER_HOME := $(CURDIR)/.dagster_home_postgres
+UI_PORT ?= 3000
+UI_COMMAND = $(VENV)/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p $(UI_PORT)
+
+$(PG_DAGSTER_HOME)/dagster.yaml: deploy/postgres/dagster.yaml
+	@mkdir -p $(PG_DAGSTER_HOME)
+	cp deploy/postgres/dagster.yaml $@
+
+ui-postgres: install $(PG_DAGSTER_HOME)/dagster.yaml
+	@export DAGSTER_HOME=$(PG_DAGSTER_HOME); \
+	if [ -n "$$DAGSTER_PG_HOST" ]; then $(UI_COMMAND); \
+	else $(PY) -m identity_pipeline.local_services --postgres $(POSTGRES_DIR) -- $(UI_COMMAND); fi
 
 lint: install
 	$(VENV)/bin/ruff check identity_pipeline identity_pipeline_tests benchmarks

@@ -25,8 +25,13 @@ from identity_pipeline.executors import (
     EXECUTOR_CONFIG_ENV,
     EXECUTOR_ENV,
     ExecutorSelectionError,
+    StepWorkerLost,
+    WorkerWatch,
+    _WatchedResult,
+    _WorkerPings,
     executor_definition,
     load_executor_config,
+    load_worker_watch,
     validate_executor_config,
 )
 from identity_pipeline.storage import DATA_DIR_ENV
@@ -91,6 +96,34 @@ def test_a_bad_executor_config_fails_when_the_code_loads(
     assert job.executor_def.name == "multiprocess"
 
 
+@pytest.mark.parametrize(
+    ("data_dir", "problem"),
+    [
+        (None, "is not set"),
+        ("data", "a relative path"),
+        ("{tmp}/not-mounted", "not a folder here"),
+        ("{tmp}", None),
+    ],
+)
+@pytest.mark.parametrize("name", ["k8s", "celery"])
+def test_distributed_executors_need_an_absolute_mounted_data_root(
+    name: str, data_dir: str | None, problem: str | None, tmp_path: Path, monkeypatch
+) -> None:
+    """Without it a worker would write to its own ./data, where no other step looks."""
+    pytest.importorskip(f"dagster_{name}")
+    monkeypatch.setenv(EXECUTOR_ENV, name)
+    monkeypatch.delenv(EXECUTOR_CONFIG_ENV, raising=False)
+    if data_dir is None:
+        monkeypatch.delenv(DATA_DIR_ENV, raising=False)
+    else:
+        monkeypatch.setenv(DATA_DIR_ENV, data_dir.format(tmp=tmp_path))
+    if problem is None:
+        assert build_definitions().resolve_implicit_global_asset_job_def().executor_def.name == name
+    else:
+        with pytest.raises(ExecutorSelectionError, match=f"{DATA_DIR_ENV} .*{problem}"):
+            build_definitions()
+
+
 @pytest.mark.parametrize("name", ["multiprocess", "k8s", "celery"])
 def test_gpu_steps_carry_pool_k8s_and_celery_declarations(name: str) -> None:
     if name in {"k8s", "celery"}:
@@ -116,6 +149,30 @@ def test_gpu_steps_carry_pool_k8s_and_celery_declarations(name: str) -> None:
 
 
 # --- dagster-k8s --------------------------------------------------------------------------------
+
+# Kubernetes releases whose OpenAPI schemas (shipped in kubernetes-validate) every manifest must
+# fit, unknown fields refused: the oldest and the newest the package knows.
+K8S_VERSIONS = ("1.25.0", "1.37.0")
+
+
+def assert_valid_k8s(manifest: dict, what: str) -> None:
+    """``manifest`` (JSON field names) fits the Kubernetes schema of every K8S_VERSIONS."""
+    kubernetes_validate = pytest.importorskip("kubernetes_validate")
+    for version in K8S_VERSIONS:
+        try:
+            kubernetes_validate.validate(manifest, version, strict=True)
+        except kubernetes_validate.ValidationError as error:
+            raise AssertionError(
+                f"{what} is not a valid {manifest.get('kind')} for {version}: "
+                f"{error.message} at {list(error.path)}"
+            ) from error
+
+
+def as_manifest(model) -> dict:
+    """A kubernetes client model as the API server receives it (camelCase JSON)."""
+    from kubernetes.client import ApiClient
+
+    return ApiClient().sanitize_for_serialization(model)
 
 
 def _fake_kubeconfig(path: Path) -> Path:
@@ -184,6 +241,7 @@ def test_k8s_executor_config_renders_gpu_and_cpu_step_pods(
             f"dagster-step-{step.key.replace('_', '-')}",
             user_defined_k8s_config=container_context.run_k8s_config,
         )
+        assert_valid_k8s(as_manifest(k8s_job), f"the Job of step {step.key}")
         pod = k8s_job.spec.template.spec
         container = pod.containers[0]
         assert container_context.namespace == pvc["metadata"]["namespace"]
@@ -204,6 +262,47 @@ def test_k8s_executor_config_renders_gpu_and_cpu_step_pods(
             assert "nvidia.com/gpu" not in (limits or {}) | (requests or {}), step.key
             assert not pod.node_selector and not pod.tolerations, step.key
             assert requests == {"cpu": "1", "memory": "4Gi"}, step.key
+
+
+def test_k8s_pvc_and_the_kubernetes_parts_of_the_helm_values_fit_kubernetes_schemas() -> None:
+    """pvc.yaml as is; from values.yaml, what the chart copies into pods (the user-code
+    deployment's env, volumes, mounts and resources; the run launcher's volumes and mounts), as
+    the Pod it ends up in. The chart's own keys have no schema here (see README: Scaling out)."""
+    assert_valid_k8s(yaml.safe_load(K8S_PVC_YAML.read_text()), "deploy/k8s/pvc.yaml")
+    values = yaml.safe_load(K8S_VALUES_YAML.read_text())
+    (deployment,) = values["dagster-user-deployments"]["deployments"]
+    launcher = values["runLauncher"]["config"]["k8sRunLauncher"]
+    image = f"{deployment['image']['repository']}:{deployment['image']['tag']}"
+    for name, where, env in [
+        ("user code deployment", deployment, deployment["env"]),
+        (
+            "run pod",
+            launcher,
+            [
+                dict(zip(("name", "value"), item.split("=", 1), strict=True))
+                for item in launcher["envVars"]
+            ],
+        ),
+    ]:
+        pod = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "identity-pipeline"},
+            "spec": {
+                "containers": [
+                    {
+                        "name": "dagster",
+                        "image": image,
+                        "imagePullPolicy": deployment["image"]["pullPolicy"],
+                        "env": env,
+                        "volumeMounts": where["volumeMounts"],
+                        "resources": where.get("resources", {}),
+                    }
+                ],
+                "volumes": where["volumes"],
+            },
+        }
+        assert_valid_k8s(pod, f"deploy/k8s/values.yaml ({name})")
 
 
 def test_k8s_deploy_files_agree_with_each_other_and_the_code() -> None:
@@ -241,11 +340,12 @@ def test_k8s_deploy_files_agree_with_each_other_and_the_code() -> None:
 
 
 def test_celery_executor_routes_gpu_steps_to_the_gpu_queue(
-    monkeypatch: pytest.MonkeyPatch, instance: dg.DagsterInstance
+    monkeypatch: pytest.MonkeyPatch, instance: dg.DagsterInstance, tmp_path: Path
 ) -> None:
     pytest.importorskip("dagster_celery")
     from dagster_celery.make_app import make_app
 
+    monkeypatch.setenv(DATA_DIR_ENV, str(tmp_path))  # the shared storage root
     monkeypatch.setenv("DAGSTER_CELERY_BROKER_URL", BROKER)
     monkeypatch.setenv("DAGSTER_CELERY_BACKEND_URL", "rpc://")
     monkeypatch.setenv(EXECUTOR_ENV, "celery")
@@ -304,6 +404,86 @@ def test_documented_celery_worker_commands_parse(
     assert f"broker_url = '{BROKER}'" in generated
 
 
+def test_the_celery_file_sets_the_worker_watch_and_what_it_needs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("dagster_celery")
+    watch = load_worker_watch(CELERY_YAML)
+    assert watch == WorkerWatch(ping_every_seconds=10, lost_after_missed_pings=3)
+    config = yaml.safe_load(CELERY_YAML.read_text())
+    assert config["execution"]["config"]["config_source"]["task_track_started"] is True
+
+    monkeypatch.setenv(EXECUTOR_ENV, "celery")
+    monkeypatch.setenv(DATA_DIR_ENV, str(tmp_path))
+    broken = tmp_path / "celery.yaml"
+    monkeypatch.setenv(EXECUTOR_CONFIG_ENV, str(broken))
+    for bad, message in [
+        ({**config, "worker_watch": {"ping_every_secs": 5}}, "unknown worker_watch keys"),
+        ({**config, "worker_watch": {"lost_after_missed_pings": 0}}, "at least 1"),
+        ({"execution": {"config": {"broker": "redis://x"}}}, "task_track_started"),
+    ]:
+        broken.write_text(yaml.safe_dump(bad))
+        with pytest.raises(ExecutorSelectionError, match=message):
+            build_definitions()
+
+
+class FakeCelery:
+    """What the watch asks of Celery: a task's state and info, and worker pings."""
+
+    def __init__(self, state: str, info: dict | None, answering: set[str]) -> None:
+        self.state, self.info, self.answering, self.pinged = state, info, answering, []
+        self.control = self
+
+    def ready(self) -> bool:
+        return self.state in {"SUCCESS", "FAILURE"}
+
+    def get(self) -> list[str]:
+        return ["events"]
+
+    def ping(self, destination, timeout, limit):
+        self.pinged.append(destination)
+        return [{name: {"ok": "pong"}} for name in destination if name in self.answering]
+
+
+@pytest.mark.parametrize(
+    ("state", "info", "answering", "lost_after"),
+    [
+        ("PENDING", None, set(), None),  # queued: no worker has it, waiting is normal
+        ("STARTED", {"hostname": "cpu@a", "pid": 7}, {"cpu@a"}, None),  # alive
+        ("STARTED", {"hostname": "cpu@a", "pid": 7}, set(), 3),  # silent: lost at ping 3
+        ("STARTED", {"hostname": "cpu@a", "pid": 7}, {"gpu@b"}, 3),  # another one answering
+        ("SUCCESS", None, set(), None),  # done: its result speaks
+    ],
+)
+def test_worker_watch_gives_up_on_a_step_only_when_its_worker_is_silent(
+    state: str, info: dict | None, answering: set[str], lost_after: int | None
+) -> None:
+    now = [0.0]
+    fake = FakeCelery(state, info, answering)
+    watch = WorkerWatch(ping_every_seconds=10, lost_after_missed_pings=3)
+    result = _WatchedResult(fake, "face_embeddings", _WorkerPings(fake, watch, lambda: now[0]))
+    ready_at = None
+    for tick in range(60):  # the executor's loop asks once a second
+        now[0] = float(tick)
+        if result.ready():
+            ready_at = tick
+            break
+    if state == "SUCCESS":
+        assert ready_at == 0 and result.get() == ["events"]
+        return
+    assert len(fake.pinged) == (0 if info is None else (ready_at or 59) // 10 + 1)
+    if lost_after is None:
+        assert ready_at is None
+        return
+    assert ready_at == (lost_after - 1) * 10  # pings at 0, 10, 20 s unanswered
+    with pytest.raises(
+        StepWorkerLost,
+        match=r"cpu@a \(step process pid 7\) stopped answering "
+        r"while it ran step 'face_embeddings': 3 pings",
+    ):
+        result.get()
+
+
 def test_celery_env_file_names_the_shipped_config() -> None:
     env = _env_file(CELERY_ENV)
     assert env[EXECUTOR_ENV] == "celery"
@@ -311,7 +491,9 @@ def test_celery_env_file_names_the_shipped_config() -> None:
     assert env[DATA_DIR_ENV].startswith("/")
 
 
-@pytest.mark.parametrize("path", [REPO_ROOT / "dagster.yaml", CELERY_INSTANCE_YAML])
+@pytest.mark.parametrize(
+    "path", [REPO_ROOT / "dagster.yaml", CELERY_INSTANCE_YAML, DEPLOY / "postgres" / "dagster.yaml"]
+)
 def test_instance_yaml_files_are_valid(
     path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -319,6 +501,7 @@ def test_instance_yaml_files_are_valid(
 
     for name in ["DAGSTER_PG_HOST", "DAGSTER_PG_USER", "DAGSTER_PG_PASSWORD", "DAGSTER_PG_DB"]:
         monkeypatch.setenv(name, "x")
+    monkeypatch.setenv("DAGSTER_PG_PORT", "5432")
     shutil.copy(path, tmp_path / "dagster.yaml")
     config, _ = dagster_instance_config(str(tmp_path))
     assert config["concurrency"]["pools"]["default_limit"] == 1
