@@ -35,7 +35,7 @@ from identity_pipeline.clustering import (
 )
 from identity_pipeline.clustering.cli import add_cluster_command
 from identity_pipeline.clustering.cluster import arrow_table
-from identity_pipeline.clustering.constraints import attach_with_cannot_link
+from identity_pipeline.clustering.constraints import attach_with_cannot_link, unit_rows
 from identity_pipeline.clustering.metrics import singletons_for_noise
 from identity_pipeline.settings import SettingsError, build_config
 from identity_pipeline.storage import atomic_write_table
@@ -554,3 +554,14 @@ def test_cluster_command_writes_face_to_cluster(tmp_path: Path) -> None:
     assert (clusters.loc[named[:3], "round"] == NAMED).all()
     assert (clusters.loc[named[3:], "round"] == ASSIGNED).all()
     assert (clusters.loc[named[3:], "person"] == "Ann").all()
+
+
+def test_album_calibration_cost_is_bounded_however_many_faces_have_names() -> None:
+    """10,000 named faces: fitted on a sample (20 faces of each of 50 people), never on the
+    100 million pairs of all of them."""
+    rng = np.random.default_rng(5)
+    directions = unit_rows(rng.normal(size=(50, 32)))
+    vectors = unit_rows(np.repeat(directions, 200, axis=0) + 0.2 * rng.normal(size=(10_000, 32)))
+    names = [f"p{i // 200}" for i in range(10_000)]
+    calibration = album_calibration(vectors, names, OFFLINE)
+    assert calibration.source == "fitted: 1000 faces of 50 people"

@@ -16,7 +16,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from identity_pipeline.clustering import FACE_CLUSTERS_DTYPES
-from identity_pipeline.clustering.calibration import published_calibration
+from identity_pipeline.clustering.calibration import album_calibration, published_calibration
 from identity_pipeline.clustering.cluster import arrow_table
 from identity_pipeline.labeling import LabelsFileError, backup_path, read_labels, update_labels
 from identity_pipeline.labeling.rejections import (
@@ -28,8 +28,6 @@ from identity_pipeline.labeling.rejections import (
 )
 from identity_pipeline.labeling.state import LabelingBook, clusters_table_path
 from identity_pipeline.labeling.suggestions import (
-    SuggestionSettings,
-    calibration_for,
     rank_groups_for_people,
     suggest,
     unit_rows,
@@ -209,10 +207,11 @@ def test_suggest_bar_sits_below_the_assign_bar_and_the_album_calibrates_itself()
     directions = unit_rows(rng.normal(size=(12, 64)))
     vectors = unit_rows(np.repeat(directions, 30, axis=0) + 0.12 * rng.normal(size=(360, 64)))
     names = [f"p{i // 30}" for i in range(360)]
-    few = calibration_for(vectors[:90], names[:90], BACKEND)
+    few = album_calibration(vectors[:90], names[:90], BACKEND)
     assert few == shipped
-    settings = SuggestionSettings(calibration_faces_per_person=10, calibration_faces=100)
-    own = calibration_for(vectors, [*names[:-1], None], BACKEND, settings)
+    own = album_calibration(
+        vectors, [*names[:-1], None], BACKEND, faces_per_person=10, max_faces=100
+    )
     assert own.source.startswith("fitted: 96 faces of 12 people"), "8 of each: all in the sample"
     assert own.suggest_cosine < own.assign_cosine
 

@@ -47,6 +47,8 @@ from typing import Any
 import numpy as np
 import yaml
 
+from identity_pipeline.clustering.constraints import unit_rows
+
 SHIPPED_CALIBRATION = Path(__file__).with_name("calibration.yaml")
 
 MERGE_FMR = 1e-3  # one different-person pair in a thousand scores above merge_cosine
@@ -54,6 +56,11 @@ ASSIGN_FMR = 1e-3  # one stranger's face in a thousand passes assign_cosine for 
 NAMED_PEOPLE = 100  # ... among this many named people (a real album names 100+)
 SUGGEST_FMR = 2e-2  # suggestions may be wrong one time in fifty: a person answers them
 MARGIN_SIGMAS = 1.0
+# An album's calibration compares every pair of the named faces it is fitted on: at most this
+# many faces per person and in all keep that near 0.1 s and a few MB however many faces have
+# names (mean and spread, all a calibration reads, settle long before 500,000 pairs).
+SAMPLE_FACES_PER_PERSON = 20
+SAMPLE_FACES = 1000
 QUANTILES = (0.001, 0.01, 0.05, 0.5, 0.95, 0.99, 0.999)
 
 
@@ -120,16 +127,11 @@ class Calibration:
         return dataclasses.asdict(self)
 
 
-def _unit(vectors: np.ndarray) -> np.ndarray:
-    vectors = np.asarray(vectors, dtype=np.float64)
-    return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
-
-
 def comparison_scores(vectors: np.ndarray, people: Sequence[str]) -> dict[str, np.ndarray]:
     """All four kinds of scores of labelled faces: ``pair_same``, ``pair_different``,
     ``centroid_same`` (leave-one-out: a face against its person's other faces) and
     ``centroid_different`` (a face against every other person's centroid)."""
-    vectors = _unit(vectors)
+    vectors = unit_rows(vectors, np.float64)
     labels = np.asarray(people, dtype=object)
     names, index = np.unique(labels, return_inverse=True)
     same_person = index[:, None] == index[None, :]
@@ -137,11 +139,11 @@ def comparison_scores(vectors: np.ndarray, people: Sequence[str]) -> dict[str, n
     pair = vectors @ vectors.T
     sums = np.stack([vectors[index == k].sum(axis=0) for k in range(len(names))])
     counts = np.bincount(index, minlength=len(names))
-    centroids = _unit(sums)
+    centroids = unit_rows(sums, np.float64)
     to_centroids = vectors @ centroids.T
     own = sums[index] - vectors  # the other faces of the same person
     has_others = counts[index] >= 2
-    own_scores = np.einsum("ij,ij->i", vectors, _unit(own))[has_others]
+    own_scores = np.einsum("ij,ij->i", vectors, unit_rows(own, np.float64))[has_others]
     foreign = to_centroids[index[:, None] != np.arange(len(names))[None, :]]
     return {
         "pair_same": pair[upper & same_person],
@@ -205,16 +207,30 @@ def album_calibration(
     *,
     min_people: int = 10,
     shipped: Path = SHIPPED_CALIBRATION,
+    faces_per_person: int = SAMPLE_FACES_PER_PERSON,
+    max_faces: int = SAMPLE_FACES,
 ) -> Calibration:
     """The album's own calibration, fitted on the faces a person named (``names[i]``: the name
     of face ``i``, None for unnamed or ignored faces), once ``min_people`` people are named;
-    before that, the backend's shipped calibration."""
-    named = np.array([name is not None for name in names], dtype=bool)
-    people = [name for name in names if name is not None]
-    if len(set(people)) >= min_people:
+    before that, the backend's shipped calibration.
+
+    It is fitted on a sample: every named person's first faces, as many each as
+    ``faces_per_person`` and ``max_faces`` allow (at least two, for same-person pairs)."""
+    people = {name for name in names if name is not None}
+    if len(people) >= min_people:
+        each = min(faces_per_person, max(2, max_faces // len(people)))
+        taken: dict[str, int] = {}
+        sample: list[int] = []
+        for position, name in enumerate(names):
+            if name is not None and taken.get(name, 0) < each:
+                taken[name] = taken.get(name, 0) + 1
+                sample.append(position)
         try:
             return fit_calibration(
-                np.asarray(vectors)[named], people, backend, min_people=min_people
+                np.asarray(vectors)[np.asarray(sample, dtype=np.int64)],
+                [names[i] for i in sample],
+                backend,
+                min_people=min_people,
             )
         except CalibrationError:
             pass  # too few faces of one person yet: the shipped calibration holds

@@ -21,9 +21,10 @@ def has_tile_conflict(tiles: np.ndarray) -> bool:
     return len(np.unique(tiles)) < len(tiles)
 
 
-def unit_rows(vectors: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    return vectors / np.maximum(norms, 1e-12)
+def unit_rows(vectors: np.ndarray, dtype: type | None = None) -> np.ndarray:
+    """Each row scaled to length 1 (a zero row stays zero), in ``dtype`` when given."""
+    vectors = np.asarray(vectors, dtype=dtype)
+    return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
 
 
 def _assign_per_tile(

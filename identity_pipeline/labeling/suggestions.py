@@ -24,7 +24,7 @@ about what a "yes" does: every unnamed face of the group, judged on their mean c
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
+from identity_pipeline.clustering import constraints
 from identity_pipeline.clustering.calibration import (
     Calibration,
     CalibrationError,
@@ -45,50 +46,14 @@ from identity_pipeline.labeling.state import PageState
 
 @dataclass(frozen=True)
 class SuggestionSettings:
-    """How much the suggestions page shows at once, and what the calibration may cost."""
+    """How much the suggestions page shows at once."""
 
     # Suggestions a person looks at together: "yes to all shown" confirms exactly these.
     page_size: int = 24
     # Faces shown per suggested group (a cluster may hold hundreds; the count says how many).
     faces_shown: int = 8
-    # The album's calibration compares every pair of the named faces it is fitted on: at most
-    # this many faces per person and in all keep that under ~0.1 s however many faces have
-    # names (mean and spread, all the calibration reads, settle long before 500,000 pairs).
-    calibration_faces_per_person: int = 20
-    calibration_faces: int = 1000
     # "Same person?": each cluster's closest partners only, so a big library's list stays short.
     partners_per_cluster: int = 5
-
-
-def calibration_for(
-    vectors: np.ndarray,
-    names: Sequence[str | None],
-    backend: str,
-    settings: SuggestionSettings = SuggestionSettings(),
-) -> Calibration:
-    """The calibration suggestions use: the album's own on a sample of its named faces (the
-    same number of first faces of every person, within the settings' caps), else the backend's
-    shipped one.
-
-    Raises ``CalibrationError`` for a backend nobody calibrated."""
-    people = {name for name in names if name is not None}
-    # Every named person in the sample, as many faces each as the cap allows (2+: pairs).
-    each = min(
-        settings.calibration_faces_per_person,
-        max(2, settings.calibration_faces // max(len(people), 1)),
-    )
-    taken: dict[str, int] = {}
-    sample: list[int] = []
-    for position, name in enumerate(names):
-        if name is not None and taken.get(name, 0) < each:
-            taken[name] = taken.get(name, 0) + 1
-            sample.append(position)
-    picked = np.asarray(sample, dtype=np.int64)
-    return album_calibration(
-        np.asarray(vectors)[picked] if len(picked) else np.zeros((0, vectors.shape[1])),
-        [names[i] for i in sample],
-        backend,
-    )
 
 
 # --- the ranking, on arrays ------------------------------------------------------------------
@@ -115,8 +80,8 @@ def sum_rows_by(index: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
 
 
 def unit_rows(vectors: np.ndarray) -> np.ndarray:
-    vectors = np.asarray(vectors, dtype=np.float32)
-    return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    """Float32 unit rows: the page's vectors (half the memory and time of float64 at 20,000)."""
+    return constraints.unit_rows(vectors, np.float32)
 
 
 def rank_groups_for_people(
@@ -260,7 +225,7 @@ def suggest(
     face_vectors = vectors[rows]
     names = [n if isinstance(n, str) else None for n in identity]
     try:
-        calibration = calibration_for(face_vectors, names, backend, settings)
+        calibration = album_calibration(face_vectors, names, backend)
     except CalibrationError as error:
         return Suggestions(note=f"no suggestions: {error}")
 
