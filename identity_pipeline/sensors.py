@@ -145,11 +145,13 @@ automation_sensor = dg.AutomationConditionSensorDefinition(
 
 @dg.sensor(
     name="labels_sensor",
-    asset_selection=dg.AssetSelection.assets(LABELED_IDENTITIES),
+    # face_clusters reads the names too: named faces keep their group, and unnamed faces join
+    # a named person when confidently close, so a new name can move other faces to that person.
+    asset_selection=dg.AssetSelection.assets(FACE_CLUSTERS, LABELED_IDENTITIES),
     minimum_interval_seconds=ALBUM_SENSOR_INTERVAL_SECONDS,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Re-runs labeled_identities when data/labels.csv changes (the labeling page "
-    "writes it); masks, training set and the rest follow through automation.",
+    description="Re-runs face_clusters and labeled_identities when data/labels.csv changes (the "
+    "labeling page writes it); masks, training set and the rest follow through automation.",
 )
 def labels_sensor(context: dg.SensorEvaluationContext, storage: StorageResource) -> dg.SensorResult:
     path = storage.layout.labels_path
@@ -159,7 +161,7 @@ def labels_sensor(context: dg.SensorEvaluationContext, storage: StorageResource)
     except FileNotFoundError:
         fingerprint = "absent"
     if context.cursor is None or context.cursor == fingerprint:
-        # First tick: remember the file; labeled_identities already follows face_clusters.
+        # First tick: remember the file; both assets already ran with the albums' runs.
         return dg.SensorResult(cursor=fingerprint)
     return dg.SensorResult(
         run_requests=[dg.RunRequest(run_key=f"labels:{fingerprint}")], cursor=fingerprint

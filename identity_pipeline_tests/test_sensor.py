@@ -89,6 +89,7 @@ def test_removed_album_is_forgotten_without_requests(
 def test_labels_sensor_requests_a_run_only_when_the_file_changes(
     layout: DataLayout, instance: dg.DagsterInstance
 ) -> None:
+    from identity_pipeline.definitions import build_definitions
     from identity_pipeline.sensors import labels_sensor
 
     def tick(cursor: str | None) -> dg.SensorResult:
@@ -102,4 +103,11 @@ def test_labels_sensor_requests_a_run_only_when_the_file_changes(
     layout.labels_path.write_text("face_id,name\n")
     changed = tick(first.cursor)
     assert len(changed.run_requests) == 1
+    # The clusters read the names too (incremental assignment), then the names are applied.
+    assert set(
+        labels_sensor.asset_selection.resolve(build_definitions().resolve_asset_graph())
+    ) == {
+        dg.AssetKey("face_clusters"),
+        dg.AssetKey("labeled_identities"),
+    }
     assert not tick(changed.cursor).run_requests
