@@ -6,10 +6,11 @@ import dagster as dg
 import pandas as pd
 
 from identity_pipeline.assets.metadata import sheet_metadata, table_metadata
-from identity_pipeline.collage import DEFAULT_CONFIG
+from identity_pipeline.collage import DEFAULT_SETTINGS
 from identity_pipeline.collage.album_tiles import (
     face_evidence_key,
     face_finder,
+    least_sure_previews,
     tile_album,
     tiles_file_names,
     tiles_problems,
@@ -73,7 +74,7 @@ def photo_tiles(
         layout.root,
         hints,
         previous,
-        DEFAULT_CONFIG,
+        DEFAULT_SETTINGS,
         max_previews=config.max_previews,
         find_faces=face_finder(backend) if config.use_face_evidence else None,
         face_evidence=face_evidence_key(backend) if config.use_face_evidence else "",
@@ -94,6 +95,8 @@ def photo_tiles(
             {str(k): int(v) for k, v in per_photo.value_counts().sort_index().items()}
         ),
         "manual_hints": len(hints),
+        # Photos whose cuts the splitter is unsure of (confidence under its review bar).
+        "photos_to_review": int(tiles.groupby("photo_id")["review"].first().fillna(False).sum()),
         "photos_split": tiling.split_photos,
         "photos_reused_from_cache": tiling.reused_photos,
         "failed_photos": table_metadata(
@@ -114,6 +117,20 @@ def photo_tiles(
             cell=192,
         )
     )
+    least_sure = [
+        SheetItem(image, caption) for caption, image in least_sure_previews(tiles, album_dir)
+    ]
+    if least_sure:
+        metadata.update(
+            sheet_metadata(
+                layout.asset_dir(TILES_ASSET, album),
+                "least_sure_photos",
+                least_sure,
+                "least sure photos",
+                columns=6,
+                cell=192,
+            )
+        )
     yield dg.Output(tiles, metadata=metadata)
 
     problems = tiles_problems(tiles, raw_photos)
