@@ -150,7 +150,7 @@ def summary_rows(outcomes: list[Outcome]) -> list[tuple[str, list[Outcome]]]:
 def print_side_by_side(pool_name: str, outcomes: list[Outcome], names: list[str]) -> None:
     print(f"\npool {pool_name}: exact % / over / under / ms per image, " + " vs ".join(names))
     header = f"{'family':<22}{'cases':>6}" + "".join(
-        f"{n + ' exact':>11}{'over':>6}{'under':>6}{'ms':>7}" for n in names
+        f"{n + ' exact':>15}{'over':>6}{'under':>6}{'ms':>7}" for n in names
     )
     print(header)
     print("-" * len(header))
@@ -163,7 +163,7 @@ def print_side_by_side(pool_name: str, outcomes: list[Outcome], names: list[str]
             over = sum(o.found[name] > o.true_count for o in group)
             under = sum(o.found[name] < o.true_count for o in group)
             ms = statistics.fmean(o.ms[name] for o in group)
-            line += f"{exact:>11.1f}{over:>6}{under:>6}{ms:>7.0f}"
+            line += f"{exact:>15.1f}{over:>6}{under:>6}{ms:>7.0f}"
         print(line)
     singles = [o for o in outcomes if o.family in SINGLE_FAMILIES]
     print(
