@@ -1,27 +1,29 @@
-"""Benchmark the collage splitter on synthetic, degraded collages with known tiles.
+"""Benchmark the rule-based and the learned collage splitters, same cases, same run.
 
-    .venv/bin/python benchmarks/collage_split.py [--quick] [--seed S] [--family F] [--failures DIR]
-        [--set FIELD=VALUE ...] [--real DIR | --real none] [--photos DIR]
+    .venv/bin/python benchmarks/collage_split.py [--quick] [--cases N] [--seed S] [--pool P ...]
+        [--family F ...] [--photos DIR] [--failures DIR] [--timing-cases N]
 
-Builds its own cases (identity_pipeline.collage.synthetic) from license-clean photos shipped inside
-installed packages (scikit-image, scikit-learn): regular grids, phone stacks and irregular layouts,
-each with gutters (2-20 px, white/black/grey/colour, with or without outer margin) and borderless;
-framed singles and letterboxes; plain single photos; and single scenes with strong straight edges
-(horizons, door frames, windows). Every case is downscaled (random filter) and re-compressed as
-JPEG 60-95. Splitting runs on one thread.
+Cases are synthetic, degraded collages with known tiles (identity_pipeline.collage.synthetic
+``random_case``): grids, phone stacks and irregular layouts, each with gutters (2-20 px,
+white / black / grey / colour, with or without an outer margin) and borderless; framed singles
+and letterboxes; plain single photos; single scenes with strong straight edges. Every case is
+downscaled and re-compressed as JPEG 60-95. Three pools of source photos:
 
-Per family it prints: cases, exact-correct % (tile count equal and every true tile matched
-one-to-one at IoU >= 0.95), over-splits (more tiles than true), under-splits (fewer), mean ms per
-image, and mean megapixels. A separate line times images at a 1600 px longer side.
+- ``in-repo``: the photos bundled with scikit-image / scikit-learn: the cases of earlier versions
+  of this benchmark (the model trained on these photos, on other seeds);
+- ``held-back``: photos of packages the training script never reads (benchmarks/collage_photos.py);
+- ``faces-dev``: real people, ``--photos`` (default ../shared/data/faces-dev beside the
+  repository, or under $IDENTITY_PIPELINE_SHARED), read in place,
+  never copied; portraits with a border of their own and the folder's known collages left out.
 
-``--photos DIR`` builds the cases from the photos of a folder instead (read in place; photos
-with a border of their own and the folder's known collages left out): e.g. the real portraits
-of faces-dev, people photos like an album's, and small (250 px), so blown up to fill tiles.
-
-Then it splits real photos as they are (``--real``, default the labelled third-party set
-../shared/data/faces-dev beside the repository or under $IDENTITY_PIPELINE_SHARED, read in
-place, never copied): how many single photos are cut, and
-how many of the few that are collages themselves get their tile count.
+Per pool and family, for the rule-based splitter ("rules", rules.py: the previous version, whose
+tiles photo_tiles ships while it wins) and the learned one ("learned", learned.py): exact % (tile
+count equal and every true tile matched one-to-one at IoU >= 0.95), over- and under-splits, ms
+per image (one thread). Then, on the pools the models never saw: a reliability table of the
+shipped confidence (split.py: both splitters' results -> P(the rules' tiles are exactly right);
+confidence bins -> observed exact rate), how right the photos it is >= 90 % sure of are, and
+what the review flag catches. A last line times both at a 1600 px longer side. With --photos pointing at faces-dev, its photos are also split as
+they are: single photos cut.
 """
 
 from __future__ import annotations
@@ -31,19 +33,22 @@ import os
 import statistics
 import sys
 import time
-from dataclasses import dataclass, replace
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.collage_photos import pool  # noqa: E402
 from benchmarks.shared_data import FACES_DEV  # noqa: E402
-from identity_pipeline.collage import Box, SplitConfig, draw_cuts, split_image  # noqa: E402
-from identity_pipeline.collage import split as split_module  # noqa: E402
+from identity_pipeline.collage import Box, SplitResult, draw_cuts, rules  # noqa: E402
+from identity_pipeline.collage.learned import learned_split  # noqa: E402
+from identity_pipeline.collage.split import combined_confidence  # noqa: E402
 from identity_pipeline.collage.synthetic import (  # noqa: E402
     FAMILIES,
     Collage,
@@ -53,8 +58,9 @@ from identity_pipeline.collage.synthetic import (  # noqa: E402
 from identity_pipeline.faces.cli import find_images  # noqa: E402
 from identity_pipeline.photos import load_photo  # noqa: E402
 
+ROOT = Path(__file__).resolve().parents[1]
 MATCH_IOU = 0.95
-# Cases per family in a full run (about 270 in all); --quick takes a quarter.
+DEFAULT_REAL_PHOTOS = FACES_DEV
 CASES_PER_FAMILY = {
     "grid": 40,
     "grid borderless": 40,
@@ -67,28 +73,30 @@ CASES_PER_FAMILY = {
     "single edges": 45,
 }
 SINGLE_FAMILIES = ("single", "single edges", "framed single")
-DEFAULT_REAL_PHOTOS = FACES_DEV
-# The photos of DEFAULT_REAL_PHOTOS that are collages themselves, with their tile count (judged
-# by eye: press composites cropped to one face with slivers of the photos beside it, and two
-# portraits side by side); every other photo there is one photo.
+POOLS = ("in-repo", "held-back", "faces-dev")
+UNSEEN_POOLS = ("held-back", "faces-dev")
+# Photos of faces-dev that are collages themselves, with their tile count (judged by eye).
 REAL_COLLAGE_TILES = {
     "groups/fr_two_people.jpg": 2,
     "images/Andrea_Yates/Andrea_Yates_0001.jpg": 3,
     "images/Keith_Foulke/Keith_Foulke_0001.jpg": 3,
 }
+RELIABILITY_BINS = (0.0, 0.5, 0.7, 0.8, 0.9, 0.95, 1.0001)
+
+Splitter = Callable[[np.ndarray], SplitResult]
 
 
 @dataclass
 class Outcome:
+    pool: str
     family: str
     seed: int
-    exact: bool
     true_count: int
-    found_count: int
-    ms: float
-    megapixels: float
-    kind: str
-    true_kind: str
+    found: dict[str, int]  # splitter -> tiles found
+    exact: dict[str, bool]
+    ms: dict[str, float]
+    confidence: float  # the shipped one (split.py)
+    review: bool
 
 
 def exact_match(
@@ -106,147 +114,115 @@ def exact_match(
     return True
 
 
-def run_case(collage: Collage, family: str, seed: int, config: SplitConfig) -> Outcome:
-    array = np.asarray(collage.image)
+def timed(splitter: Splitter, pixels: np.ndarray) -> tuple[SplitResult, float]:
     start = time.perf_counter()
-    result = split_image(array, config)
-    elapsed = (time.perf_counter() - start) * 1000
-    return Outcome(
-        family=family,
-        seed=seed,
-        exact=exact_match(result.boxes, collage.boxes),
-        true_count=len(collage.boxes),
-        found_count=len(result.boxes),
-        ms=elapsed,
-        megapixels=array.shape[0] * array.shape[1] / 1e6,
-        kind=result.kind,
-        true_kind=collage.kind,
-    )
+    result = splitter(pixels)
+    return result, (time.perf_counter() - start) * 1000
 
 
-def print_table(outcomes: list[Outcome]) -> None:
-    header = f"{'family':<22}{'cases':>6}{'exact %':>9}{'over':>6}{'under':>7}{'kind %':>8}{'ms/img':>8}{'MP':>6}"
-    print(header)
-    print("-" * len(header))
+def run_case(
+    pool_name: str, collage: Collage, family: str, seed: int, splitters, review_below: float
+) -> Outcome:
+    """Both splitters on one case; the shipped confidence (split.py) from their two results:
+    the shipped tiles are the rules' ones."""
+    pixels = np.asarray(collage.image)
+    outcome = Outcome(pool_name, family, seed, len(collage.boxes), {}, {}, {}, 1.0, False)
+    results = {}
+    for name, splitter in splitters.items():
+        results[name], ms = timed(splitter, pixels)
+        outcome.found[name], outcome.ms[name] = len(results[name].boxes), ms
+        outcome.exact[name] = exact_match(results[name].boxes, collage.boxes)
+    outcome.confidence = combined_confidence(results["rules"], results["learned"])
+    outcome.review = outcome.confidence < review_below
+    return outcome
+
+
+def summary_rows(outcomes: list[Outcome]) -> list[tuple[str, list[Outcome]]]:
     groups: dict[str, list[Outcome]] = {}
     for outcome in outcomes:
         groups.setdefault(outcome.family, []).append(outcome)
     rows = [(family, groups[family]) for family in FAMILIES if family in groups]
-    borderless = [o for o in outcomes if o.family.endswith("borderless")]
-    collages = [o for o in outcomes if o.family not in SINGLE_FAMILIES]
-    rows += [("ALL borderless", borderless), ("ALL collages", collages), ("ALL", outcomes)]
-    for name, group in rows:
+    rows.append(("ALL borderless", [o for o in outcomes if o.family.endswith("borderless")]))
+    rows.append(("ALL collages", [o for o in outcomes if o.family not in SINGLE_FAMILIES]))
+    rows.append(("ALL", outcomes))
+    return rows
+
+
+def print_side_by_side(pool_name: str, outcomes: list[Outcome], names: list[str]) -> None:
+    print(f"\npool {pool_name}: exact % / over / under / ms per image, " + " vs ".join(names))
+    header = f"{'family':<22}{'cases':>6}" + "".join(
+        f"{n + ' exact':>15}{'over':>6}{'under':>6}{'ms':>7}" for n in names
+    )
+    print(header)
+    print("-" * len(header))
+    for family, group in summary_rows(outcomes):
         if not group:
             continue
-        if name.startswith("ALL") and name == "ALL borderless":
-            print("-" * len(header))
-        exact = 100.0 * sum(o.exact for o in group) / len(group)
-        over = sum(o.found_count > o.true_count for o in group)
-        under = sum(o.found_count < o.true_count for o in group)
-        kind = 100.0 * sum(o.kind == o.true_kind for o in group) / len(group)
-        ms = statistics.fmean(o.ms for o in group)
-        mp = statistics.fmean(o.megapixels for o in group)
-        print(
-            f"{name:<22}{len(group):>6}{exact:>9.1f}{over:>6}{under:>7}{kind:>8.1f}{ms:>8.1f}{mp:>6.2f}"
-        )
-    singles_cut = sum(o.found_count > 1 for o in outcomes if o.family in SINGLE_FAMILIES)
+        line = f"{family:<22}{len(group):>6}"
+        for name in names:
+            exact = 100.0 * sum(o.exact[name] for o in group) / len(group)
+            over = sum(o.found[name] > o.true_count for o in group)
+            under = sum(o.found[name] < o.true_count for o in group)
+            ms = statistics.fmean(o.ms[name] for o in group)
+            line += f"{exact:>15.1f}{over:>6}{under:>6}{ms:>7.0f}"
+        print(line)
+    singles = [o for o in outcomes if o.family in SINGLE_FAMILIES]
     print(
-        f"single photos cut: {singles_cut} of {sum(o.family in SINGLE_FAMILIES for o in outcomes)}"
+        "single photos cut: "
+        + ", ".join(f"{n} {sum(o.found[n] > 1 for o in singles)}" for n in names)
+        + f" of {len(singles)}"
     )
 
 
-def time_at_1600(photos: list, config: SplitConfig, count: int) -> list[float]:
-    """ms per image for cases resized so their longer side is exactly 1600 px."""
-    timings = []
-    for index in range(count):
-        family = FAMILIES[index % len(FAMILIES)]
-        collage = random_case(family, photos, 10_000 + index)
-        array = np.asarray(collage.image)
-        factor = 1600 / max(array.shape[:2])
-        size = (round(array.shape[1] * factor), round(array.shape[0] * factor))
-        array = cv2.resize(array, size, interpolation=cv2.INTER_AREA)
-        split_image(array, config)  # warm caches for this size
-        start = time.perf_counter()
-        split_image(array, config)
-        timings.append((time.perf_counter() - start) * 1000)
-    return timings
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="a quarter of the cases")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--family", action="append", help="only these families (repeatable)")
-    parser.add_argument("--failures", type=Path, help="write failed cases with cuts drawn here")
-    parser.add_argument("--timing-cases", type=int, default=18)
-    parser.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="FIELD=VALUE",
-        help="override a SplitConfig field, e.g. --set seam_score=0.4 (repeatable)",
-    )
-    parser.add_argument(
-        "--photos", type=Path, help="build the cases from the photos of this folder instead"
-    )
-    parser.add_argument(
-        "--real",
-        default=str(DEFAULT_REAL_PHOTOS),
-        help="a folder of real photos to split as they are ('none' to skip)",
-    )
-    args = parser.parse_args(argv)
-    cv2.setNumThreads(1)
-    photos = folder_photos(args.photos) if args.photos else [p for _, p in sample_photos()]
-    config = config_with(args.set)
-    outcomes: list[Outcome] = []
-    started = time.perf_counter()
-    for family, count in CASES_PER_FAMILY.items():
-        if args.family and family not in args.family:
-            continue
-        count = max(2, count // 4) if args.quick else count
-        for index in range(count):
-            seed = args.seed * 100_000 + index
-            collage = random_case(family, photos, seed)
-            outcome = run_case(collage, family, seed, config)
-            outcomes.append(outcome)
-            if args.failures and not outcome.exact:
-                save_failure(args.failures, collage, outcome, config)
-    print(
-        f"{len(outcomes)} cases, {len(photos)} source photos, {time.perf_counter() - started:.0f} s"
-    )
-    print_table(outcomes)
-    if args.timing_cases:
-        timings = time_at_1600(photos, config, args.timing_cases)
+def print_reliability(outcomes: list[Outcome], review_below: float) -> None:
+    pools = ", ".join(sorted({o.pool for o in outcomes}))
+    print(f"\nreliability of the shipped confidence (rules' tiles), pool {pools}:")
+    print(f"{'confidence':<14}{'photos':>8}{'mean conf':>11}{'exact %':>9}")
+    for lo, hi in zip(RELIABILITY_BINS, RELIABILITY_BINS[1:], strict=False):
+        group = [o for o in outcomes if lo <= o.confidence < hi]
+        if group:
+            mean = statistics.fmean(o.confidence for o in group)
+            exact = 100.0 * sum(o.exact["rules"] for o in group) / len(group)
+            print(
+                f"[{lo:.2f}, {min(hi, 1):.2f}]".ljust(14)
+                + f"{len(group):>8}{mean:>11.3f}{exact:>9.1f}"
+            )
+    sure = [o for o in outcomes if o.confidence >= 0.9]
+    wrong = [o for o in outcomes if not o.exact["rules"]]
+    flagged = [o for o in outcomes if o.review]
+    if sure:
         print(
-            f"1600 px longer side: mean {statistics.fmean(timings):.1f} ms, "
-            f"max {max(timings):.1f} ms over {len(timings)} images (one thread)"
+            f"photos >= 90 % sure: {len(sure)}, exactly right {100 * sum(o.exact['rules'] for o in sure) / len(sure):.1f} %"
         )
-    real = Path(args.real)
-    if args.real != "none" and real.is_dir():
-        print_real_photos(real, split_real_photos(real, config))
-    elif args.real != "none":
-        print(f"real photos: {real} not found, skipped")
-    return 0
+    print(
+        f"review flag (confidence < {review_below}): flags {len(flagged)} of {len(outcomes)} photos "
+        f"({100 * len(flagged) / max(1, len(outcomes)):.1f} %), catches {sum(o.review for o in wrong)} "
+        f"of {len(wrong)} wrong ({100 * sum(o.review for o in wrong) / max(1, len(wrong)):.1f} %)"
+    )
 
 
-def known_tiles(folder: Path, name: str) -> int:
-    """True tile count of the photo ``name`` (relative to ``folder``): 1 unless it is one of
-    the default folder's known collages."""
-    return REAL_COLLAGE_TILES.get(name, 1) if folder == DEFAULT_REAL_PHOTOS else 1
-
-
-def folder_photos(folder: Path) -> list:
+def folder_photos(folder: Path, flat_std: float = 2.0, step: float = 30.0) -> list:
     """Source photos from ``folder``: not its known collages, nor photos with a border of their
-    own (letterbox bars): a tile's true box would include the border the splitter trims."""
+    own (two digitally flat rows or columns at an edge, then a clear step): a tile's true box
+    would include the border that the splitter rightly trims."""
     photos, left_out = [], 0
     for path in find_images([folder]):
-        if known_tiles(folder, path.relative_to(folder).as_posix()) > 1:
+        if REAL_COLLAGE_TILES.get(path.relative_to(folder).as_posix(), 1) > 1:
             left_out += 1
             continue
         photo = load_photo(path)
-        whole = Box(0, 0, *photo.size)
-        splitter = split_module._Splitter(np.asarray(photo), SplitConfig(), ())
-        if splitter._trim_margins(whole) != whole:
+        pixels = np.asarray(photo, dtype=np.float32)
+        bordered = False
+        for edge in (
+            pixels,
+            pixels[::-1],
+            pixels.transpose(1, 0, 2),
+            pixels.transpose(1, 0, 2)[::-1],
+        ):
+            flat = edge[:2].std(axis=1).mean() <= flat_std
+            stepped = (np.abs(edge[4] - edge[0]).sum(axis=1) >= step).mean() >= 0.5
+            bordered |= bool(flat and stepped)
+        if bordered:
             left_out += 1
             continue
         photos.append(photo)
@@ -254,67 +230,129 @@ def folder_photos(folder: Path) -> list:
     return photos
 
 
-@dataclass(frozen=True)
-class RealOutcome:
-    name: str  # path relative to the folder
-    true_count: int
-    found_count: int
-    ms: float
+def time_at_1600(photos: list, splitters, count: int) -> dict[str, list[float]]:
+    timings: dict[str, list[float]] = {name: [] for name in splitters}
+    for index in range(count):
+        collage = random_case(FAMILIES[index % len(FAMILIES)], photos, 10_000 + index)
+        array = np.asarray(collage.image)
+        factor = 1600 / max(array.shape[:2])
+        size = (round(array.shape[1] * factor), round(array.shape[0] * factor))
+        array = cv2.resize(array, size, interpolation=cv2.INTER_AREA)
+        for name, splitter in splitters.items():
+            splitter(array)  # warm caches for this size
+            timings[name].append(timed(splitter, array)[1])
+    return timings
 
 
-def split_real_photos(folder: Path, config: SplitConfig) -> list[RealOutcome]:
-    """Every photo under ``folder``, split as it is (EXIF-upright, no degradation)."""
-    outcomes = []
+def split_real_photos(folder: Path, splitters) -> None:
+    """Every photo under ``folder``, split as it is: single photos cut, collages found."""
+    cut = {name: [] for name in splitters}
+    right = dict.fromkeys(splitters, 0)
+    singles = 0
     for path in find_images([folder]):
         name = path.relative_to(folder).as_posix()
-        array = np.asarray(load_photo(path))
-        start = time.perf_counter()
-        result = split_image(array, config)
-        elapsed = (time.perf_counter() - start) * 1000
-        outcomes.append(RealOutcome(name, known_tiles(folder, name), len(result.boxes), elapsed))
-    return outcomes
-
-
-def print_real_photos(folder: Path, outcomes: list[RealOutcome]) -> None:
-    singles = [o for o in outcomes if o.true_count == 1]
-    collages = [o for o in outcomes if o.true_count > 1]
-    cut = [o for o in singles if o.found_count > 1]
-    right = [o for o in collages if o.found_count == o.true_count]
-    ms = statistics.fmean(o.ms for o in outcomes) if outcomes else 0.0
-    print(f"real photos ({folder}): {len(outcomes)} photos, {ms:.1f} ms/img")
-    print(f"  single photos cut: {len(cut)} of {len(singles)}")
-    for outcome in cut:
-        print(f"    {outcome.name}: {outcome.found_count} tiles")
-    if collages:
-        print(f"  collages with their tile count: {len(right)} of {len(collages)}")
-        for outcome in collages:
-            if outcome.found_count != outcome.true_count:
-                print(f"    {outcome.name}: {outcome.found_count} tiles of {outcome.true_count}")
-
-
-def config_with(overrides: list[str]) -> SplitConfig:
-    """SplitConfig with ``FIELD=VALUE`` overrides, each value parsed as its field's type."""
-    defaults = SplitConfig()
-    changes = {}
-    for item in overrides:
-        key, _, value = item.partition("=")
-        if not hasattr(defaults, key):
-            raise SystemExit(f"--set: SplitConfig has no field {key!r}")
-        current = getattr(defaults, key)
-        changes[key] = (
-            value.lower() in ("1", "true", "yes")
-            if isinstance(current, bool)
-            else type(current)(value)
+        pixels = np.asarray(load_photo(path))
+        truth = REAL_COLLAGE_TILES.get(name, 1)
+        singles += truth == 1
+        for splitter_name, splitter in splitters.items():
+            found = len(splitter(pixels).boxes)
+            if truth == 1 and found > 1:
+                cut[splitter_name].append(name)
+            right[splitter_name] += truth > 1 and found == truth
+    print(f"\nreal photos of {folder} split as they are ({singles} single photos):")
+    for splitter_name in splitters:
+        print(
+            f"  {splitter_name}: single photos cut {len(cut[splitter_name])}"
+            f"{' (' + ', '.join(cut[splitter_name][:5]) + ')' if cut[splitter_name] else ''}; "
+            f"collages with their tile count {right[splitter_name]} of {len(REAL_COLLAGE_TILES)}"
         )
-    return replace(defaults, **changes)
 
 
-def save_failure(folder: Path, collage: Collage, outcome: Outcome, config: SplitConfig) -> None:
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a quarter of the cases")
+    parser.add_argument("--cases", type=int, help="cases per family (instead of the table's)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--pool", action="append", choices=POOLS, help="only these pools")
+    parser.add_argument("--family", action="append", help="only these families (repeatable)")
+    parser.add_argument(
+        "--photos", type=Path, default=DEFAULT_REAL_PHOTOS, help="real people photos"
+    )
+    parser.add_argument("--failures", type=Path, help="write the learned splitter's failures here")
+    parser.add_argument("--timing-cases", type=int, default=18)
+    args = parser.parse_args(argv)
+    cv2.setNumThreads(1)
+    import torch
+
+    torch.set_num_threads(1)
+    from identity_pipeline.collage.split import DEFAULT_SETTINGS
+
+    splitters: dict[str, Splitter] = {"rules": rules.split_image, "learned": learned_split}
+    names = list(splitters)
+    pools = args.pool or list(POOLS)
+    started = time.perf_counter()
+    outcomes: list[Outcome] = []
+    photos_by_pool = {}
+    for pool_name in pools:
+        if pool_name == "in-repo":
+            photos = [p for _, p in sample_photos()]
+        elif pool_name == "held-back":
+            photos = [p for _, p in pool("held_back")]
+        elif args.photos.is_dir():
+            photos = folder_photos(args.photos)
+        else:
+            print(f"pool faces-dev: {args.photos} not found, skipped")
+            continue
+        photos_by_pool[pool_name] = photos
+        pool_outcomes = []
+        for family, count in CASES_PER_FAMILY.items():
+            if args.family and family not in args.family:
+                continue
+            count = args.cases or (max(2, count // 4) if args.quick else count)
+            for index in range(count):
+                seed = args.seed * 100_000 + index
+                collage = random_case(family, photos, seed)
+                outcome = run_case(
+                    pool_name, collage, family, seed, splitters, DEFAULT_SETTINGS.review_below
+                )
+                pool_outcomes.append(outcome)
+                if args.failures and not outcome.exact["learned"]:
+                    save_failure(args.failures, pool_name, collage, outcome)
+        print_side_by_side(pool_name, pool_outcomes, names)
+        outcomes += pool_outcomes
+    print(f"\n{len(outcomes)} cases in {time.perf_counter() - started:.0f} s")
+    for pool_name in pools:
+        if pool_name in UNSEEN_POOLS and any(o.pool == pool_name for o in outcomes):
+            print_reliability(
+                [o for o in outcomes if o.pool == pool_name], DEFAULT_SETTINGS.review_below
+            )
+    unseen = [o for o in outcomes if o.pool in UNSEEN_POOLS]
+    if len({o.pool for o in unseen}) > 1:
+        print_reliability(unseen, DEFAULT_SETTINGS.review_below)
+    if args.timing_cases:
+        photos = next(iter(photos_by_pool.values()), [p for _, p in sample_photos()])
+        timings = time_at_1600(photos, splitters, args.timing_cases)
+        print(
+            "\n1600 px longer side, one thread: "
+            + "; ".join(
+                f"{n} mean {statistics.fmean(t):.0f} ms, max {max(t):.0f} ms"
+                for n, t in timings.items()
+            )
+            + f" over {args.timing_cases} images"
+        )
+    if "faces-dev" in pools and args.photos.is_dir():
+        split_real_photos(args.photos, splitters)
+    return 0
+
+
+def save_failure(folder: Path, pool_name: str, collage: Collage, outcome: Outcome) -> None:
     folder.mkdir(parents=True, exist_ok=True)
-    result = split_image(np.asarray(collage.image), config)
-    drawn = draw_cuts(collage.image, result)
-    name = f"{outcome.family.replace(' ', '_')}_{outcome.seed}_t{outcome.true_count}_f{outcome.found_count}.jpg"
-    drawn.save(folder / name, quality=85)
+    result = learned_split(np.asarray(collage.image))
+    name = (
+        f"{pool_name}_{outcome.family.replace(' ', '_')}_{outcome.seed}_t{outcome.true_count}"
+        f"_f{outcome.found['learned']}_c{result.confidence:.2f}.jpg"
+    )
+    draw_cuts(collage.image, result).save(folder / name, quality=85)
 
 
 if __name__ == "__main__":

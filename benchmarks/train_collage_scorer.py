@@ -1,4 +1,4 @@
-"""Train the collage splitter's seam scorer (identity_pipeline/collage/seam_scorer.json).
+"""Train the rule-based collage splitter's seam scorer (identity_pipeline/collage/seam_scorer.json).
 
     .venv/bin/python benchmarks/train_collage_scorer.py [--seeds 7 8 ...] [--check-seed 13] [--data CACHE.npz]
 
@@ -38,9 +38,10 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image, ImageEnhance, ImageFilter  # noqa: E402
 
-from identity_pipeline.collage import Box, SplitConfig  # noqa: E402
-from identity_pipeline.collage import split as split_module  # noqa: E402
+from identity_pipeline.collage import Box  # noqa: E402
+from identity_pipeline.collage import rules as split_module  # noqa: E402
 from identity_pipeline.collage.boxes import CUT_SEAM  # noqa: E402
+from identity_pipeline.collage.rules import SplitConfig  # noqa: E402
 from identity_pipeline.collage.synthetic import random_case, sample_photos  # noqa: E402
 
 # Families whose lines the seam scorer decides (gutter collages are cut at their gutters).

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 from skimage import data
 
-from identity_pipeline.collage.album_tiles import tile_album, tiles_problems
+from identity_pipeline.collage.album_tiles import least_sure_previews, tile_album, tiles_problems
 from identity_pipeline.collage.boxes import Box
 from identity_pipeline.collage.hints import parse_hints
 from identity_pipeline.collage.synthetic import compose_collage, grid_layout
@@ -87,3 +87,23 @@ def test_problems_name_overlaps_and_tiles_outside() -> None:
     )
     problems = tiles_problems(tiles, photos)
     assert any("outside" in p for p in problems) and any("overlap" in p for p in problems)
+
+
+def test_each_photo_carries_its_confidence_and_review_flag(album, tmp_path: Path) -> None:
+    folder, frame = album
+    tiles = _tile(folder, frame, tmp_path, hints={}).tiles
+    per_photo = tiles.groupby("photo_id")[["confidence", "review"]].nunique()
+    assert (per_photo == 1).all().all()  # one confidence and one flag per photo, on every tile
+    assert tiles["confidence"].between(0, 1).all()
+    assert str(tiles["review"].dtype) == "boolean"
+
+
+def test_least_sure_previews_show_flagged_photos_least_sure_first(album, tmp_path: Path) -> None:
+    folder, frame = album
+    tiles = _tile(folder, frame, tmp_path, hints={}).tiles.copy()
+    assert least_sure_previews(tiles.assign(review=False), folder) == []
+    tiles["review"] = True
+    tiles["confidence"] = tiles["source_path"].map({"grid.jpg": 0.2, "astronaut.png": 0.6})
+    previews = least_sure_previews(tiles, folder)
+    assert [caption for caption, _ in previews] == ["grid.jpg (0.20)", "astronaut.png (0.60)"]
+    assert all(max(image.size) <= 256 for _, image in previews)

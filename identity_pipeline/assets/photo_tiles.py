@@ -11,6 +11,7 @@ from identity_pipeline.assets.settings import run_config_class, settings_metadat
 from identity_pipeline.collage.album_tiles import (
     TilingConfig,
     face_evidence,
+    least_sure_previews,
     tile_album,
     tiles_file_names,
     tiles_problems,
@@ -96,6 +97,8 @@ def photo_tiles(
             {str(k): int(v) for k, v in per_photo.value_counts().sort_index().items()}
         ),
         "manual_hints": len(hints),
+        # Photos whose cuts the splitter is unsure of (confidence under its review bar).
+        "photos_to_review": int(tiles.groupby("photo_id")["review"].first().fillna(False).sum()),
         "photos_split": tiling.split_photos,
         "photos_reused_from_cache": tiling.reused_photos,
         "failed_photos": table_metadata(
@@ -117,6 +120,20 @@ def photo_tiles(
             cell=192,
         )
     )
+    least_sure = [
+        SheetItem(image, caption) for caption, image in least_sure_previews(tiles, album_dir)
+    ]
+    if least_sure:
+        metadata.update(
+            sheet_metadata(
+                layout.asset_dir(PHOTO_TILES, album),
+                "least_sure_photos",
+                least_sure,
+                "least sure photos",
+                columns=6,
+                cell=192,
+            )
+        )
     yield dg.Output(tiles, metadata=metadata)
 
     problems = tiles_problems(tiles, raw_photos)

@@ -1,4 +1,4 @@
-"""Collage splitting: tile boxes of one image, from gutters and from borderless seams (no dagster).
+"""Collage splitting: tile boxes of one image, from a learned seam map and flat gutters (no dagster).
 
 ``split_image`` finds the photos of a collage; ``parse_hints``/``apply_hint`` let an album's
 ``split_hints.csv`` (or ``.yaml``) override it; ``draw_cuts`` shows the result on a preview;
@@ -27,12 +27,12 @@ from identity_pipeline.collage.hints import (
     hint_for,
     parse_hints,
 )
-from identity_pipeline.collage.split import DEFAULT_CONFIG, SplitConfig, split_image
+from identity_pipeline.collage.split import DEFAULT_SETTINGS, SplitSettings, split_image
 
 __all__ = [
     "DECIDED_AUTO",
     "DECIDED_MANUAL",
-    "DEFAULT_CONFIG",
+    "DEFAULT_SETTINGS",
     "HINT_FILE_NAMES",
     "KIND_IRREGULAR",
     "KIND_MANUAL",
@@ -40,7 +40,7 @@ __all__ = [
     "Box",
     "Cut",
     "Hint",
-    "SplitConfig",
+    "SplitSettings",
     "SplitResult",
     "apply_hint",
     "classify_layout",

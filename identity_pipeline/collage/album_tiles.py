@@ -7,6 +7,8 @@ decoded again, and tile files are content-addressed (``<tile_id>.jpg``) so none 
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -20,12 +22,18 @@ from PIL import Image
 from identity_pipeline.collage.boxes import Box, SplitResult
 from identity_pipeline.collage.draw import draw_cuts
 from identity_pipeline.collage.hints import Hint, apply_hint, hint_for
-from identity_pipeline.collage.split import DEFAULT_CONFIG, SplitConfig, split_image
+from identity_pipeline.collage.split import (
+    DEFAULT_SETTINGS,
+    WEIGHTS_FILE,
+    SplitSettings,
+    split_image,
+)
 from identity_pipeline.photos import load_photo
 from identity_pipeline.storage import content_id, write_file_once
 
-# Bump when the splitter's behaviour changes, so cached splits are recomputed.
-SPLITTER_VERSION = "21"
+# Bump when the splitter's behaviour changes, so cached splits are recomputed (its weights file
+# is part of the key too).
+SPLITTER_VERSION = "22"
 TILE_JPEG_QUALITY = 95
 PREVIEW_SIZE = 256
 
@@ -42,7 +50,8 @@ TILE_DTYPES: dict[str, str] = {
     "height": "Int64",
     "layout_kind": "string",
     "decided_by": "string",
-    "confidence": "Float64",
+    "confidence": "Float64",  # per photo (repeated on its tiles): P(its cut set is exactly right)
+    "review": "boolean",  # per photo: confidence under the splitter's review bar
     "tile_path": "string",
     "split_key": "string",
 }
@@ -52,7 +61,7 @@ TILE_DTYPES: dict[str, str] = {
 class TilingConfig:
     """The ``collage`` settings: the splitter's thresholds and how photo_tiles uses it."""
 
-    split: SplitConfig = field(default_factory=SplitConfig)
+    split: SplitSettings = field(default_factory=SplitSettings)
     # Find the faces of each photo first, so that no seam is cut through a face.
     use_face_evidence: bool = True
     # Collages shown with their cut lines in the asset's contact sheet.
@@ -103,10 +112,17 @@ def face_evidence(config: TilingConfig, backend) -> tuple[FaceFinder | None, str
     return face_finder(backend), face_evidence_key(backend)
 
 
-def split_key(config: SplitConfig, hint: Hint | None, face_evidence: str = "") -> str:
+def split_key(config: SplitSettings, hint: Hint | None, face_evidence: str = "") -> str:
     """What a photo's tiles depend on besides its bytes (a hint's line number does not count)."""
     what = repr(replace(hint, source="")) if hint else ""
-    return content_id(SPLITTER_VERSION, asdict(config), what, face_evidence, length=16)
+    return content_id(
+        SPLITTER_VERSION, _weights_id(), asdict(config), what, face_evidence, length=16
+    )
+
+
+@functools.cache
+def _weights_id() -> str:
+    return hashlib.sha256(WEIGHTS_FILE.read_bytes()).hexdigest()[:16]
 
 
 def tile_id_for(photo_id: str, box: Box) -> str:
@@ -120,7 +136,7 @@ def tile_album(
     relative_to: Path,
     hints: Mapping[str, Hint],
     previous: pd.DataFrame | None = None,
-    config: SplitConfig = DEFAULT_CONFIG,
+    config: SplitSettings = DEFAULT_SETTINGS,
     max_previews: int = 24,
     on_photo: Callable[[str, SplitResult], None] | None = None,
     find_faces: FaceFinder | None = None,
@@ -204,6 +220,7 @@ def _write_tiles(
                 "layout_kind": split.kind,
                 "decided_by": split.decided_by,
                 "confidence": split.confidence,
+                "review": split.review,
                 "tile_path": path.relative_to(relative_to).as_posix(),
                 "split_key": key,
             }
@@ -227,6 +244,28 @@ def _files_exist(rows: list[dict], relative_to: Path) -> bool:
 def _with_source(rows: list[dict], source_path: str) -> list[dict]:
     """A renamed photo keeps its tiles (same bytes, same ids) under its new path."""
     return [{**row, "source_path": source_path} for row in rows]
+
+
+def least_sure_previews(
+    tiles: pd.DataFrame, album_dir: Path, count: int = 12
+) -> list[tuple[str, Image.Image]]:
+    """The ``count`` least sure photos flagged for review, tiles outlined, least sure first."""
+    if tiles.empty:
+        return []
+    photos = tiles[tiles["review"].fillna(False)].groupby("source_path", sort=False)
+    order = sorted(photos, key=lambda item: float(item[1]["confidence"].iat[0]))[:count]
+    previews = []
+    for source_path, group in order:
+        try:
+            image = load_photo(album_dir / source_path)
+        except Exception:  # noqa: BLE001 - gone since the split: nothing to show
+            continue
+        boxes = tuple(Box(int(r.x0), int(r.y0), int(r.x1), int(r.y1)) for r in group.itertuples())
+        first = group.iloc[0]
+        preview = draw_cuts(image, SplitResult(boxes, first["layout_kind"], 0.0, "auto"))
+        preview.thumbnail((PREVIEW_SIZE, PREVIEW_SIZE))
+        previews.append((f"{source_path} ({float(first['confidence']):.2f})", preview))
+    return previews
 
 
 def tiles_file_names(tiles: pd.DataFrame | None) -> list[str]:

@@ -93,8 +93,9 @@ class Cut:
 class SplitResult:
     """The tiles of one image (sorted top-to-bottom, then left-to-right) and how they were found.
 
-    ``confidence`` is in [0, 1]: how far the weakest decision (a cut taken, or the strongest line
-    not taken) was from its threshold. ``decided_by`` is ``auto`` or ``manual``.
+    ``confidence`` is in [0, 1]: the calibrated probability that the cut set is exactly right
+    (1 for a manual hint). ``review``: under the splitter's review bar, worth a person's look.
+    ``decided_by`` is ``auto`` or ``manual``.
     """
 
     boxes: tuple[Box, ...]
@@ -102,9 +103,23 @@ class SplitResult:
     confidence: float
     decided_by: str
     cuts: tuple[Cut, ...] = ()
+    review: bool = False
 
     def to_json(self) -> dict[str, object]:
         return {"tiles": [box.as_list() for box in self.boxes], "kind": self.kind}
+
+
+def same_tiles(found: Sequence[Box], truth: Sequence[Box], iou: float = 0.95) -> bool:
+    """Same count and a one-to-one matching at IoU >= ``iou`` (unique at such high IoU)."""
+    if len(found) != len(truth):
+        return False
+    unused = list(found)
+    for box in truth:
+        best = max(unused, key=box.iou, default=None)
+        if best is None or box.iou(best) < iou:
+            return False
+        unused.remove(best)
+    return True
 
 
 def sort_boxes(boxes: Iterable[Box]) -> tuple[Box, ...]:

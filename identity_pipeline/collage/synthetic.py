@@ -559,3 +559,153 @@ def _random_irregular(rng: random.Random) -> Layout:
         ROWS, tuple(rng.uniform(0.6, 1.5) for _ in range(right_count)), (PHOTO,) * right_count
     )
     return Split(COLS, (rng.uniform(0.8, 1.3), 1.0), (left, right))
+
+
+# --- training cases: what real albums add to the benchmark's families ----------------------------
+
+TRAINING_FAMILY_WEIGHTS = {
+    "grid": 0.16,
+    "grid borderless": 0.14,
+    "stack": 0.09,
+    "stack borderless": 0.11,
+    "irregular": 0.1,
+    "irregular borderless": 0.1,
+    "framed single": 0.06,
+    "single": 0.12,
+    "single edges": 0.12,
+}
+
+
+def training_case(photos: Sequence[Image.Image], seed: int) -> Collage:
+    """One case for training the learned splitter, rendered at its final size (no upscaled
+    canvas), with what real albums of people photos add to ``random_case``:
+
+    - tiles from one event: several crops (other zoom, other place) of one or two photos;
+    - small photos blown up to fill a tile (soft, little texture), like 250 px portraits;
+    - photos whose own edge is flat and dark or light (a vignette, a shadow, a clipped sky)
+      next to a gutter of about that colour;
+    - coloured gutters, thin gutters, uneven outer margins; deeper irregular layouts;
+    - re-compression: JPEG 60-95, sometimes twice with a resize between.
+    """
+    rng = random.Random(f"training:{seed}")
+    names = list(TRAINING_FAMILY_WEIGHTS)
+    family = rng.choices(names, weights=[TRAINING_FAMILY_WEIGHTS[n] for n in names])[0]
+    sources = _event_sources(photos, rng)
+    base = family.removesuffix(" borderless")
+    if base in ("grid", "stack", "irregular"):
+        collage = _training_collage(family, base, sources, rng)
+    elif family == "framed single":
+        size = _photo_size(rng, rng.uniform(700, 1800))
+        colour = _gutter_colour(rng)
+        collage = framed_single(
+            _prepared(sources[0], rng),
+            size,
+            _random_frame(size, rng),
+            colour,
+            rng.randint(0, 2**31),
+        )
+    elif family == "single":
+        size = _photo_size(rng, rng.uniform(700, 1800))
+        collage = plain_single(_prepared(sources[0], rng), size, rng.randint(0, 2**31))
+        collage = replace(collage, image=_own_edge(collage.image, rng, chance=0.4))
+    else:
+        scene = rng.choice([horizon_scene, door_scene, window_scene])
+        collage = scene(sources[0], _photo_size(rng, rng.uniform(700, 1800)), rng.randint(0, 2**31))
+    collage = replace(collage, family=family)
+    if rng.random() < 0.3:  # an earlier save at another size and quality
+        collage = degrade(
+            collage, rng.uniform(0.7, 1.0), rng.randint(70, 95), rng.randint(0, 2**31)
+        )
+    return degrade(collage, 1.0, rng.randint(60, 95), rng.randint(0, 2**31))
+
+
+def _event_sources(photos: Sequence[Image.Image], rng: random.Random) -> list[Image.Image]:
+    """16 sources for one case: distinct photos, or crops of one or two (one event)."""
+    order = list(range(len(photos)))
+    rng.shuffle(order)
+    if rng.random() < 0.3:
+        chosen = [photos[i] for i in order[: rng.randint(1, 2)]]
+        return [_random_crop(chosen[i % len(chosen)], rng) for i in range(16)]
+    return [photos[order[i % len(order)]] for i in range(16)]
+
+
+def _random_crop(photo: Image.Image, rng: random.Random) -> Image.Image:
+    width, height = photo.size
+    crop_w, crop_h = round(width * rng.uniform(0.4, 0.8)), round(height * rng.uniform(0.4, 0.8))
+    left, top = rng.randint(0, width - crop_w), rng.randint(0, height - crop_h)
+    return photo.crop((left, top, left + crop_w, top + crop_h))
+
+
+def _prepared(photo: Image.Image, rng: random.Random) -> Image.Image:
+    """Sometimes a small photo (150-400 px) that will be blown up to fill its tile."""
+    if rng.random() < 0.35:
+        small = photo.copy()
+        small.thumbnail((rng.randint(150, 400),) * 2, Image.Resampling.LANCZOS)
+        return small
+    return photo
+
+
+def _own_edge(tile: Image.Image, rng: random.Random, chance: float = 0.25) -> Image.Image:
+    """Sometimes a flat, dark or light, edge of the photo's own: a vignette or a clipped band."""
+    if rng.random() >= chance:
+        return tile
+    pixels = np.asarray(tile, dtype=np.float32).copy()
+    height, width = pixels.shape[:2]
+    shade = rng.choice([0.0, 255.0, rng.uniform(0, 60)])
+    if rng.random() < 0.5:  # a vignette: edges fade towards the shade
+        ys = np.abs(np.linspace(-1, 1, height))[:, None]
+        xs = np.abs(np.linspace(-1, 1, width))[None, :]
+        fade = np.clip((np.maximum(ys, xs) - rng.uniform(0.6, 0.85)) * 4, 0, 1)[..., None]
+        pixels = pixels * (1 - fade) + shade * fade
+    else:  # a band at one side in (nearly) one colour: shadow, clipped sky, dark wall
+        side = rng.randrange(4)
+        extent = height if side in (0, 1) else width
+        depth = max(1, round(extent * rng.uniform(0.02, 0.12)))
+        noise = np.random.default_rng(rng.randint(0, 2**31)).normal(0, rng.uniform(0, 3), (1,))
+        band = (slice(0, depth), slice(height - depth, height))[side] if side < 2 else None
+        if side < 2:
+            pixels[band] = shade + noise
+        else:
+            columns = slice(0, depth) if side == 2 else slice(width - depth, width)
+            pixels[:, columns] = shade + noise
+    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+
+
+def _training_collage(
+    family: str, base: str, sources: list[Image.Image], rng: random.Random
+) -> Collage:
+    if base == "irregular" and rng.random() < 0.4:
+        layout: Layout = _random_tree(rng, depth=0)
+        units = rng.choice([(1.0, 1.0), (4.0, 3.0), (3.0, 4.0), (3.0, 2.0), (2.0, 3.0)])
+        size = _canvas(*units, rng.uniform(700, 1800))
+    else:
+        layout, size = _random_layout(base, rng, 1.0)
+        factor = rng.uniform(700, 1800) / max(size)
+        size = (max(64, round(size[0] * factor)), max(64, round(size[1] * factor)))
+    borderless = family.endswith("borderless")
+    gutter = (
+        0 if borderless else rng.choice([1, 2, 3]) if rng.random() < 0.25 else rng.randint(2, 24)
+    )
+    margin = 0 if borderless or rng.random() < 0.5 else rng.randint(2, 40)
+    colour = _gutter_colour(rng)
+    canvas = Image.new("RGB", size, colour)
+    try:
+        boxes = layout_boxes(layout, *size, gutter, margin)
+    except ValueError:
+        layout, gutter, margin = grid_layout(2, 2), 4, 0
+        boxes = layout_boxes(layout, *size, gutter, margin)
+    for index, box in enumerate(boxes):
+        photo = _prepared(sources[index % len(sources)], rng)
+        tile = jitter(cover_crop(photo, box.width, box.height, rng), rng)
+        canvas.paste(_own_edge(tile, rng), (box.x0, box.y0))
+    return Collage(canvas, sort_boxes(boxes), family, borderless=borderless)
+
+
+def _random_tree(rng: random.Random, depth: int) -> Layout:
+    """A random guillotine layout: 2-3 children per split, up to three levels deep."""
+    if depth > 0 and (depth >= 3 or rng.random() < 0.35 + 0.2 * depth):
+        return PHOTO
+    count = rng.choice([2, 2, 3])
+    direction = rng.choice([ROWS, COLS])
+    children = tuple(_random_tree(rng, depth + 1) for _ in range(count))
+    return Split(direction, tuple(rng.uniform(0.6, 1.6) for _ in range(count)), children)
