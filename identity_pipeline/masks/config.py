@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 from identity_pipeline.settings import stable_hash
 
 # Bump when code changes alter masks for the same config: it is part of the hash.
-MASKS_VERSION = 1
+MASKS_VERSION = 2
 
 # Flag names (also the values of ``MaskConfig.exclude_flags``).
 FLAG_EMPTY = "empty_mask"
@@ -33,6 +33,7 @@ ALL_FLAGS = (
     FLAG_DUPLICATE_IDENTITY,
 )
 
+BACKEND_POSE = "pose"
 BACKEND_SAM = "sam"
 BACKEND_SELFIE = "selfie"
 BACKEND_GRABCUT = "grabcut"
@@ -40,7 +41,7 @@ BACKEND_GRABCUT = "grabcut"
 
 # Fields that choose model files rather than how masks are made: the masks' cache keys on the
 # segmenter that was used instead, so they stay out of ``MaskConfig.hash``.
-MODEL_CHOICE_FIELDS = ("sam_model", "sam_device", "selfie_model")
+MODEL_CHOICE_FIELDS = ("sam_model", "sam_device", "selfie_model", "pose_model")
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,8 @@ class MaskConfig:
     # MediaPipe's selfie model file; unset: a copy in masks/models/, else the one inside an
     # installed mediapipe 0.10.x wheel (`make install` puts it there).
     selfie_model: str | None = None
+    # MediaPipe's BlazePose landmark model (pose_landmark_full.tflite); unset: as selfie_model.
+    pose_model: str | None = None
 
     # Segmentation runs on the tile shrunk to this longest side; masks are resized back up.
     work_max_side: int = 768
@@ -82,6 +85,31 @@ class MaskConfig:
     selfie_crop_max_width: float = 8.0
     selfie_crop_above: float = 2.5  # the crop's top, face heights above the face centre
 
+    # BlazePose (masks/pose.py): one square view per face, this many face sizes wide, centred
+    # this many face sizes below the face centre (where the body is).
+    pose_view_side: float = 10.0
+    pose_view_below: float = 1.5
+    # When that view settles on someone else: a head-and-shoulders view.
+    pose_head_view_side: float = 4.5
+    pose_head_view_below: float = 0.8
+    # The model's own next view is used (a second run) when it moves the centre by more than
+    # this share of the side, changes the side by more than this share, or tilts this much.
+    pose_refine_shift: float = 0.0
+    pose_refine_scale: float = 0.0
+    pose_refine_degrees: float = 0.0
+    # A view whose nose, eyes and mouth landmarks mostly miss its face settled on a neighbour.
+    pose_min_face_agreement: float = 0.6
+    # Ownership of pixels several silhouettes claim: logit minus this x distance to the
+    # person's visible skeleton (shoulder widths), plus a bonus where they stand in front.
+    pose_distance_weight: float = 4.0
+    pose_front_bonus: float = 4.0
+    pose_own_face_bonus: float = 8.0  # over the person's own detected face
+    # A person the body view missed is looked for again with the others' silhouettes blacked
+    # out, up to this many shoulder widths from their skeletons.
+    pose_blank_reach: float = 0.6
+    pose_min_depth_evidence: float = 0.5  # summed (visibility - 0.5) of landmarks in the overlap
+    pose_min_people: int = 2  # the selector tries the pose model first from this many faces
+
     # SAM prompts: a body box around head and torso, a point on the face, one on the chest.
     sam_box_half_width: float = 1.8  # face widths
     sam_box_below: float = 5.0  # face heights under the chin
@@ -106,7 +134,7 @@ class MaskConfig:
     exclude_flags: tuple[str, ...] = (FLAG_EMPTY, FLAG_FACE_NOT_COVERED)
 
     # Selector: backends are tried in this order; the first plausible one is used.
-    backend_order: tuple[str, ...] = (BACKEND_SAM, BACKEND_SELFIE, BACKEND_GRABCUT)
+    backend_order: tuple[str, ...] = (BACKEND_POSE, BACKEND_SAM, BACKEND_SELFIE, BACKEND_GRABCUT)
     # A backend whose region covers more than this of another person's face merged two people.
     max_other_face_claim: float = 0.5
     # A region whose perimeter^2 / (4 pi area) exceeds this is speckle, not a person.

@@ -1,0 +1,438 @@
+"""A mask per person from MediaPipe's BlazePose landmark model, run once per face.
+
+``pose_landmark_full.tflite`` (Apache-2.0, in the mediapipe wheel `make install` brings) takes a
+256 x 256 view of one person and returns 33 body landmarks with their visibility, two landmarks
+that say where the person's view should have been (centre and scale), and a 256 x 256
+segmentation of that person (``Identity_2``, logits). Unlike the selfie model it segments *the*
+person of the view, clothes included, so crowded photos get one silhouette per person.
+
+Per face:
+1. A view placed from the face: a square ``pose_view_side`` face sizes wide whose centre lies
+   ``pose_view_below`` face sizes under the face's centre (where the body is).
+2. The model's own view landmarks refine it (MediaPipe's tracking step); when the refined view
+   differs enough, the model runs again on it. (MediaPipe's pose *detector* would do this from
+   scratch, but OpenCV 5.0's TFLite importer cannot load it: it stores weights sparse, an op
+   cv2.dnn lacks, and upsamples with DEPTH_TO_SPACE, another.)
+3. The answer is kept only when the model's face landmarks fall on the face it was placed from;
+   otherwise the view locked onto a neighbour and that person gets no mask (the selector then
+   sees an implausible person and says so).
+
+Pixels several people's segmentations claim go to one of them (``assign_owners``): the score of
+a person at a pixel is their mask strength (the logit, capped) minus how far the pixel lies from
+their visible skeleton (segments between landmarks the model sees, in units of their shoulder
+width). Occluded landmarks draw no skeleton, so where someone stands in front, their skeleton
+is there and the hidden person's is not: the hidden part stays out of the hidden person's mask.
+Where two people's claims overlap, the one whose visible landmarks lie in the overlap is in
+front and gets ``pose_front_bonus`` there.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from identity_pipeline.masks.config import BACKEND_POSE, MaskConfig
+from identity_pipeline.masks.geometry import clip_box, ellipse_mask
+from identity_pipeline.masks.mediapipe_models import (
+    find_mediapipe_model,
+    load_tflite,
+    verified_model,
+)
+from identity_pipeline.masks.records import FaceInTile, Segmentation
+
+POSE_LANDMARK_FOLDER = "pose_landmark"
+POSE_LANDMARK_FILE = "pose_landmark_full.tflite"
+KNOWN_POSE_LANDMARK_SHA256 = {
+    "e9a5c5cb17f736fafd4c2ec1da3b3d331d6edbe8a0d32395855aeb2cdfd64b9f": "pypi mediapipe==0.10.14",
+}
+VIEW_SIDE = 256
+OUTPUTS = ("Identity", "Identity_1", "Identity_2")  # landmarks, pose presence, segmentation
+LANDMARK_COUNT = 39  # 33 body landmarks, 2 for the next view, 4 unused
+# BlazePose landmark numbers.
+NOSE, LEFT_EYE, RIGHT_EYE, MOUTH_LEFT, MOUTH_RIGHT = 0, 2, 5, 9, 10
+LEFT_SHOULDER, RIGHT_SHOULDER, LEFT_WRIST, RIGHT_WRIST = 11, 12, 15, 16
+LEFT_HIP, RIGHT_HIP = 23, 24
+VIEW_CENTRE, VIEW_SCALE = 33, 34
+FACE_LANDMARKS = (NOSE, LEFT_EYE, RIGHT_EYE, MOUTH_LEFT, MOUTH_RIGHT)
+# The body as segments between landmarks: neck, shoulders, arms, hands, torso, legs.
+SKELETON = (
+    (11, 12), (11, 13), (13, 15), (12, 14), (14, 16), (15, 17), (15, 19), (16, 18), (16, 20),
+    (11, 23), (12, 24), (23, 24), (11, 24), (12, 23), (23, 25), (25, 27), (24, 26), (26, 28),
+)  # fmt: skip
+LOGIT_CAP = 8.0  # mask strength saturates: deep inside two silhouettes geometry decides
+NOBODY = -1
+
+
+@dataclass(frozen=True)
+class View:
+    """A square view of the tile: centre, side (tile pixels) and rotation (radians)."""
+
+    centre: tuple[float, float]
+    side: float
+    rotation: float = 0.0
+
+    def to_view(self) -> np.ndarray:
+        """The 2x3 affine map from tile pixels to the model's 256 x 256 input."""
+        scale = VIEW_SIDE / self.side
+        cos, sin = np.cos(self.rotation) * scale, np.sin(self.rotation) * scale
+        cx, cy = self.centre
+        # Rotate about the centre by -rotation (the person's up becomes the view's up).
+        return np.array(
+            [
+                [cos, sin, VIEW_SIDE / 2 - cos * cx - sin * cy],
+                [-sin, cos, VIEW_SIDE / 2 + sin * cx - cos * cy],
+            ],
+            dtype=np.float64,
+        )
+
+    def bounds(self) -> tuple[float, float, float, float]:
+        """The axis-aligned box around the (possibly rotated) square."""
+        half = self.side / 2 * (abs(np.cos(self.rotation)) + abs(np.sin(self.rotation)))
+        cx, cy = self.centre
+        return cx - half, cy - half, cx + half, cy + half
+
+
+@dataclass(frozen=True)
+class PersonPose:
+    """The model's answer for one face, in tile pixels."""
+
+    view: View
+    landmarks: np.ndarray  # (33, 2) float32 tile pixels
+    visibility: np.ndarray  # (33,) probability the landmark is visible (not occluded)
+    presence: float  # the model's "a person is in this view" probability
+    logits: np.ndarray  # (y1 - y0, x1 - x0) float32 segmentation logits over ``box``
+    box: tuple[int, int, int, int]  # where ``logits`` lies in the tile
+    face_agreement: float  # share of the model's face landmarks inside the face box
+    view_points: np.ndarray  # (2, 2): the centre and scale point of the view it asks for next
+    passes: int
+
+    @property
+    def scale(self) -> float:
+        """Shoulder width, the unit of body distances (at least a third of the view)."""
+        shoulders = float(
+            np.linalg.norm(self.landmarks[LEFT_SHOULDER] - self.landmarks[RIGHT_SHOULDER])
+        )
+        return max(shoulders, self.view.side / 8)
+
+
+class PoseModelMissing(FileNotFoundError):
+    """No pose landmark model could be found (the backend is then unavailable)."""
+
+
+class PoseSegmenter:
+    """Per-person masks from the BlazePose landmark model (``Segmentation.per_person``)."""
+
+    name = BACKEND_POSE
+
+    def __init__(self, model_path: str | os.PathLike[str] | None = None) -> None:
+        try:
+            self.model_path = find_mediapipe_model(
+                POSE_LANDMARK_FOLDER, POSE_LANDMARK_FILE, model_path
+            )
+        except FileNotFoundError as error:
+            raise PoseModelMissing(str(error)) from error
+        self.model_sha256 = verified_model(self.model_path, KNOWN_POSE_LANDMARK_SHA256)
+        self._net = load_tflite(self.model_path)
+
+    def segment(
+        self, image_rgb: np.ndarray, faces: Sequence[FaceInTile], config: MaskConfig
+    ) -> Segmentation:
+        height, width = image_rgb.shape[:2]
+        poses = [self.estimate(image_rgb, face, config) for face in faces]
+        found = list(poses)
+        for index, pose in enumerate(found):
+            if pose is None:
+                poses[index] = self.estimate_hidden(image_rgb, faces[index], found, config)
+        owners = assign_owners(poses, faces, (height, width), config)
+        probabilities = np.zeros((len(faces), height, width), np.float32)
+        kept = 0
+        for index, pose in enumerate(poses):
+            if pose is None:
+                continue
+            kept += 1
+            x0, y0, x1, y1 = pose.box
+            own = owners[y0:y1, x0:x1] == index
+            probabilities[index, y0:y1, x0:x1][own] = _sigmoid(pose.logits[own])
+        lost = len(faces) - kept
+        reason = "BlazePose per person" + (f" ({lost} views off their face)" if lost else "")
+        return Segmentation(probabilities, self.name, reason, per_person=True)
+
+    def estimate(
+        self, image_rgb: np.ndarray, face: FaceInTile, config: MaskConfig
+    ) -> PersonPose | None:
+        """The pose and segmentation of the person whose face this is, or None when the model's
+        view settles on someone else (its face landmarks miss ``face``)."""
+        pose = self._run(image_rgb, face_view(face, config), face, passes=1)
+        if pose.face_agreement >= config.pose_min_face_agreement:
+            refined = refined_view(pose)
+            if refined is not None and _differs(pose.view, refined, config):
+                second = self._run(image_rgb, refined, face, passes=2)
+                if second.face_agreement >= pose.face_agreement:
+                    pose = second
+            return pose
+        return None
+
+    def estimate_hidden(
+        self,
+        image_rgb: np.ndarray,
+        face: FaceInTile,
+        others: Sequence[PersonPose | None],
+        config: MaskConfig,
+    ) -> PersonPose | None:
+        """A person whose body view settled on someone else (whose body fills it): again with
+        the people already found blacked out (what the model sees beyond a view's border), so
+        this one is the only person left in it; failing that, a head-and-shoulders view."""
+        blanked = blank_people(image_rgb, others, face, config)
+        if blanked is not None:
+            pose = self.estimate(blanked, face, config)
+            if pose is not None:
+                return pose
+        close = self._run(image_rgb, head_view(face, config), face, passes=2)
+        return close if close.face_agreement >= config.pose_min_face_agreement else None
+
+    def _run(self, image_rgb: np.ndarray, view: View, face: FaceInTile, passes: int) -> PersonPose:
+        height, width = image_rgb.shape[:2]
+        to_view = view.to_view()
+        crop = cv2.warpAffine(
+            image_rgb,
+            to_view,
+            (VIEW_SIDE, VIEW_SIDE),
+            flags=cv2.INTER_LINEAR,
+            borderMode=cv2.BORDER_CONSTANT,
+            borderValue=(0, 0, 0),
+        )
+        blob = crop.astype(np.float32).transpose(2, 0, 1)[np.newaxis] / np.float32(255.0)
+        self._net.setInput(np.ascontiguousarray(blob))
+        raw_landmarks, presence, segmentation = self._net.forward(list(OUTPUTS))
+        landmarks = np.asarray(raw_landmarks, np.float32).reshape(LANDMARK_COUNT, 5)
+        from_view = cv2.invertAffineTransform(to_view)
+        points = landmarks[:, :2] @ from_view[:, :2].T + from_view[:, 2]
+        # The segmentation goes back into the tile over the view's box only.
+        x0, y0, x1, y1 = clip_box(view.bounds(), width, height)
+        shifted = to_view.copy()
+        shifted[:, 2] += to_view[:, 0] * x0 + to_view[:, 1] * y0
+        logits = cv2.warpAffine(
+            np.asarray(segmentation, np.float32).reshape(VIEW_SIDE, VIEW_SIDE),
+            shifted,
+            (max(0, x1 - x0), max(0, y1 - y0)),
+            flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+            borderMode=cv2.BORDER_CONSTANT,
+            borderValue=-LOGIT_CAP,
+        )
+        return PersonPose(
+            view=view,
+            landmarks=points[:33].astype(np.float32),
+            visibility=_sigmoid(landmarks[:33, 3]),
+            presence=float(np.asarray(presence).ravel()[0]),
+            logits=logits,
+            box=(x0, y0, x1, y1),
+            face_agreement=face_agreement(points, face),
+            view_points=points[VIEW_CENTRE : VIEW_SCALE + 1].astype(np.float32),
+            passes=passes,
+        )
+
+
+def face_view(face: FaceInTile, config: MaskConfig) -> View:
+    """The first view of a person, placed from their face alone (upright)."""
+    cx, cy = face.centre
+    return View((cx, cy + config.pose_view_below * face.size), config.pose_view_side * face.size)
+
+
+def blank_people(
+    image_rgb: np.ndarray,
+    poses: Sequence[PersonPose | None],
+    face: FaceInTile,
+    config: MaskConfig,
+) -> np.ndarray | None:
+    """A copy of the image with the people in ``poses`` black, except around ``face`` (None when
+    there is nothing to black out). Only the core of each silhouette goes, within
+    ``pose_blank_reach`` shoulder widths of its skeleton: a silhouette may spill onto the very
+    person looked for."""
+    height, width = image_rgb.shape[:2]
+    covered = np.zeros((height, width), bool)
+    for pose in poses:
+        if pose is not None:
+            x0, y0, x1, y1 = pose.box
+            near = (
+                skeleton_distance(pose, (x1 - x0, y1 - y0)) < config.pose_blank_reach * pose.scale
+            )
+            covered[y0:y1, x0:x1] |= (pose.logits > 0) & near
+    grow_x, grow_y = config.hair_side * face.width, config.hair_up * face.height
+    x0, y0, x1, y1 = clip_box(
+        (face.box[0] - grow_x, face.box[1] - grow_y, face.box[2] + grow_x, face.box[3]),
+        width,
+        height,
+    )
+    covered[y0:y1, x0:x1] = False
+    if not covered.any():
+        return None
+    blanked = image_rgb.copy()
+    blanked[covered] = 0
+    return blanked
+
+
+def head_view(face: FaceInTile, config: MaskConfig) -> View:
+    """A tighter view around head and shoulders, for a person whose body view went astray."""
+    cx, cy = face.centre
+    return View(
+        (cx, cy + config.pose_head_view_below * face.size), config.pose_head_view_side * face.size
+    )
+
+
+def refined_view(pose: PersonPose) -> View | None:
+    """The view the model's two view landmarks ask for (MediaPipe: a square 2.5 times the
+    centre-to-scale distance, rotated so the scale point is straight above the centre)."""
+    centre, top = pose.view_points
+    distance = float(np.linalg.norm(top - centre))
+    if distance < 1.0:
+        return None
+    rotation = float(np.arctan2(top[0] - centre[0], centre[1] - top[1]))
+    return View((float(centre[0]), float(centre[1])), 2.5 * distance, rotation)
+
+
+def _differs(first: View, second: View, config: MaskConfig) -> bool:
+    shift = float(np.hypot(first.centre[0] - second.centre[0], first.centre[1] - second.centre[1]))
+    ratio = second.side / first.side
+    return (
+        shift > config.pose_refine_shift * first.side
+        or abs(np.log(ratio)) > np.log(1 + config.pose_refine_scale)
+        or abs(second.rotation) > np.radians(config.pose_refine_degrees)
+    )
+
+
+def face_agreement(points: np.ndarray, face: FaceInTile) -> float:
+    """Share of the model's nose, eyes and mouth corners inside the face box (grown 25 %)."""
+    x0, y0, x1, y1 = face.box
+    grow_x, grow_y = 0.25 * face.width, 0.25 * face.height
+    inside = [
+        x0 - grow_x <= points[i, 0] <= x1 + grow_x and y0 - grow_y <= points[i, 1] <= y1 + grow_y
+        for i in FACE_LANDMARKS
+    ]
+    return float(np.mean(inside))
+
+
+def assign_owners(
+    poses: Sequence[PersonPose | None],
+    faces: Sequence[FaceInTile],
+    shape: tuple[int, int],
+    config: MaskConfig,
+) -> np.ndarray:
+    """(H, W) int16: the person each pixel belongs to (index into ``poses``) or ``NOBODY``.
+
+    A pixel is claimed by every person whose segmentation logit there is positive; it goes to
+    the claimant with the highest score: capped logit, minus ``pose_distance_weight`` times the
+    distance to their visible skeleton in shoulder widths, plus ``pose_front_bonus`` where they
+    stand in front of the other claimant. A detected face is the strongest evidence of all: its
+    own person gets ``pose_own_face_bonus`` over it, nobody else may take it.
+    """
+    height, width = shape
+    best = np.full(shape, -np.inf, np.float32)
+    owners = np.full(shape, NOBODY, np.int16)
+    scores = {}
+    for index, pose in enumerate(poses):
+        if pose is None:
+            continue
+        x0, y0, x1, y1 = pose.box
+        logits = pose.logits
+        distance = skeleton_distance(pose, (x1 - x0, y1 - y0)) / pose.scale
+        score = np.minimum(logits, LOGIT_CAP) - config.pose_distance_weight * distance
+        score[logits <= 0] = -np.inf
+        for other_index, face in enumerate(faces):
+            core = ellipse_mask((y1 - y0, x1 - x0), _shift_box(face.box, x0, y0))
+            if other_index == index:
+                score[core] = np.maximum(score[core], 0.0) + config.pose_own_face_bonus
+            else:
+                score[core] = -np.inf
+        scores[index] = score
+    fronts = depth_bonus(poses, scores, shape, config)
+    for index, score in scores.items():
+        x0, y0, x1, y1 = poses[index].box  # type: ignore[union-attr]
+        total = score + fronts.get(index, 0.0)
+        window = best[y0:y1, x0:x1]
+        wins = total > window
+        window[wins] = total[wins]
+        owners[y0:y1, x0:x1][wins] = index
+    return owners
+
+
+def depth_bonus(
+    poses: Sequence[PersonPose | None],
+    scores: dict[int, np.ndarray],
+    shape: tuple[int, int],
+    config: MaskConfig,
+) -> dict[int, np.ndarray]:
+    """Per person, a bonus over the pixels where they stand in front of another claimant.
+
+    For two people whose claims overlap, the one with more visible landmarks (and the other's
+    hidden ones) inside the overlap is in front there.
+    """
+    claims = {}
+    for index, score in scores.items():
+        full = np.zeros(shape, bool)
+        x0, y0, x1, y1 = poses[index].box  # type: ignore[union-attr]
+        full[y0:y1, x0:x1] = np.isfinite(score)
+        claims[index] = full
+    bonus: dict[int, np.ndarray] = {}
+    people = sorted(scores)
+    for a_pos, a in enumerate(people):
+        for b in people[a_pos + 1 :]:
+            overlap = claims[a] & claims[b]
+            if overlap.sum() < 16:
+                continue
+            evidence = _visible_inside(poses[a], overlap) - _visible_inside(poses[b], overlap)
+            if abs(evidence) < config.pose_min_depth_evidence:
+                continue
+            front = a if evidence > 0 else b
+            x0, y0, x1, y1 = poses[front].box  # type: ignore[union-attr]
+            add = bonus.setdefault(front, np.zeros((y1 - y0, x1 - x0), np.float32))
+            add[overlap[y0:y1, x0:x1]] = config.pose_front_bonus
+    return bonus
+
+
+def _visible_inside(pose: PersonPose | None, region: np.ndarray) -> float:
+    """Summed visibility of the body landmarks (shoulders down) that lie inside ``region``."""
+    if pose is None:
+        return 0.0
+    height, width = region.shape
+    total = 0.0
+    for index in range(LEFT_SHOULDER, 33):
+        x, y = (int(round(v)) for v in pose.landmarks[index])
+        if 0 <= x < width and 0 <= y < height and region[y, x]:
+            total += float(pose.visibility[index]) - 0.5
+    return total
+
+
+def skeleton_distance(pose: PersonPose, size: tuple[int, int]) -> np.ndarray:
+    """Distance (pixels) from each pixel of the pose's box to its visible skeleton and face."""
+    width, height = size
+    x0, y0 = pose.box[0], pose.box[1]
+    canvas = np.full((height, width), 255, np.uint8)
+    points = pose.landmarks - np.float32([x0, y0])
+    visible = pose.visibility >= 0.5
+    thickness = max(1, round(pose.scale * 0.05))
+    for a, b in SKELETON:
+        if visible[a] and visible[b]:
+            cv2.line(canvas, _pt(points[a]), _pt(points[b]), 0, thickness)
+    # The head: nose to the shoulders' midpoint (the neck), always drawn: its face was found.
+    neck = (points[LEFT_SHOULDER] + points[RIGHT_SHOULDER]) / 2
+    cv2.line(canvas, _pt(points[NOSE]), _pt(neck), 0, thickness)
+    cv2.circle(canvas, _pt(points[NOSE]), max(1, round(pose.scale * 0.2)), 0, -1)
+    if (canvas == 255).all():
+        return np.zeros((height, width), np.float32)
+    return cv2.distanceTransform(canvas, cv2.DIST_L2, 3)
+
+
+def _shift_box(box: Sequence[float], dx: float, dy: float) -> tuple[float, float, float, float]:
+    return box[0] - dx, box[1] - dy, box[2] - dx, box[3] - dy
+
+
+def _pt(point: np.ndarray) -> tuple[int, int]:
+    return int(round(float(point[0]))), int(round(float(point[1])))
+
+
+def _sigmoid(values: np.ndarray) -> np.ndarray:
+    return (1.0 / (1.0 + np.exp(-np.clip(values, -30, 30)))).astype(np.float32)
