@@ -104,9 +104,15 @@ class MaskConfig:
     pose_distance_weight: float = 4.0
     pose_front_bonus: float = 4.0
     pose_own_face_bonus: float = 8.0  # over the person's own detected face
+    # Another face this much inside a silhouette stands in front of it: the silhouette loses
+    # that person's head and torso (geometry.person_cost below this).
+    pose_face_inside: float = 0.5
+    pose_body_prior: float = 1.0
     # A person the body view missed is looked for again with the others' silhouettes blacked
     # out, up to this many shoulder widths from their skeletons.
     pose_blank_reach: float = 0.6
+    # A face lower than another's by this many face sizes belongs to a row in front of it.
+    pose_row_gap: float = 0.4
     pose_min_depth_evidence: float = 0.5  # summed (visibility - 0.5) of landmarks in the overlap
     pose_min_people: int = 2  # the selector tries the pose model first from this many faces
 

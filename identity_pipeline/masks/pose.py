@@ -36,7 +36,7 @@ import cv2
 import numpy as np
 
 from identity_pipeline.masks.config import BACKEND_POSE, MaskConfig
-from identity_pipeline.masks.geometry import clip_box, ellipse_mask
+from identity_pipeline.masks.geometry import clip_box, ellipse_mask, person_cost
 from identity_pipeline.masks.mediapipe_models import (
     find_mediapipe_model,
     load_tflite,
@@ -63,6 +63,7 @@ SKELETON = (
     (11, 12), (11, 13), (13, 15), (12, 14), (14, 16), (15, 17), (15, 19), (16, 18), (16, 20),
     (11, 23), (12, 24), (23, 24), (11, 24), (12, 23), (23, 25), (25, 27), (24, 26), (26, 28),
 )  # fmt: skip
+FACE_BOX_GROWTH = 0.25
 LOGIT_CAP = 8.0  # mask strength saturates: deep inside two silhouettes geometry decides
 NOBODY = -1
 
@@ -137,12 +138,24 @@ class PoseSegmenter:
             raise PoseModelMissing(str(error)) from error
         self.model_sha256 = verified_model(self.model_path, KNOWN_POSE_LANDMARK_SHA256)
         self._net = load_tflite(self.model_path)
+        self.runs = 0  # model runs so far (each ~35 ms of one CPU core)
 
     def segment(
         self, image_rgb: np.ndarray, faces: Sequence[FaceInTile], config: MaskConfig
     ) -> Segmentation:
         height, width = image_rgb.shape[:2]
-        poses = [self.estimate(image_rgb, face, config) for face in faces]
+        # Front rows first: a person behind is looked for with the people in front of them
+        # blacked out, so their view cannot take a front person's body for their own.
+        poses: list[PersonPose | None] = [None] * len(faces)
+        for index in front_to_back(faces):
+            face = faces[index]
+            fronts = [
+                poses[other]
+                for other in range(len(faces))
+                if poses[other] is not None and stands_in_front(faces[other], face, config)
+            ]
+            blanked = blank_people(image_rgb, fronts, face, config) if fronts else None
+            poses[index] = self.estimate(image_rgb if blanked is None else blanked, face, config)
         found = list(poses)
         for index, pose in enumerate(found):
             if pose is None:
@@ -195,6 +208,7 @@ class PoseSegmenter:
         return close if close.face_agreement >= config.pose_min_face_agreement else None
 
     def _run(self, image_rgb: np.ndarray, view: View, face: FaceInTile, passes: int) -> PersonPose:
+        self.runs += 1
         height, width = image_rgb.shape[:2]
         to_view = view.to_view()
         crop = cv2.warpAffine(
@@ -240,6 +254,16 @@ def face_view(face: FaceInTile, config: MaskConfig) -> View:
     """The first view of a person, placed from their face alone (upright)."""
     cx, cy = face.centre
     return View((cx, cy + config.pose_view_below * face.size), config.pose_view_side * face.size)
+
+
+def front_to_back(faces: Sequence[FaceInTile]) -> list[int]:
+    """Face indices, lowest face first (in a group photo the front row stands lowest)."""
+    return sorted(range(len(faces)), key=lambda i: -faces[i].centre[1])
+
+
+def stands_in_front(front: FaceInTile, back: FaceInTile, config: MaskConfig) -> bool:
+    """``front`` is a row ahead of ``back``: its face lower by ``pose_row_gap`` face sizes."""
+    return front.centre[1] - back.centre[1] > config.pose_row_gap * back.size
 
 
 def blank_people(
@@ -305,9 +329,12 @@ def _differs(first: View, second: View, config: MaskConfig) -> bool:
 
 
 def face_agreement(points: np.ndarray, face: FaceInTile) -> float:
-    """Share of the model's nose, eyes and mouth corners inside the face box (grown 25 %)."""
+    """Share of the model's nose, eyes and mouth corners inside the face box grown by
+    ``FACE_BOX_GROWTH`` (a view that settled on a neighbour puts them on that face). The box,
+    not the detector's five points: on faces in profile the two detectors place the points
+    up to half a face apart."""
     x0, y0, x1, y1 = face.box
-    grow_x, grow_y = 0.25 * face.width, 0.25 * face.height
+    grow_x, grow_y = FACE_BOX_GROWTH * face.width, FACE_BOX_GROWTH * face.height
     inside = [
         x0 - grow_x <= points[i, 0] <= x1 + grow_x and y0 - grow_y <= points[i, 1] <= y1 + grow_y
         for i in FACE_LANDMARKS
@@ -342,11 +369,18 @@ def assign_owners(
         score = np.minimum(logits, LOGIT_CAP) - config.pose_distance_weight * distance
         score[logits <= 0] = -np.inf
         for other_index, face in enumerate(faces):
-            core = ellipse_mask((y1 - y0, x1 - x0), _shift_box(face.box, x0, y0))
+            local = _shifted_face(face, x0, y0)
+            core = ellipse_mask((y1 - y0, x1 - x0), local.box)
             if other_index == index:
                 score[core] = np.maximum(score[core], 0.0) + config.pose_own_face_bonus
-            else:
-                score[core] = -np.inf
+                continue
+            if core.any() and (logits[core] > 0).mean() >= config.pose_face_inside:
+                # Another person's face shows inside this silhouette: they stand in front of
+                # it, and what lies where their head and torso would be is theirs, not this
+                # person's (a view hallucinates a body out of whoever stands below a face).
+                body = person_cost((y1 - y0, x1 - x0), local, config) < config.pose_body_prior
+                score[body] = -np.inf
+            score[core] = -np.inf
         scores[index] = score
     fronts = depth_bonus(poses, scores, shape, config)
     for index, score in scores.items():
@@ -426,8 +460,10 @@ def skeleton_distance(pose: PersonPose, size: tuple[int, int]) -> np.ndarray:
     return cv2.distanceTransform(canvas, cv2.DIST_L2, 3)
 
 
-def _shift_box(box: Sequence[float], dx: float, dy: float) -> tuple[float, float, float, float]:
-    return box[0] - dx, box[1] - dy, box[2] - dx, box[3] - dy
+def _shifted_face(face: FaceInTile, dx: float, dy: float) -> FaceInTile:
+    box = (face.box[0] - dx, face.box[1] - dy, face.box[2] - dx, face.box[3] - dy)
+    landmarks = np.asarray(face.landmarks, np.float32) - np.float32([dx, dy])
+    return FaceInTile(face.face_id, box, landmarks, face.identity)
 
 
 def _pt(point: np.ndarray) -> tuple[int, int]:
