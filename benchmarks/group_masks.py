@@ -36,6 +36,7 @@ from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from unittest import mock
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
@@ -57,8 +58,10 @@ from identity_pipeline.masks import (  # noqa: E402
     SelfieSegmenter,
     build_identity_masks,
     masks_contact_sheet,
+    quality,  # noqa: E402
     select_segmenter,
 )
+from identity_pipeline.masks.geometry import clip_box, reach_box  # noqa: E402
 from identity_pipeline.masks.pose import PoseSegmenter  # noqa: E402
 from identity_pipeline.masks.records import Segmenter  # noqa: E402
 from identity_pipeline.masks.scenes import (  # noqa: E402
@@ -149,12 +152,45 @@ def score_scene(
     return scores
 
 
+class BeforeSelector:
+    """Today's selector (main before this change): selfie model, then GrabCut, judged with the
+    edge check of then (outline gradient over the gradient of the whole person's surroundings,
+    at least 1.5)."""
+
+    name = "selector"
+
+    def __init__(self, config: MaskConfig) -> None:
+        before = replace(config, backend_order=("sam", "selfie", "grabcut"))
+        self.config = replace(before, min_edge_contrast=1.5)
+        self.selector = select_segmenter(self.config)
+
+    def segment(self, image_rgb, faces, config):
+        with mock.patch.object(quality, "edge_contrast", surround_edge_contrast):
+            return self.selector.segment(image_rgb, faces, self.config)
+
+
+def surround_edge_contrast(gradient, region, labels, index, face, config) -> float:
+    """The previous edge check, verbatim: outline gradient / mean gradient in the reach box."""
+    height, width = region.shape
+    kernel = np.ones((3, 3), np.uint8)
+    as_uint8 = region.astype(np.uint8)
+    outline = (cv2.dilate(as_uint8, kernel) - cv2.erode(as_uint8, kernel)).astype(bool)
+    others = ((labels >= 0) & (labels != index)).astype(np.uint8)
+    outline &= ~cv2.dilate(others, kernel, iterations=2).astype(bool)
+    outline[:2, :] = outline[-2:, :] = False
+    outline[:, :2] = outline[:, -2:] = False
+    x0, y0, x1, y1 = clip_box(reach_box(face, config, height), width, height)
+    around = float(gradient[y0:y1, x0:x1].mean()) if x1 > x0 and y1 > y0 else 0.0
+    if not outline.any() or around <= 0:
+        return 0.0
+    return float(gradient[outline].mean()) / around
+
+
 def build_methods(config: MaskConfig) -> dict[str, Segmenter]:
-    before = replace(config, backend_order=("sam", "selfie", "grabcut"))
     return {
         "pose": PoseSegmenter(config.pose_model),
         "selector": select_segmenter(config),
-        "selector-before": select_segmenter(before),
+        "selector-before": BeforeSelector(config),
         "grabcut": GrabCutSegmenter(),
         "selfie": SelfieSegmenter(config.selfie_model),
     }

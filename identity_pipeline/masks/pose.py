@@ -30,13 +30,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
 
 from identity_pipeline.masks.config import BACKEND_POSE, MaskConfig
 from identity_pipeline.masks.geometry import clip_box, ellipse_mask, person_cost
+from identity_pipeline.masks.hands import Hand, HandFinder, HandModelMissing, find_hands
 from identity_pipeline.masks.mediapipe_models import (
     find_mediapipe_model,
     load_tflite,
@@ -139,6 +140,10 @@ class PoseSegmenter:
         self.model_sha256 = verified_model(self.model_path, KNOWN_POSE_LANDMARK_SHA256)
         self._net = load_tflite(self.model_path)
         self.runs = 0  # model runs so far (each ~35 ms of one CPU core)
+        try:
+            self.hands: HandFinder | None = HandFinder()
+        except (HandModelMissing, ValueError):
+            self.hands = None  # hands are then left to the silhouettes
 
     def segment(
         self, image_rgb: np.ndarray, faces: Sequence[FaceInTile], config: MaskConfig
@@ -160,7 +165,12 @@ class PoseSegmenter:
         for index, pose in enumerate(found):
             if pose is None:
                 poses[index] = self.estimate_hidden(image_rgb, faces[index], found, config)
-        owners = assign_owners(poses, faces, (height, width), config)
+        hands = []
+        if config.hands and self.hands is not None:
+            hands = find_hands(
+                self.hands, image_rgb, poses, _claims(poses, (height, width)), config
+            )
+        owners = assign_owners(poses, faces, (height, width), config, hands)
         probabilities = np.zeros((len(faces), height, width), np.float32)
         kept = 0
         for index, pose in enumerate(poses):
@@ -172,6 +182,9 @@ class PoseSegmenter:
             probabilities[index, y0:y1, x0:x1][own] = _sigmoid(pose.logits[own])
         lost = len(faces) - kept
         reason = "BlazePose per person" + (f" ({lost} views off their face)" if lost else "")
+        if hands:
+            owned = sum(hand.owner is not None for hand in hands)
+            reason += f"; {len(hands)} hands in others' outlines, {owned} given to their owner"
         return Segmentation(probabilities, self.name, reason, per_person=True)
 
     def estimate(
@@ -254,6 +267,32 @@ def face_view(face: FaceInTile, config: MaskConfig) -> View:
     """The first view of a person, placed from their face alone (upright)."""
     cx, cy = face.centre
     return View((cx, cy + config.pose_view_below * face.size), config.pose_view_side * face.size)
+
+
+def covering(pose: PersonPose, box: tuple[int, int, int, int]) -> PersonPose:
+    """``pose`` with its logits' box grown to cover ``box`` (new pixels: no claim)."""
+    x0, y0, x1, y1 = pose.box
+    nx0, ny0 = min(x0, box[0]), min(y0, box[1])
+    nx1, ny1 = max(x1, box[2]), max(y1, box[3])
+    if (nx0, ny0, nx1, ny1) == (x0, y0, x1, y1):
+        return pose
+    logits = np.full((ny1 - ny0, nx1 - nx0), -LOGIT_CAP, np.float32)
+    logits[y0 - ny0 : y1 - ny0, x0 - nx0 : x1 - nx0] = pose.logits
+    return replace(pose, logits=logits, box=(nx0, ny0, nx1, ny1))
+
+
+def _claims(poses: Sequence[PersonPose | None], shape: tuple[int, int]) -> list[np.ndarray | None]:
+    """Per pose, bool (H, W): the pixels its silhouette claims (logit above zero)."""
+    claims: list[np.ndarray | None] = []
+    for pose in poses:
+        if pose is None:
+            claims.append(None)
+            continue
+        claim = np.zeros(shape, bool)
+        x0, y0, x1, y1 = pose.box
+        claim[y0:y1, x0:x1] = pose.logits > 0
+        claims.append(claim)
+    return claims
 
 
 def front_to_back(faces: Sequence[FaceInTile]) -> list[int]:
@@ -347,6 +386,7 @@ def assign_owners(
     faces: Sequence[FaceInTile],
     shape: tuple[int, int],
     config: MaskConfig,
+    hands: Sequence[Hand] = (),
 ) -> np.ndarray:
     """(H, W) int16: the person each pixel belongs to (index into ``poses``) or ``NOBODY``.
 
@@ -354,11 +394,21 @@ def assign_owners(
     the claimant with the highest score: capped logit, minus ``pose_distance_weight`` times the
     distance to their visible skeleton in shoulder widths, plus ``pose_front_bonus`` where they
     stand in front of the other claimant. A detected face is the strongest evidence of all: its
-    own person gets ``pose_own_face_bonus`` over it, nobody else may take it.
+    own person gets ``pose_own_face_bonus`` over it, nobody else may take it. So is a hand
+    found by the hand model: its owner gets ``hands_bonus`` over it, nobody else may take it.
     """
     height, width = shape
     best = np.full(shape, -np.inf, np.float32)
     owners = np.full(shape, NOBODY, np.int16)
+    hand_regions = [hand.region(shape) for hand in hands]
+    poses = list(poses)
+    for hand, region in zip(hands, hand_regions, strict=True):
+        if hand.owner is not None and poses[hand.owner] is not None:
+            # A hand may reach beyond its owner's view: the owner's box grows to hold it.
+            ys, xs = np.nonzero(region)
+            if len(xs):
+                box = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
+                poses[hand.owner] = covering(poses[hand.owner], box)  # type: ignore[arg-type]
     scores = {}
     for index, pose in enumerate(poses):
         if pose is None:
@@ -381,6 +431,12 @@ def assign_owners(
                 body = person_cost((y1 - y0, x1 - x0), local, config) < config.pose_body_prior
                 score[body] = -np.inf
             score[core] = -np.inf
+        for hand, full_region in zip(hands, hand_regions, strict=True):
+            region = full_region[y0:y1, x0:x1]
+            if hand.owner == index:
+                score[region] = np.maximum(score[region], 0.0) + config.hands_bonus
+            else:
+                score[region] = -np.inf
         scores[index] = score
     fronts = depth_bonus(poses, scores, shape, config)
     for index, score in scores.items():
