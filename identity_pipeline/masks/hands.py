@@ -60,6 +60,9 @@ class Hand:
     landmarks: np.ndarray  # (21, 2) float32
     presence: float
     source: str  # "pose wrist" or "palm"
+    # The owner's pose wrist the hand continues: the region reaches it, so the hand stays
+    # joined to the arm (a mask keeps only what is connected to its person).
+    arm_wrist: np.ndarray | None = None
 
     @property
     def size(self) -> float:
@@ -71,6 +74,10 @@ class Hand:
         hull = cv2.convexHull(np.round(self.landmarks).astype(np.int32))
         cv2.fillConvexPoly(mask, hull, 1)
         grow = max(1, round(FINGER_WIDTH * self.size))
+        if self.arm_wrist is not None:
+            start = tuple(int(round(float(v))) for v in self.landmarks[HAND_WRIST])
+            end = tuple(int(round(float(v))) for v in self.arm_wrist)
+            cv2.line(mask, start, end, 1, 2 * grow + 1)
         kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow + 1, 2 * grow + 1))
         return cv2.dilate(mask, kernel).astype(bool)
 
@@ -232,7 +239,9 @@ def find_hands(
                 config.hands_wrist_match * max(hand_size, 1.0)
             )
             if presence >= config.hands_min_presence and continues:
-                hands.append(Hand(owner, points.astype(np.float32), presence, "pose wrist"))
+                hands.append(
+                    Hand(owner, points.astype(np.float32), presence, "pose wrist", wrist.copy())
+                )
     if config.hands_search_palms:
         hands.extend(_palm_hands(finder, image_rgb, poses, hands, config, (height, width)))
     return hands
@@ -277,17 +286,18 @@ def _palm_hands(
             points, presence = finder.hand_at(image_rgb, centre, side, rotation)
             if presence < config.hands_min_presence:
                 continue
-            owner = nearest_wrist(points[HAND_WRIST], poses, config)
-            found.append(Hand(owner, points.astype(np.float32), presence, "palm"))
+            owner, arm_wrist = nearest_wrist(points[HAND_WRIST], poses, config)
+            found.append(Hand(owner, points.astype(np.float32), presence, "palm", arm_wrist))
     return found
 
 
 def nearest_wrist(
     point: np.ndarray, poses: Sequence[object | None], config: MaskConfig
-) -> int | None:
+) -> tuple[int | None, np.ndarray | None]:
     """The person whose wrist (any visibility) is nearest ``point``, within
-    ``hands_owner_reach`` of their shoulder widths; None when nobody's is."""
-    best, best_distance = None, np.inf
+    ``hands_owner_reach`` of their shoulder widths, and that wrist; (None, None) when nobody's
+    is."""
+    best, best_distance, best_wrist = None, np.inf, None
     for owner, pose in enumerate(poses):
         if pose is None:
             continue
@@ -296,4 +306,5 @@ def nearest_wrist(
             limit = config.hands_owner_reach * pose.scale  # type: ignore[attr-defined]
             if distance <= limit and distance < best_distance:
                 best, best_distance = owner, distance
-    return best
+                best_wrist = pose.landmarks[wrist_index].copy()  # type: ignore[attr-defined]
+    return best, best_wrist

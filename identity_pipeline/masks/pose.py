@@ -65,7 +65,8 @@ SKELETON = (
     (11, 23), (12, 24), (23, 24), (11, 24), (12, 23), (23, 25), (25, 27), (24, 26), (26, 28),
 )  # fmt: skip
 FACE_BOX_GROWTH = 0.25
-LOGIT_CAP = 8.0  # mask strength saturates: deep inside two silhouettes geometry decides
+LOGIT_CAP = 8.0
+HAND_PROBABILITY = 0.9  # what a found hand's pixels get in its owner's map  # mask strength saturates: deep inside two silhouettes geometry decides
 NOBODY = -1
 
 
@@ -180,11 +181,22 @@ class PoseSegmenter:
             x0, y0, x1, y1 = pose.box
             own = owners[y0:y1, x0:x1] == index
             probabilities[index, y0:y1, x0:x1][own] = _sigmoid(pose.logits[own])
+        # A hand the hand model found is its owner's even where the silhouette missed it.
+        for hand in hands:
+            if hand.owner is not None and poses[hand.owner] is not None:
+                region = hand.region((height, width)) & (owners == hand.owner)
+                probabilities[hand.owner][region] = np.maximum(
+                    probabilities[hand.owner][region], HAND_PROBABILITY
+                )
         lost = len(faces) - kept
         reason = "BlazePose per person" + (f" ({lost} views off their face)" if lost else "")
         if hands:
             owned = sum(hand.owner is not None for hand in hands)
-            reason += f"; {len(hands)} hands in others' outlines, {owned} given to their owner"
+            palms = sum(hand.source == "palm" for hand in hands)
+            reason += (
+                f"; hands: {owned} of {len(hands)} given to their owner "
+                f"({len(hands) - palms} from wrists in others' outlines, {palms} from palms)"
+            )
         return Segmentation(probabilities, self.name, reason, per_person=True)
 
     def estimate(
@@ -419,6 +431,8 @@ def assign_owners(
         score = np.minimum(logits, LOGIT_CAP) - config.pose_distance_weight * distance
         score[logits <= 0] = -np.inf
         for other_index, face in enumerate(faces):
+            if not _overlaps(face.box, (x0, y0, x1, y1)):
+                continue
             local = _shifted_face(face, x0, y0)
             core = ellipse_mask((y1 - y0, x1 - x0), local.box)
             if other_index == index:
@@ -514,6 +528,10 @@ def skeleton_distance(pose: PersonPose, size: tuple[int, int]) -> np.ndarray:
     if (canvas == 255).all():
         return np.zeros((height, width), np.float32)
     return cv2.distanceTransform(canvas, cv2.DIST_L2, 3)
+
+
+def _overlaps(a: Sequence[float], b: Sequence[float]) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
 
 
 def _shifted_face(face: FaceInTile, dx: float, dy: float) -> FaceInTile:
