@@ -407,7 +407,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--groups", type=Path, default=FACES_DEV / "groups")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--repeat", type=int, default=5)
-    parser.add_argument("--methods", default="pose,selector,selector-before,grabcut,selfie")
+    parser.add_argument(
+        "--methods", default="pose,pose-fast,selector,selector-before,grabcut,selfie"
+    )
     parser.add_argument("--min-named-px", type=float, default=40.0)
     parser.add_argument("--skip-real", action="store_true")
     args = parser.parse_args(argv)
