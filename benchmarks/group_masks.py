@@ -365,8 +365,8 @@ def time_group_tile(photos, config, face_backend, repeat: int) -> None:
     )
     settings = {
         "pose": config,
+        "pose-no-hands": replace(config, hands=False),
         "pose-fast": fast_config(config),
-        "pose+palms": replace(config, hands_search_palms=True),
     }
     for name, settings_used in settings.items():
         pose = PoseSegmenter(settings_used.pose_model)
@@ -388,7 +388,7 @@ def time_group_tile(photos, config, face_backend, repeat: int) -> None:
                 cpus.append(time.process_time() - cpu)
             runs = (pose.runs + (pose.hands.runs if pose.hands else 0)) / repeat
             print(
-                f"  {name:<11} {label:<12} wall {statistics.median(walls):5.2f} s "
+                f"  {name:<13} {label:<12} wall {statistics.median(walls):5.2f} s "
                 f"({min(walls):.2f})  CPU {statistics.median(cpus):5.2f} s ({min(cpus):.2f})  "
                 f"model runs {runs:.0f}"
             )

@@ -123,8 +123,8 @@ class MaskConfig:
     hands_wrist_match: float = 0.5  # hand wrist within this many hand sizes of the pose wrist
     hands_bonus: float = 8.0  # the owner's score over their hand; others lose it
     # Palm detection over each upper body for hands no wrist explains (one more model run per
-    # person); such a hand goes to the nearest wrist within this many shoulder widths.
-    hands_search_palms: bool = False
+    # person, ~30 ms); such a hand goes to the nearest wrist within this many shoulder widths.
+    hands_search_palms: bool = True
     hands_palm_score: float = 0.5
     hands_owner_reach: float = 1.5  # the selector tries the pose model first from this many faces
 

@@ -10,9 +10,10 @@ hand is found and measured, and the pixels it covers go to the person whose wris
   holistic graph derives from wrist, index and pinky; a hand is kept when the model sees one
   and its wrist lies within ``hands_wrist_match`` hand sizes of the pose's wrist.
 * From the palm detector (``palm_detection_lite.tflite``, 192 x 192), when
-  ``hands_search_palms`` is on: palms inside each person's upper body that no pose wrist
+  ``hands_search_palms`` is on: palms over each person's upper body that no pose wrist
   explains; each goes to the person whose wrist (any visibility) is nearest and within reach,
-  or to nobody (then it is only cut out of the person it lies on).
+  or to nobody (then it is only cut out of the person it lies on). This also completes hands
+  a silhouette missed (raised hands, fingers against a busy background).
 
 A hand's region is the convex hull of its 21 landmarks grown by a finger's width.
 """
