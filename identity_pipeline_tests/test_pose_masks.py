@@ -18,6 +18,7 @@ from identity_pipeline.masks import (
     FaceInTile,
     IdentityMask,
     MaskConfig,
+    SelectingSegmenter,
     build_identity_masks,
     masks_contact_sheet,
     select_segmenter,
@@ -253,3 +254,10 @@ def test_unreliable_views_are_dropped(pose_segmenter, overlapping) -> None:
     segmentation = pose_segmenter.segment(scene.image, faces, strict)
     assert segmentation.probabilities.max() == 0.0
     assert "views off their face" in segmentation.reason
+
+
+def test_pose_alone_still_runs_for_one_person(pose_segmenter, photos) -> None:
+    single = photos["astronaut"].image
+    face = detect_scene_faces(single, ["anna"], offline_face_backend())
+    masks = build_identity_masks(single, face, SelectingSegmenter([pose_segmenter]))
+    assert masks[0].backend == "pose" and "skipped" not in masks[0].selector_reason

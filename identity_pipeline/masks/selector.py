@@ -60,7 +60,12 @@ class SelectingSegmenter:
         attempts: list[Attempt] = []
         gradient = gradient_magnitude(image_rgb)
         for position, candidate in enumerate(self.candidates):
-            if candidate.name == BACKEND_POSE and len(faces) < config.pose_min_people:
+            last_hope = position == len(self.candidates) - 1 and not attempts
+            if (
+                candidate.name == BACKEND_POSE
+                and len(faces) < config.pose_min_people
+                and not last_hope
+            ):
                 # One person: the selfie model (or SAM) sees them whole; the pose model earns
                 # its cost where people press together.
                 steps.append(f"pose skipped ({len(faces)} face < {config.pose_min_people})")
