@@ -430,11 +430,14 @@ def assign_owners(
         distance = skeleton_distance(pose, (x1 - x0, y1 - y0)) / pose.scale
         score = np.minimum(logits, LOGIT_CAP) - config.pose_distance_weight * distance
         score[logits <= 0] = -np.inf
+        other_faces = np.zeros(score.shape, bool)
         for other_index, face in enumerate(faces):
             if not _overlaps(face.box, (x0, y0, x1, y1)):
                 continue
             local = _shifted_face(face, x0, y0)
             core = ellipse_mask((y1 - y0, x1 - x0), local.box)
+            if other_index != index:
+                other_faces |= core
             if other_index == index:
                 score[core] = np.maximum(score[core], 0.0) + config.pose_own_face_bonus
                 continue
@@ -446,7 +449,9 @@ def assign_owners(
                 score[body] = -np.inf
             score[core] = -np.inf
         for hand, full_region in zip(hands, hand_regions, strict=True):
-            region = full_region[y0:y1, x0:x1]
+            # A hand never takes a detected face (the detector's other faces stay out of
+            # everyone's mask, even one it found on the hand itself).
+            region = full_region[y0:y1, x0:x1] & ~other_faces
             if hand.owner == index:
                 score[region] = np.maximum(score[region], 0.0) + config.hands_bonus
             else:
