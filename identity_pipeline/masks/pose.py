@@ -6,16 +6,19 @@ that say where the person's view should have been (centre and scale), and a 256 
 segmentation of that person (``Identity_2``, logits). Unlike the selfie model it segments *the*
 person of the view, clothes included, so crowded photos get one silhouette per person.
 
-Per face:
+Per face, front rows first (lowest faces first):
 1. A view placed from the face: a square ``pose_view_side`` face sizes wide whose centre lies
-   ``pose_view_below`` face sizes under the face's centre (where the body is).
-2. The model's own view landmarks refine it (MediaPipe's tracking step); when the refined view
-   differs enough, the model runs again on it. (MediaPipe's pose *detector* would do this from
-   scratch, but OpenCV 5.0's TFLite importer cannot load it: it stores weights sparse, an op
-   cv2.dnn lacks, and upsamples with DEPTH_TO_SPACE, another.)
-3. The answer is kept only when the model's face landmarks fall on the face it was placed from;
-   otherwise the view locked onto a neighbour and that person gets no mask (the selector then
-   sees an implausible person and says so).
+   ``pose_view_below`` face sizes under the face's centre (where the body is), with the people
+   already found in rows in front of this one blacked out.
+2. The model's own view landmarks refine it (MediaPipe's tracking step): the model runs again
+   on the view they ask for when it differs by more than ``pose_refine_*`` (by default always:
+   the second view measured better on the tuning scenes). MediaPipe's pose *detector* would
+   place views from scratch, but OpenCV 5.0's TFLite importer cannot load it: it stores its
+   weights sparse (DENSIFY) and upsamples with DEPTH_TO_SPACE, two ops cv2.dnn lacks.
+3. The answer is kept only when the model's face landmarks fall on the face it was placed from.
+   Otherwise the view settled on a neighbour: it is tried again with every person found so far
+   blacked out, then as a head-and-shoulders view; failing all, that person gets no mask (the
+   selector then sees an implausible person and says so).
 
 Pixels several people's segmentations claim go to one of them (``assign_owners``): the score of
 a person at a pixel is their mask strength (the logit, capped) minus how far the pixel lies from
@@ -23,7 +26,9 @@ their visible skeleton (segments between landmarks the model sees, in units of t
 width). Occluded landmarks draw no skeleton, so where someone stands in front, their skeleton
 is there and the hidden person's is not: the hidden part stays out of the hidden person's mask.
 Where two people's claims overlap, the one whose visible landmarks lie in the overlap is in
-front and gets ``pose_front_bonus`` there.
+front and gets ``pose_front_bonus`` there; a detected face that shows inside someone else's
+silhouette stands in front of it and keeps its head and torso. Hands the hand models found
+(``hands.py``) go to the person whose wrist they continue.
 """
 
 from __future__ import annotations
