@@ -325,9 +325,12 @@ def test_default_selector_without_selfie_model_uses_grabcut(tmp_path: Path) -> N
     missing = str(tmp_path / "missing.tflite")
     with pytest.raises(SelfieModelMissing):
         find_selfie_model(missing)
-    selector = select_segmenter(MaskConfig(selfie_model=missing))
+    selector = select_segmenter(MaskConfig(selfie_model=missing, pose_model=missing))
     assert [c.name for c in selector.candidates] == ["grabcut"]
-    assert selector.notes == ["selfie unavailable: SelfieModelMissing"]
+    assert selector.notes == [
+        "pose unavailable: PoseModelMissing",
+        "selfie unavailable: SelfieModelMissing",
+    ]
 
 
 # --- SAM plumbing on a tiny random model -----------------------------------------------------

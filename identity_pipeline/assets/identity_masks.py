@@ -41,8 +41,10 @@ MASKS_AUTOMATION = (
     automation_condition=MASKS_AUTOMATION,
     description="One sample per (tile, named person): the person's soft mask (8-bit PNG, other "
     "people and background excluded, feathered edges) and a training copy of the tile with every "
-    "other face blurred. Segmentation: SAM when configured, else MediaPipe's selfie model, else "
-    "face-seeded GrabCut, chosen per tile with the reason recorded.",
+    "other face blurred. Segmentation, chosen per tile with the reason recorded: for two or more "
+    "people MediaPipe's BlazePose per person first (hands given to their owner), then SAM when "
+    "configured, MediaPipe's selfie model, face-seeded GrabCut. The overlays show each person's "
+    "mask in its own colour on the group photo.",
     check_specs=[
         dg.AssetCheckSpec(
             "no_empty_kept_mask",

@@ -1,10 +1,11 @@
 """identity_masks: per tile and named person, a soft mask of that person and a training copy of
 the tile with every other face blurred (no dagster here; the asset shell lives in ``assets``).
 
-Backends behind one ``Segmenter`` interface: face-seeded GrabCut (always there), MediaPipe's
-selfie segmentation model through cv2.dnn (when its file is found), SAM / SAM 2 through
-transformers (given a model). ``select_segmenter`` tries them in order per tile and records why
-it kept the one it kept.
+Backends behind one ``Segmenter`` interface: MediaPipe's BlazePose run once per face (``pose``,
+for tiles of two or more people: a silhouette per person, hands to their owner), SAM / SAM 2
+through transformers (given a model), MediaPipe's selfie segmentation model, face-seeded
+GrabCut (always there). The MediaPipe files come from the mediapipe wheel and run in cv2.dnn.
+``select_segmenter`` tries them in order per tile and records why it kept the one it kept.
 """
 
 from identity_pipeline.masks.blur import blur_faces, blur_region
@@ -18,6 +19,7 @@ from identity_pipeline.masks.checks import (
 from identity_pipeline.masks.config import (
     ALL_FLAGS,
     BACKEND_GRABCUT,
+    BACKEND_POSE,
     BACKEND_SAM,
     BACKEND_SELFIE,
     DEFAULT_MASK_CONFIG,
@@ -31,12 +33,14 @@ from identity_pipeline.masks.config import (
     MaskConfig,
 )
 from identity_pipeline.masks.grabcut import GrabCutSegmenter
+from identity_pipeline.masks.pose import PoseModelMissing, PoseSegmenter
 from identity_pipeline.masks.preview import (
     MASK_FLAG_DTYPES,
     encode_mask_png,
     mask_flags_frame,
     masks_contact_sheet,
     overlay_preview,
+    people_overlay,
 )
 from identity_pipeline.masks.records import FaceInTile, IdentityMask, Segmentation, Segmenter
 from identity_pipeline.masks.sam import SamSegmenter
@@ -50,6 +54,7 @@ from identity_pipeline.masks.selfie import (
 __all__ = [
     "ALL_FLAGS",
     "BACKEND_GRABCUT",
+    "BACKEND_POSE",
     "BACKEND_SAM",
     "BACKEND_SELFIE",
     "DEFAULT_MASK_CONFIG",
@@ -65,6 +70,8 @@ __all__ = [
     "GrabCutSegmenter",
     "IdentityMask",
     "MaskConfig",
+    "PoseModelMissing",
+    "PoseSegmenter",
     "SamSegmenter",
     "Segmentation",
     "Segmenter",
@@ -82,6 +89,7 @@ __all__ = [
     "mask_flags_frame",
     "masks_contact_sheet",
     "overlay_preview",
+    "people_overlay",
     "recognised_other_faces",
     "segmenter_for",
     "select_segmenter",

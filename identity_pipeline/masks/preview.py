@@ -14,6 +14,11 @@ from identity_pipeline.masks.records import IdentityMask
 from identity_pipeline.previews import SheetItem, contact_sheet
 
 TINT_RGB = np.array([40, 220, 90], dtype=np.float32)
+# One colour per person on a group photo (cycled past ten people).
+PERSON_COLOURS = (
+    (230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48),
+    (145, 30, 180), (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212),
+)  # fmt: skip
 OUTLINE_RGB = (255, 230, 40)
 FLAGGED_OUTLINE_RGB = (255, 60, 60)
 
@@ -77,14 +82,68 @@ def caption(identity_mask: IdentityMask) -> str:
     return f"{identity_mask.identity} [{identity_mask.backend}] {flags}"
 
 
+def people_overlay(
+    tile_rgb: np.ndarray, masks: Sequence[IdentityMask], max_side: int = 384
+) -> Image.Image:
+    """Every person's mask on the group photo, each in its own colour and outline.
+
+    The picture is assembled from the training copies, never from the tile: each person's own
+    pixels come from their copy (their face sharp), everything else from the first copy, so a
+    stranger's face is never shown unblurred. ``tile_rgb`` only fixes the expected size.
+    """
+    if not masks:
+        raise ValueError("no masks to overlay")
+    for mask in masks:
+        if mask.mask.shape != tile_rgb.shape[:2] or mask.training_image.shape != tile_rgb.shape:
+            raise ValueError(f"{mask.identity}: mask or training copy does not match the tile")
+    scale = min(1.0, max_side / max(tile_rgb.shape[:2]))
+    size = (max(1, round(tile_rgb.shape[1] * scale)), max(1, round(tile_rgb.shape[0] * scale)))
+    shown = cv2.resize(masks[0].training_image, size, interpolation=cv2.INTER_AREA)
+    shown = shown.astype(np.float32)
+    alphas = []
+    for mask in masks:
+        alpha = cv2.resize(mask.mask, size, interpolation=cv2.INTER_AREA).astype(np.float32)
+        alpha /= 255.0
+        own = cv2.resize(mask.training_image, size, interpolation=cv2.INTER_AREA)
+        inside = alpha >= 0.5
+        shown[inside] = own[inside]
+        alphas.append(alpha)
+    anyone = np.clip(np.sum(alphas, axis=0), 0.0, 1.0)[..., None]
+    shown *= 0.45 + 0.55 * anyone  # dim what no mask takes in
+    for index, alpha in enumerate(alphas):
+        colour = np.float32(PERSON_COLOURS[index % len(PERSON_COLOURS)])
+        weight = 0.45 * alpha[..., None]
+        shown = shown * (1 - weight) + colour * weight
+    image = Image.fromarray(np.clip(shown + 0.5, 0, 255).astype(np.uint8))
+    for index, alpha in enumerate(alphas):
+        _draw_outline(image, alpha >= 0.5, PERSON_COLOURS[index % len(PERSON_COLOURS)])
+    return image
+
+
+def people_caption(masks: Sequence[IdentityMask]) -> str:
+    backends = ",".join(sorted({mask.backend for mask in masks}))
+    flagged = sum(1 for mask in masks if mask.flags)
+    return f"{len(masks)} people [{backends}]" + (f" {flagged} flagged" if flagged else "")
+
+
 def masks_contact_sheet(
     samples: Sequence[tuple[np.ndarray, IdentityMask]], cell: int = 192, columns: int = 6
 ) -> Image.Image:
-    """A contact sheet of overlays, one cell per (tile, mask) pair, captioned with the flags."""
-    items = [
-        SheetItem(overlay_preview(tile, mask, max_side=cell), caption(mask))
-        for tile, mask in samples
-    ]
+    """A contact sheet of overlays: one cell per tile with several people (each person's mask in
+    its own colour on the group photo), one cell per sample for a tile of one person."""
+    by_tile: dict[int, tuple[np.ndarray, list[IdentityMask]]] = {}
+    for tile, mask in samples:
+        by_tile.setdefault(id(tile), (tile, []))[1].append(mask)
+    items = []
+    for tile, masks in by_tile.values():
+        if len(masks) > 1:
+            items.append(
+                SheetItem(people_overlay(tile, masks, max_side=cell), people_caption(masks))
+            )
+        else:
+            items.append(
+                SheetItem(overlay_preview(tile, masks[0], max_side=cell), caption(masks[0]))
+            )
     return contact_sheet(items, cell=cell, columns=columns)
 
 

@@ -23,7 +23,7 @@ from identity_pipeline.masks.config import (
     FLAG_TOUCHES_OTHER_FACE,
     MaskConfig,
 )
-from identity_pipeline.masks.geometry import clip_box, face_core, reach_box
+from identity_pipeline.masks.geometry import clip_box, face_core
 from identity_pipeline.masks.records import FaceInTile, Segmentation
 from identity_pipeline.masks.refine import PeopleRegions
 
@@ -130,25 +130,39 @@ def edge_contrast(
     face: FaceInTile,
     config: MaskConfig,
 ) -> float:
-    """How much stronger the image gradient is on the region's outline than around the person.
+    """How much stronger the image gradient is on the region's outline than on two lines
+    running beside it, ``edge_band_px`` inside and outside.
 
-    A real segmentation follows the silhouette, where the image changes (2-4 here); a broken
-    model's blob cuts across the picture at random (about 1). The tile's border and the lines
-    where this person meets another (drawn by geometry, not by the backend) are left out.
+    A real segmentation follows the silhouette, where the image changes most: the outline
+    stands out from its neighbourhood (2-4 typically). A broken model's blob cuts across the
+    picture at random: its outline is no different from the lines beside it (about 1). Being
+    relative to the outline's own surroundings, the ratio does not sink on busy backgrounds
+    (grass, gravel) the way a ratio to the whole person's surroundings does. The tile's border
+    and the lines where this person meets another (drawn by geometry, not by the backend) are
+    left out. ``face`` is unused (kept for the signature the checks share).
     """
-    height, width = region.shape
+    del face
     kernel = np.ones((3, 3), np.uint8)
     as_uint8 = region.astype(np.uint8)
-    outline = (cv2.dilate(as_uint8, kernel) - cv2.erode(as_uint8, kernel)).astype(bool)
+    band = max(1, round(config.edge_band_px))
     others = ((labels >= 0) & (labels != index)).astype(np.uint8)
-    outline &= ~cv2.dilate(others, kernel, iterations=2).astype(bool)
-    outline[:2, :] = outline[-2:, :] = False
-    outline[:, :2] = outline[:, -2:] = False
-    x0, y0, x1, y1 = clip_box(reach_box(face, config, height), width, height)
-    around = float(gradient[y0:y1, x0:x1].mean()) if x1 > x0 and y1 > y0 else 0.0
-    if not outline.any() or around <= 0:
+    near_others = cv2.dilate(others, kernel, iterations=2 + band).astype(bool)
+    border = np.zeros(region.shape, bool)
+    border[: 2 + band, :] = border[-2 - band :, :] = True
+    border[:, : 2 + band] = border[:, -2 - band :] = True
+    excluded = near_others | border
+    outline = _outline(as_uint8, kernel) & ~excluded
+    grow = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * band + 1, 2 * band + 1))
+    beside = (
+        _outline(cv2.dilate(as_uint8, grow), kernel) | _outline(cv2.erode(as_uint8, grow), kernel)
+    ) & ~excluded
+    if not outline.any() or not beside.any():
         return 0.0
-    return float(gradient[outline].mean()) / around
+    return float(gradient[outline].mean()) / max(float(gradient[beside].mean()), 1e-6)
+
+
+def _outline(region: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+    return (cv2.dilate(region, kernel) - cv2.erode(region, kernel)).astype(bool)
 
 
 def raggedness(region: np.ndarray) -> float:

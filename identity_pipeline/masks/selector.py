@@ -1,10 +1,11 @@
 """Pick a segmentation backend per tile, and say why.
 
-Backends are tried in ``MaskConfig.backend_order`` (SAM, then the selfie model, then GrabCut by
-default: best first, always-available last). A backend's answer is accepted when every named
-person's region is plausible (``quality.check_people``); otherwise the next one is tried, and if
-none passes, the answer with the fewest problems wins. The reason string records each step, e.g.
-``"sam rejected (anna: face coverage 0.10 < 0.60); selfie accepted (2 people plausible)"``.
+Backends are tried in ``MaskConfig.backend_order`` (by default the BlazePose segmenter for tiles
+of two or more people, SAM when configured, the selfie model, then GrabCut: best first,
+always-available last). A backend's answer is accepted when every named person's region is
+plausible (``quality.check_people``); otherwise the next one is tried, and if none passes, the
+answer with the fewest problems wins. The reason string records each step, e.g.
+``"pose rejected (anna: face coverage 0.10 < 0.60); selfie accepted (2 people plausible)"``.
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from identity_pipeline.masks.config import DEFAULT_MASK_CONFIG, MaskConfig
+from identity_pipeline.masks.config import BACKEND_POSE, DEFAULT_MASK_CONFIG, MaskConfig
 from identity_pipeline.masks.geometry import gradient_magnitude
 from identity_pipeline.masks.grabcut import GrabCutSegmenter
+from identity_pipeline.masks.pose import PoseModelMissing, PoseSegmenter
 from identity_pipeline.masks.quality import PersonCheck, check_people
 from identity_pipeline.masks.records import FaceInTile, Segmentation, Segmenter
 from identity_pipeline.masks.refine import split_people
@@ -58,6 +60,16 @@ class SelectingSegmenter:
         attempts: list[Attempt] = []
         gradient = gradient_magnitude(image_rgb)
         for position, candidate in enumerate(self.candidates):
+            last_hope = position == len(self.candidates) - 1 and not attempts
+            if (
+                candidate.name == BACKEND_POSE
+                and len(faces) < config.pose_min_people
+                and not last_hope
+            ):
+                # One person: the selfie model (or SAM) sees them whole; the pose model earns
+                # its cost where people press together.
+                steps.append(f"pose skipped ({len(faces)} face < {config.pose_min_people})")
+                continue
             try:
                 segmentation = candidate.segment(image_rgb, faces, config)
             except Exception as error:
@@ -97,14 +109,21 @@ def select_segmenter(
     """The selector over every backend available here, in ``config.backend_order``.
 
     ``sam``: a ready ``SamSegmenter`` (it needs a model and ideally a GPU, so it is never built
-    implicitly). The selfie model (``selfie_model``, else ``config.selfie_model``, else found as
-    ``selfie.find_selfie_model`` says) is used when found; GrabCut is always there. ``extra``
+    implicitly). The pose and selfie models (``config.pose_model`` / ``selfie_model`` or
+    ``config.selfie_model``, else the files in the installed mediapipe wheel) are used when
+    found and when ``config.backend_order`` names them; GrabCut is always there. ``extra``
     segmenters go after the ordered ones.
     """
     notes: list[str] = []
     available: dict[str, Segmenter] = {}
     if sam is not None:
         available[sam.name] = sam
+    if BACKEND_POSE in config.backend_order:
+        try:
+            pose = PoseSegmenter(config.pose_model)
+            available[pose.name] = pose
+        except (PoseModelMissing, ValueError) as error:
+            notes.append(f"pose unavailable: {type(error).__name__}")
     try:
         selfie = SelfieSegmenter(selfie_model or config.selfie_model)
         available[selfie.name] = selfie
@@ -119,7 +138,8 @@ def select_segmenter(
 @functools.lru_cache(maxsize=4)
 def segmenter_for(config: MaskConfig) -> SelectingSegmenter:
     """The selector these settings ask for, one per process and settings (loading models is not
-    free): SAM first when ``config.sam_model`` names one, then the selfie model and GrabCut."""
+    free): the pose model for groups, SAM when ``config.sam_model`` names one, then the selfie
+    model and GrabCut."""
     sam = None
     if config.sam_model:
         from identity_pipeline.masks.sam import SamSegmenter  # transformers: only when asked for
