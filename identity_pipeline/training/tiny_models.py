@@ -239,33 +239,23 @@ def _tiny_qwen_text_encoder(vocab_size: int, special_ids: dict[str, int]):
 # Families
 
 
-def _tiny_autoencoder_kl(latent_channels: int, shift_factor: float | None, scaling_factor: float):
-    from diffusers import AutoencoderKL
+def _tiny_autoencoder_kl(shift_factor: float | None, scaling_factor: float):
+    """A 4x-stride VAE that keeps each 4 x 4 block's colour (``tiny_vae``): two photos give
+    clearly different latents, and the latent normalisation is checked against a decoder that
+    depends on its input."""
+    from identity_pipeline.training.tiny_vae import build_autoencoder_kl
 
-    # Three blocks: two downsamplings, so an 8x smaller VAE stride than the real 8 (a 64 px image
-    # gives a 16x16 latent, enough for the 2x2 packing and a visible face mask).
-    return AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * 3,
-        up_block_types=("UpDecoderBlock2D",) * 3,
-        block_out_channels=(8, 16, 16),
-        layers_per_block=1,
-        latent_channels=latent_channels,
-        norm_num_groups=4,
-        sample_size=64,
-        shift_factor=shift_factor,
-        scaling_factor=scaling_factor,
-    )
+    return build_autoencoder_kl(shift_factor, scaling_factor)
 
 
 def build_qwen_image(seed: int = 0):
     from diffusers import (
-        AutoencoderKLQwenImage,
         FlowMatchEulerDiscreteScheduler,
         QwenImagePipeline,
         QwenImageTransformer2DModel,
     )
+
+    from identity_pipeline.training.tiny_vae import build_qwen_image_vae
 
     tokenizer = build_qwen_tokenizer()
     special_ids = {token: tokenizer.convert_tokens_to_ids(token) for token in QWEN_SPECIAL_TOKENS}
@@ -273,16 +263,10 @@ def build_qwen_image(seed: int = 0):
     text_encoder = _tiny_qwen_text_encoder(_padded_vocab_size(tokenizer), special_ids)
     torch.manual_seed(seed + 1)
     z_dim = 4
-    vae = AutoencoderKLQwenImage(
-        # 8 base channels: its causal 3D convolutions are the slowest part of the CPU demo.
-        base_dim=8,
-        z_dim=z_dim,
-        dim_mult=[1, 2, 2],
-        num_res_blocks=1,
-        temperal_downsample=[False, True],
-        # Not 0/1 on purpose: the trainer must normalise with them like the real VAE.
-        latents_mean=[0.1, -0.2, 0.05, 0.3],
-        latents_std=[1.5, 0.8, 1.2, 2.0],
+    # Not 0/1 on purpose: the trainer must normalise with them like the real VAE. Built to keep
+    # each 4 x 4 block's colour (``tiny_vae``), not drawn at random.
+    vae = build_qwen_image_vae(
+        latents_mean=[0.1, -0.2, 0.05, 0.3], latents_std=[1.5, 0.8, 1.2, 2.0]
     )
     torch.manual_seed(seed + 2)
     transformer = QwenImageTransformer2DModel(
@@ -326,7 +310,7 @@ def build_flux(seed: int = 0):
     torch.manual_seed(seed + 1)
     text_encoder_2 = _tiny_t5(_padded_vocab_size(t5_tokenizer))
     torch.manual_seed(seed + 2)
-    vae = _tiny_autoencoder_kl(latent_channels=4, shift_factor=0.1159, scaling_factor=0.3611)
+    vae = _tiny_autoencoder_kl(shift_factor=0.1159, scaling_factor=0.3611)
     torch.manual_seed(seed + 3)
     transformer = FluxTransformer2DModel(
         patch_size=1,
@@ -377,7 +361,7 @@ def build_sd3(seed: int = 0):
     torch.manual_seed(seed + 2)
     text_encoder_3 = _tiny_t5(_padded_vocab_size(t5_tokenizer))
     torch.manual_seed(seed + 3)
-    vae = _tiny_autoencoder_kl(latent_channels=4, shift_factor=0.0609, scaling_factor=1.5035)
+    vae = _tiny_autoencoder_kl(shift_factor=0.0609, scaling_factor=1.5035)
     torch.manual_seed(seed + 4)
     transformer = SD3Transformer2DModel(
         sample_size=32,
@@ -418,7 +402,7 @@ def build_sdxl(seed: int = 0):
     torch.manual_seed(seed + 1)
     text_encoder_2 = CLIPTextModelWithProjection(clip_config)
     torch.manual_seed(seed + 2)
-    vae = _tiny_autoencoder_kl(latent_channels=4, shift_factor=None, scaling_factor=0.13025)
+    vae = _tiny_autoencoder_kl(shift_factor=None, scaling_factor=0.13025)
     torch.manual_seed(seed + 3)
     unet = UNet2DConditionModel(
         block_out_channels=(8, 16),
@@ -471,7 +455,11 @@ def build_tiny_pipeline(family: str, seed: int = 0):
         builder = BUILDERS[family]
     except KeyError:
         raise ValueError(f"unknown family {family!r}; known: {', '.join(FAMILIES)}") from None
-    return builder(seed)
+    pipeline = builder(seed)
+    for component in pipeline.components.values():
+        if isinstance(component, torch.nn.Module):
+            component.eval()  # as from_pretrained leaves them: no dropout (T5 has 0.1)
+    return pipeline
 
 
 def save_tiny_model(family: str, destination: Path, seed: int = 0) -> Path:

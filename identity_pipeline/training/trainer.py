@@ -40,11 +40,6 @@ from identity_pipeline.training.data import (
 )
 from identity_pipeline.training.export import export_lora
 from identity_pipeline.training.families import FamilyAdapter, LoadOptions, TextEmbeds, get_adapter
-from identity_pipeline.training.flow_matching import (
-    DdpmObjective,
-    FlowObjective,
-    ShiftSchedule,
-)
 from identity_pipeline.training.losses import mask_to_latent, masked_loss
 from identity_pipeline.training.pipes import ConsoleReporter, Reporter
 from identity_pipeline.training.samples import (
@@ -94,7 +89,13 @@ class TrainingResult:
         return json.dumps(asdict(self), indent=1)
 
 
-def train(config: TrainingConfig, reporter: Reporter | None = None) -> TrainingResult:
+def train(
+    config: TrainingConfig,
+    reporter: Reporter | None = None,
+    adapter: FamilyAdapter | None = None,
+) -> TrainingResult:
+    """Train, export and sample as ``config`` says. ``adapter`` replaces the family's own (the
+    consistency benchmark trains with conventions broken on purpose this way)."""
     from accelerate import Accelerator, DistributedDataParallelKwargs
 
     # Some LoRA layers get no gradient (Qwen-Image's last block's text stream feeds nothing);
@@ -105,12 +106,14 @@ def train(config: TrainingConfig, reporter: Reporter | None = None) -> TrainingR
     if accelerator.device.type == "cpu" and config.cpu_threads:
         torch.set_num_threads(config.cpu_threads)
     try:
-        return _train(config, reporter or ConsoleReporter(), accelerator)
+        return _train(config, reporter or ConsoleReporter(), accelerator, adapter)
     finally:
         torch.set_num_threads(threads_before)  # callers in the same process keep theirs
 
 
-def _train(config: TrainingConfig, reporter: Reporter, accelerator) -> TrainingResult:
+def _train(
+    config: TrainingConfig, reporter: Reporter, accelerator, adapter: FamilyAdapter | None
+) -> TrainingResult:
     started = time.perf_counter()
     device = accelerator.device
     output_dir = Path(config.output_dir)
@@ -118,7 +121,10 @@ def _train(config: TrainingConfig, reporter: Reporter, accelerator) -> TrainingR
         output_dir.mkdir(parents=True, exist_ok=True)
         config.save(output_dir / CONFIG_FILE)
 
-    adapter = get_adapter(config.model.family)
+    if adapter is None:
+        adapter = get_adapter(config.model.family)
+    elif adapter.family != config.model.family:
+        raise ValueError(f"a {adapter.family} adapter cannot train {config.model.family}")
     options = LoadOptions(config.model.source, config.model.revision, config.model.variant)
     adapter.read_configs(options)
     samples = load_samples(config.data, adapter.pixel_multiple())
@@ -419,10 +425,7 @@ def build_lr_scheduler(config: TrainingConfig, optimizer):
 
 
 def build_objective(config: TrainingConfig, adapter: FamilyAdapter):
-    if adapter.objective == "ddpm":
-        return DdpmObjective(config.timesteps, adapter.scheduler_config)
-    shift = ShiftSchedule.from_scheduler_config(adapter.scheduler_config, config.timesteps)
-    return FlowObjective(config.timesteps, shift)
+    return adapter.make_objective(config.timesteps)
 
 
 def step_seed(seed: int, step: int, micro_step: int, process: int) -> int:
