@@ -248,7 +248,7 @@ def _tiny_autoencoder_kl(shift_factor: float | None, scaling_factor: float):
     return build_autoencoder_kl(shift_factor, scaling_factor)
 
 
-def build_qwen_image(seed: int = 0):
+def build_qwen_image(seed: int = 0, width: int = 1):
     from diffusers import (
         FlowMatchEulerDiscreteScheduler,
         QwenImagePipeline,
@@ -275,7 +275,7 @@ def build_qwen_image(seed: int = 0):
         out_channels=z_dim,
         num_layers=2,
         attention_head_dim=16,
-        num_attention_heads=2,
+        num_attention_heads=2 * width,
         joint_attention_dim=TINY_TEXT_HIDDEN,
         axes_dims_rope=(4, 6, 6),
     )
@@ -299,7 +299,7 @@ def build_qwen_image(seed: int = 0):
     )
 
 
-def build_flux(seed: int = 0):
+def build_flux(seed: int = 0, width: int = 1):
     from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
     from transformers import CLIPTextModel
 
@@ -318,7 +318,7 @@ def build_flux(seed: int = 0):
         num_layers=1,
         num_single_layers=1,
         attention_head_dim=16,
-        num_attention_heads=2,
+        num_attention_heads=2 * width,
         joint_attention_dim=TINY_T5_HIDDEN,
         pooled_projection_dim=TINY_TEXT_HIDDEN,
         guidance_embeds=True,
@@ -343,7 +343,7 @@ def build_flux(seed: int = 0):
     )
 
 
-def build_sd3(seed: int = 0):
+def build_sd3(seed: int = 0, width: int = 1):
     from diffusers import (
         FlowMatchEulerDiscreteScheduler,
         SD3Transformer2DModel,
@@ -369,8 +369,8 @@ def build_sd3(seed: int = 0):
         in_channels=4,
         num_layers=2,
         attention_head_dim=8,
-        num_attention_heads=4,
-        caption_projection_dim=32,
+        num_attention_heads=4 * width,
+        caption_projection_dim=32 * width,
         # CLIP-L + CLIP-G hidden states are concatenated (2 x 32) and padded to the T5 width.
         joint_attention_dim=TINY_T5_HIDDEN,
         pooled_projection_dim=2 * TINY_TEXT_HIDDEN,
@@ -391,7 +391,7 @@ def build_sd3(seed: int = 0):
     )
 
 
-def build_sdxl(seed: int = 0):
+def build_sdxl(seed: int = 0, width: int = 1):
     from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
@@ -405,7 +405,7 @@ def build_sdxl(seed: int = 0):
     vae = _tiny_autoencoder_kl(shift_factor=None, scaling_factor=0.13025)
     torch.manual_seed(seed + 3)
     unet = UNet2DConditionModel(
-        block_out_channels=(8, 16),
+        block_out_channels=(8 * width, 16 * width),
         layers_per_block=1,
         sample_size=16,
         in_channels=4,
@@ -441,7 +441,28 @@ def build_sdxl(seed: int = 0):
     )
 
 
-BUILDERS: dict[str, Callable[[int], object]] = {
+# A random-initialised denoiser barely listens to its timestep: from t = 0.1 to t = 0.9 its output
+# moves 5-15% where another input moves it ~130%, so a timestep fed in the wrong unit would change
+# nothing a test could see. A trained model's prediction depends on t as much as on its input;
+# scaling the timestep embedding's output layer by this gain gets the tiny ones there (60-80%).
+TIME_EMBEDDING_GAIN = 10.0
+TIME_EMBEDDING_LAYER = {
+    "qwen-image": "time_text_embed.timestep_embedder.linear_2",
+    "flux": "time_text_embed.timestep_embedder.linear_2",
+    "sd3": "time_text_embed.timestep_embedder.linear_2",
+    "sdxl": "time_embedding.linear_2",
+}
+
+
+def _listen_to_time(family: str, pipeline) -> None:
+    denoiser = pipeline.unet if family == "sdxl" else pipeline.transformer
+    layer = denoiser.get_submodule(TIME_EMBEDDING_LAYER[family])
+    with torch.no_grad():
+        layer.weight.mul_(TIME_EMBEDDING_GAIN)
+        layer.bias.mul_(TIME_EMBEDDING_GAIN)
+
+
+BUILDERS: dict[str, Callable[..., object]] = {
     "qwen-image": build_qwen_image,
     "flux": build_flux,
     "sd3": build_sd3,
@@ -449,29 +470,31 @@ BUILDERS: dict[str, Callable[[int], object]] = {
 }
 
 
-def build_tiny_pipeline(family: str, seed: int = 0):
-    """The tiny pipeline object of ``family`` (in memory, not saved)."""
+def build_tiny_pipeline(family: str, seed: int = 0, width: int = 1):
+    """The tiny pipeline object of ``family`` (in memory, not saved). ``width`` multiplies the
+    denoiser's attention heads (UNet channels): 4 gives a LoRA room to memorise two photos."""
     try:
         builder = BUILDERS[family]
     except KeyError:
         raise ValueError(f"unknown family {family!r}; known: {', '.join(FAMILIES)}") from None
-    pipeline = builder(seed)
+    pipeline = builder(seed, width)
+    _listen_to_time(family, pipeline)
     for component in pipeline.components.values():
         if isinstance(component, torch.nn.Module):
             component.eval()  # as from_pretrained leaves them: no dropout (T5 has 0.1)
     return pipeline
 
 
-def save_tiny_model(family: str, destination: Path, seed: int = 0) -> Path:
+def save_tiny_model(family: str, destination: Path, seed: int = 0, width: int = 1) -> Path:
     """Build the tiny ``family`` pipeline and save it as a diffusers folder at ``destination``.
 
-    An existing complete folder (``model_index.json`` present) is kept: same family and seed give
-    the same weights, so rebuilding would only cost time.
+    An existing complete folder (``model_index.json`` present) is kept: same family, seed and
+    width give the same weights, so rebuilding would only cost time.
     """
     destination = Path(destination)
     if (destination / "model_index.json").is_file():
         return destination
-    pipeline = build_tiny_pipeline(family, seed)
+    pipeline = build_tiny_pipeline(family, seed, width)
     partial = destination.with_name(f".{destination.name}.partial")
     if partial.exists():
         import shutil
@@ -489,10 +512,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--family", choices=(*FAMILIES, "all"), default="qwen-image", help="model family"
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--width", type=int, default=1, help="attention heads multiplier")
     args = parser.parse_args(argv)
     families = FAMILIES if args.family == "all" else (args.family,)
     for family in families:
-        path = save_tiny_model(family, Path(args.out) / f"tiny-{family}", args.seed)
+        path = save_tiny_model(family, Path(args.out) / f"tiny-{family}", args.seed, args.width)
         print(path)
     return 0
 

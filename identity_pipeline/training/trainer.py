@@ -42,6 +42,7 @@ from identity_pipeline.training.export import export_lora
 from identity_pipeline.training.families import FamilyAdapter, LoadOptions, TextEmbeds, get_adapter
 from identity_pipeline.training.losses import mask_to_latent, masked_loss
 from identity_pipeline.training.pipes import ConsoleReporter, Reporter
+from identity_pipeline.training.runs import RunLock, check_model_source
 from identity_pipeline.training.samples import (
     generate_samples,
     loss_curve_image,
@@ -105,10 +106,15 @@ def train(
     threads_before = torch.get_num_threads()
     if accelerator.device.type == "cpu" and config.cpu_threads:
         torch.set_num_threads(config.cpu_threads)
+    check_model_source(config.model.source)
+    # One trainer per run folder: the main process holds the folder's lock for the whole run.
+    lock = RunLock(Path(config.output_dir)).acquire() if accelerator.is_main_process else None
     try:
         return _train(config, reporter or ConsoleReporter(), accelerator, adapter)
     finally:
         torch.set_num_threads(threads_before)  # callers in the same process keep theirs
+        if lock is not None:
+            lock.release()
 
 
 def _train(
