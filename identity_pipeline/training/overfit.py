@@ -30,20 +30,45 @@ from identity_pipeline.storage import content_id
 from identity_pipeline.training.consistency import CAPTIONS, reference_photos
 
 IDENTITIES = ("alice", "bob")
+SDXL_CONV_TARGETS = (
+    "to_q",
+    "to_k",
+    "to_v",
+    "to_out.0",
+    "ff.net.0.proj",
+    "ff.net.2",
+    "proj_in",
+    "proj_out",
+    "conv1",
+    "conv2",
+    "conv_shortcut",
+    "conv_in",
+    "conv_out",
+    "conv",
+    "time_emb_proj",
+)
 
 
 @dataclass(frozen=True)
 class OverfitSetup:
     family: str
-    steps: int = 400
-    width: int = 4  # the tiny denoiser's attention heads (UNet channels) multiplier
+    steps: int = 300
+    width: int = 8  # the tiny denoiser's attention heads (UNet channels) multiplier
     rank: int = 32
     learning_rate: float = 3e-3
-    image_width: int = 64
-    image_height: int = 48
+    # 32 x 32 photos: 8 x 8 latents, 16 tokens; two photos still far apart in latent space.
+    image_width: int = 32
+    image_height: int = 32
     seeds: tuple[int, ...] = (0, 1, 2, 3)
     inference_steps: int = 20
     seed: int = 42  # training
+
+    @property
+    def target_modules(self) -> list[str] | None:
+        """The family's LoRA targets, except SDXL: a random tiny UNet is no denoiser at all
+        (its attention is a small part of it), so its LoRA also adapts the convolutions and
+        projections, as LoCon-style SDXL LoRAs do; a pretrained UNet needs only attention."""
+        return list(SDXL_CONV_TARGETS) if self.family == "sdxl" else None
 
     @property
     def max_text_tokens(self) -> int | None:
@@ -140,7 +165,12 @@ def training_config(setup: OverfitSetup, model_dir: Path, manifest: Path, output
             "cpu_threads": 1,
             "model": {"family": setup.family, "source": str(model_dir)},
             "data": {"manifest": str(manifest), "max_text_tokens": setup.max_text_tokens},
-            "lora": {"rank": setup.rank, "alpha": float(setup.rank), "include_mlp": True},
+            "lora": {
+                "rank": setup.rank,
+                "alpha": float(setup.rank),
+                "include_mlp": True,
+                "target_modules": setup.target_modules,
+            },
             "optimizer": {
                 "learning_rate": setup.learning_rate,
                 "lr_scheduler": "constant",
