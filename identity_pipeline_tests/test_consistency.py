@@ -69,3 +69,20 @@ def test_tiny_vae_keeps_what_a_photo_looks_like(pipelines) -> None:
         assert (decoded - blocks).abs().max() < 1e-3
         apart = ((latents[0] - latents[1]) ** 2).mean()
         assert apart > 0.5 * latents.var()
+
+
+def test_overfit_two_photos_regenerated_by_the_stock_pipeline(tmp_path) -> None:
+    """Qwen-Image, 200 steps: each caption's samples (stock pipeline + load_lora_weights, four
+    seeds) land near their own photo; without the LoRA near neither; trained with the timestep
+    1000x too large, the same budget does not separate them. The other families and controls:
+    benchmarks/train_consistency.py."""
+    from identity_pipeline.training.overfit import OverfitSetup, run_overfit
+
+    setup = OverfitSetup("qwen-image", steps=200)
+    correct = run_overfit(setup, tmp_path)
+    assert correct.lora.separates(), correct.lora.per_caption
+    assert not correct.base.separates()
+    assert correct.lora.own < 0.25 * correct.base.own
+    broken = run_overfit(setup, tmp_path, "timesteps_x1000", base=correct.base)
+    assert not broken.lora.separates(), broken.lora.per_caption
+    assert broken.lora.own > 1.5 * correct.lora.own

@@ -470,6 +470,16 @@ def _time_ids_transposed(base):
     return TimeIdsTransposed
 
 
+def _other_text_length(base):
+    """Captions padded to another length than the pipeline's ``max_sequence_length`` (T5 has
+    no attention mask in these pipelines: the padding is part of the conditioning)."""
+
+    class OtherTextLength(base):
+        default_max_text_tokens = base.default_max_text_tokens // 2
+
+    return OtherTextLength
+
+
 def _latents_unshifted(base):
     """Latents scaled but not shifted (Flux/SD3 ``shift_factor``; Qwen-Image ``latents_mean``)."""
 
@@ -599,6 +609,13 @@ BROKEN_CONVENTIONS: tuple[BrokenConvention, ...] = (
         "pooled embeddings paired with the wrong captions",
         frozenset({"pooled_projections", "added_cond_kwargs.text_embeds"}),
         _pooled_swapped,
+    ),
+    BrokenConvention(
+        "text_length_differs",
+        ("flux", "sd3"),
+        "T5 captions padded to half the pipeline's max_sequence_length",
+        frozenset({"encoder_hidden_states"}),
+        _other_text_length,
     ),
     BrokenConvention(
         "time_ids_transposed",

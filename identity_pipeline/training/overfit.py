@@ -196,9 +196,13 @@ def load_pipeline(model_dir: Path):
 
 def sample_latents(pipe, family: str, setup: OverfitSetup) -> torch.Tensor:
     """(seeds, captions, C, h, w): the pipeline's final latents (before its decode), unpacked
-    by the pipeline's own ``_unpack_latents``."""
+    by the pipeline's own ``_unpack_latents``. One call: every (seed, caption) is an image of
+    the batch with its own generator, as if sampled alone."""
+    prompts = [caption for _ in setup.seeds for caption in CAPTIONS]
+    generators = [torch.Generator().manual_seed(seed) for seed in setup.seeds for _ in CAPTIONS]
     kwargs: dict[str, Any] = {
-        "prompt": list(CAPTIONS),
+        "prompt": prompts,
+        "generator": generators,
         "height": setup.image_height,
         "width": setup.image_width,
         "num_inference_steps": setup.inference_steps,
@@ -210,21 +214,17 @@ def sample_latents(pipe, family: str, setup: OverfitSetup) -> torch.Tensor:
         kwargs["guidance_scale"] = 1.0  # Flux: the guidance input it was trained with
     if setup.max_text_tokens is not None:
         kwargs["max_sequence_length"] = setup.max_text_tokens
-    samples = []
-    for seed in setup.seeds:
-        generator = torch.Generator().manual_seed(seed)
-        with torch.no_grad():
-            latents = pipe(**kwargs, generator=generator).images
-        if family == "qwen-image":
-            latents = pipe._unpack_latents(
-                latents, setup.image_height, setup.image_width, pipe.vae_scale_factor
-            )[:, :, 0]
-        elif family == "flux":
-            latents = pipe._unpack_latents(
-                latents, setup.image_height, setup.image_width, pipe.vae_scale_factor
-            )
-        samples.append(latents.float())
-    return torch.stack(samples)
+    with torch.no_grad():
+        latents = pipe(**kwargs).images
+    if family == "qwen-image":
+        latents = pipe._unpack_latents(
+            latents, setup.image_height, setup.image_width, pipe.vae_scale_factor
+        )[:, :, 0]
+    elif family == "flux":
+        latents = pipe._unpack_latents(
+            latents, setup.image_height, setup.image_width, pipe.vae_scale_factor
+        )
+    return latents.float().unflatten(0, (len(setup.seeds), len(CAPTIONS)))
 
 
 def target_latents(pipe, family: str, setup: OverfitSetup) -> torch.Tensor:
