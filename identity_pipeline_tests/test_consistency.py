@@ -78,7 +78,7 @@ def test_overfit_two_photos_regenerated_by_the_stock_pipeline(tmp_path) -> None:
     benchmarks/train_consistency.py."""
     from identity_pipeline.training.overfit import OverfitSetup, run_overfit
 
-    setup = OverfitSetup("qwen-image", steps=200)
+    setup = OverfitSetup("qwen-image", steps=200, seeds=(0, 1), inference_steps=10)
     correct = run_overfit(setup, tmp_path)
     assert correct.lora.separates(), correct.lora.per_caption
     assert not correct.base.separates()

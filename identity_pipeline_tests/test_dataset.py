@@ -455,7 +455,7 @@ def test_adding_photos_never_moves_a_trained_photo_into_the_holdout() -> None:
         holdout_photos_per_identity=1, holdout_fraction=0.2, holdout_min_photos=3
     )
     moved_without_memory = 0
-    for _ in range(40):
+    for _ in range(20):
         people = [f"p{index}" for index in range(rng.randint(1, 4))]
         album = _random_album(rng, 30, people)
         photo_order = list(dict.fromkeys(album["photo_id"]))

@@ -28,6 +28,7 @@ from identity_pipeline.dataset.version import manifest_version, snapshot_manifes
 from identity_pipeline.resources import SettingsResource, StorageResource
 from identity_pipeline.settings import build_config
 from identity_pipeline.storage import DATA_DIR_ENV, DataLayout
+from identity_pipeline.training.__main__ import main as trainer_main
 from identity_pipeline.training.config import LaunchConfig, TrainingConfig
 from identity_pipeline.training.runs import RunLock, lock_holder
 from identity_pipeline.training.tiny_models import save_tiny_model
@@ -259,7 +260,7 @@ def test_nothing_to_train_on_fails_at_once_with_one_sentence(
 
 
 def test_a_second_trainer_in_the_same_run_folder_is_refused(
-    layout: DataLayout, instance: dg.DagsterInstance, tiny_qwen_model: Path
+    layout: DataLayout, instance: dg.DagsterInstance, tiny_qwen_model: Path, capfd
 ) -> None:
     frame = write_training_set(layout.root / "training_files", count=2)
     _write_live_training_set(layout, frame)
@@ -276,21 +277,14 @@ def test_a_second_trainer_in_the_same_run_folder_is_refused(
         )
         assert f"Another trainer is already training in {run_dir} (pid {os.getpid()}" in message
         assert not (run_dir / "launch_config.yaml").exists()
-        # The trainer itself refuses too (started by hand, or racing the step's check).
+        # The trainer itself refuses too (started by hand, or racing the step's check): the
+        # sentence and exit status 2, no trace.
         config = build_trainer_config(settings, layout, version)
         config.data.manifest = str(layout.table_path("training_set"))
         config_path = config.save(run_dir.parent / "by_hand.yaml")
-        done = subprocess.run(
-            [sys.executable, "-m", "identity_pipeline.training", "--config", str(config_path)],
-            cwd=REPO_ROOT,
-            env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        assert done.returncode == 2
-        assert "Another trainer is already training in" in done.stderr
-        assert "Traceback" not in done.stderr
+        assert trainer_main(["--config", str(config_path)]) == 2
+        err = capfd.readouterr().err
+        assert "Another trainer is already training in" in err and "Traceback" not in err
     assert lock_holder(run_dir) is None
 
 
