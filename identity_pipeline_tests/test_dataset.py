@@ -36,6 +36,7 @@ from identity_pipeline.dataset import (
     bar_chart,
     build_training_set,
     caption_for,
+    changed_files,
     export_training_set,
     folder_safe_name,
     kohya_folder_names,
@@ -47,6 +48,7 @@ from identity_pipeline.dataset import (
     plan_crop,
     repeats_for,
     select_samples,
+    snapshot_manifest,
     trained_photos,
     write_manifest,
     write_previews,
@@ -952,3 +954,19 @@ def test_rematerialized_training_set_keeps_trained_photos_out_of_the_holdout(
     assert not (held & trained), "a photo trained on before moved into the holdout"
     assert stale() == "STALE"
     assert data_version() == manifest_version(grown) != version
+
+
+def test_snapshot_records_file_hashes_and_finds_changed_files(built, album: Album) -> None:
+    manifest = built.manifest
+    snapshot = snapshot_manifest(manifest, album.data_root)
+    assert manifest_version(snapshot) != manifest_version(manifest)  # hashes are part of it
+    assert manifest_version(manifest) == manifest_version(manifest.sample(frac=1.0))
+    assert changed_files(snapshot, album.data_root) == {}
+    assert changed_files(manifest, album.data_root) == {}  # no hashes recorded: nothing to check
+    tampered = snapshot.copy()
+    tampered.loc[0, "image_sha256"] = "0" * 64
+    tampered.loc[1, "mask_path"] = "assets/training_set/files/masks/gone.png"
+    changed = changed_files(tampered, album.data_root)
+    assert set(changed) == {tampered.loc[0, "sample_id"], tampered.loc[1, "sample_id"]}
+    assert "changed since training" in changed[tampered.loc[0, "sample_id"]]
+    assert "is missing" in changed[tampered.loc[1, "sample_id"]]
