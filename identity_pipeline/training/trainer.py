@@ -99,16 +99,16 @@ def train(
     consistency benchmark trains with conventions broken on purpose this way)."""
     from accelerate import Accelerator, DistributedDataParallelKwargs
 
+    check_model_source(config.model.source)
     # Some LoRA layers get no gradient (Qwen-Image's last block's text stream feeds nothing);
     # DDP must be told, or multi-GPU runs stop at the first step.
     ddp = DistributedDataParallelKwargs(find_unused_parameters=True)
     accelerator = Accelerator(mixed_precision=config.mixed_precision, kwargs_handlers=[ddp])
+    # One trainer per run folder: the main process holds the folder's lock for the whole run.
+    lock = RunLock(Path(config.output_dir)).acquire() if accelerator.is_main_process else None
     threads_before = torch.get_num_threads()
     if accelerator.device.type == "cpu" and config.cpu_threads:
         torch.set_num_threads(config.cpu_threads)
-    check_model_source(config.model.source)
-    # One trainer per run folder: the main process holds the folder's lock for the whole run.
-    lock = RunLock(Path(config.output_dir)).acquire() if accelerator.is_main_process else None
     try:
         return _train(config, reporter or ConsoleReporter(), accelerator, adapter)
     finally:
