@@ -8,6 +8,7 @@ from identity_pipeline.assets.lora_checkpoint import (
     training_automation_condition,
     training_schedule,
 )
+from identity_pipeline.assets.pipes import ProcessGroupPipesClient
 from identity_pipeline.executors import select_executor
 from identity_pipeline.io_manager import TableIOManager
 from identity_pipeline.resources import FaceBackendResource, SettingsResource, StorageResource
@@ -47,7 +48,7 @@ def build_definitions(
             "io_manager": TableIOManager(data_dir=data_dir),
             "settings": SettingsResource(),
             "face_backend": FaceBackendResource(),
-            "pipes_subprocess_client": dg.PipesSubprocessClient(),
+            "pipes_subprocess_client": ProcessGroupPipesClient(),
         },
         executor=select_executor(executor),
     )

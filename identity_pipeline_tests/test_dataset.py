@@ -17,6 +17,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+import dagster as dg
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -35,15 +36,20 @@ from identity_pipeline.dataset import (
     bar_chart,
     build_training_set,
     caption_for,
+    changed_files,
     export_training_set,
     folder_safe_name,
     kohya_folder_names,
     make_buckets,
+    manifest_version,
     mask_centroid,
+    photo_draw,
     place_crop,
     plan_crop,
     repeats_for,
     select_samples,
+    snapshot_manifest,
+    trained_photos,
     write_manifest,
     write_previews,
 )
@@ -372,33 +378,102 @@ def test_collage_tiles_of_a_held_out_photo_are_all_held_out(album: Album) -> Non
     assert (result.split[in_collage] == SPLIT_HOLDOUT).all()
 
 
+def _random_album(rng: random.Random, photos: int, people: list[str]) -> pd.DataFrame:
+    rows = []
+    for photo in range(photos):
+        for person in rng.sample(people, rng.randint(1, min(3, len(people)))):
+            for tile in range(rng.choice([1, 1, 2])):
+                rows.append({"identity": person, "photo_id": f"ph{photo}", "tile": tile})
+    return pd.DataFrame(rows)
+
+
 def test_holdout_never_empties_an_identity_and_spares_small_ones() -> None:
     rng = random.Random(7)
     config = DatasetConfig(
         holdout_photos_per_identity=2, holdout_fraction=0.3, holdout_min_photos=3
     )
     for _ in range(60):
-        rows = []
         people = [f"p{index}" for index in range(rng.randint(1, 5))]
-        for photo in range(rng.randint(1, 14)):
-            for person in rng.sample(people, rng.randint(1, len(people))):
-                for tile in range(rng.choice([1, 1, 2])):
-                    rows.append({"identity": person, "photo_id": f"ph{photo}", "tile": tile})
-        frame = pd.DataFrame(rows)
+        frame = _random_album(rng, rng.randint(1, 14), people)
         result = assign_holdout(frame, config)
         split = result.split
         assert (frame.assign(split=split).groupby("photo_id")["split"].nunique() == 1).all()
         for person, group in frame.assign(split=split).groupby("identity"):
             photos = group["photo_id"].nunique()
-            train = group[group["split"] == SPLIT_TRAIN]
-            assert len(train) > 0, person
+            assert (group["split"] == SPLIT_TRAIN).any(), person
             if photos < config.holdout_min_photos:
                 assert (group["split"] == SPLIT_TRAIN).all(), person
-            wanted = max(2, math.floor(0.3 * photos)) if photos >= 3 else 0
-            held = group.loc[group["split"] == SPLIT_HOLDOUT, "photo_id"].nunique()
-            assert held <= min(wanted, photos - 1)
         again = assign_holdout(frame.sample(frac=1.0, random_state=1), config)
         assert again.holdout_photo_ids == result.holdout_photo_ids, "order must not matter"
+
+
+def test_holdout_is_the_photos_whose_draw_is_below_the_fraction() -> None:
+    """Large identities, no guard in play: exactly the photos drawn below the fraction."""
+    config = DatasetConfig(
+        holdout_photos_per_identity=1, holdout_fraction=0.1, holdout_min_photos=5
+    )
+    frame = pd.DataFrame(
+        [
+            {"identity": name, "photo_id": content_id(name, index)}
+            for name in ("Ann", "Ben", "Cat")
+            for index in range(400)
+        ]
+    )
+    result = assign_holdout(frame, config)
+    drawn = {p for p in frame["photo_id"] if photo_draw(config.holdout_seed, p) < 0.1}
+    assert result.holdout_photo_ids == drawn
+    assert 0.07 < len(drawn) / 1200 < 0.13  # the fraction, as a rate
+    other_seed = assign_holdout(frame, dataclasses.replace(config, holdout_seed=1))
+    assert other_seed.holdout_photo_ids != result.holdout_photo_ids
+
+
+def test_small_identities_are_topped_up_to_their_minimum() -> None:
+    config = DatasetConfig(
+        holdout_photos_per_identity=1, holdout_fraction=0.0, holdout_min_photos=4
+    )
+    photos = {"Ann": 3, "Ben": 4, "Cat": 12}
+    frame = pd.DataFrame(
+        [
+            {"identity": name, "photo_id": f"{name}-{index}"}
+            for name, count in photos.items()
+            for index in range(count)
+        ]
+    )
+    result = assign_holdout(frame, config)
+    held = frame[result.split == SPLIT_HOLDOUT].groupby("identity")["photo_id"].nunique()
+    assert held.to_dict() == {"Ben": 1, "Cat": 1}
+    # The lowest draw of each identity is the one held out.
+    for name in ("Ben", "Cat"):
+        mine = frame.loc[frame["identity"] == name, "photo_id"]
+        lowest = min(mine, key=lambda photo: photo_draw(config.holdout_seed, photo))
+        assert lowest in result.holdout_photo_ids
+
+
+def test_adding_photos_never_moves_a_trained_photo_into_the_holdout() -> None:
+    """Albums grow, photo by photo and in batches; with the earlier build's train photos as
+    memory, not one of them ever lands in the holdout, guards included."""
+    rng = random.Random(11)
+    config = DatasetConfig(
+        holdout_photos_per_identity=1, holdout_fraction=0.2, holdout_min_photos=3
+    )
+    moved_without_memory = 0
+    for _ in range(20):
+        people = [f"p{index}" for index in range(rng.randint(1, 4))]
+        album = _random_album(rng, 30, people)
+        photo_order = list(dict.fromkeys(album["photo_id"]))
+        shown = rng.randint(1, 4)
+        trained: frozenset[str] = frozenset()
+        while shown <= len(photo_order):
+            frame = album[album["photo_id"].isin(photo_order[:shown])]
+            split = assign_holdout(frame, config, trained_before=trained)
+            held = split.holdout_photo_ids
+            assert not (trained & held), "a photo trained on before is now held out"
+            stateless = assign_holdout(frame, config).holdout_photo_ids
+            moved_without_memory += len(trained & stateless)
+            trained = trained | trained_photos(frame.assign(split=split.split.to_numpy()))
+            shown += rng.randint(1, 5)
+    # Memory matters only for the guards; the per-photo draw alone moves few photos.
+    assert moved_without_memory > 0
 
 
 # ----------------------------------------------------------------------------------------------
@@ -791,20 +866,116 @@ def test_missing_input_column_is_an_error(album: Album) -> None:
         )
 
 
-def test_holdout_takes_exactly_the_wanted_photos_when_nothing_blocks_it() -> None:
-    config = DatasetConfig(
-        holdout_photos_per_identity=1, holdout_fraction=0.25, holdout_min_photos=4
+# ----------------------------------------------------------------------------------------------
+# The asset: re-materialized with more photos, and unchanged
+
+
+def _asset_defs(frames: dict[str, pd.DataFrame]) -> list:
+    """training_set over a stand-in identity_masks (same partitions) and a stand-in LoRA."""
+    from identity_pipeline.assets.training_set import training_set
+    from identity_pipeline.partitions import albums_partitions
+
+    @dg.asset(name="identity_masks", partitions_def=albums_partitions)
+    def identity_masks(context):
+        return frames[context.partition_key]
+
+    @dg.asset(name="lora_checkpoint", deps=["training_set"])
+    def lora_checkpoint():
+        return dg.MaterializeResult()
+
+    return [identity_masks, training_set, lora_checkpoint]
+
+
+def test_rematerialized_training_set_keeps_trained_photos_out_of_the_holdout(
+    layout, instance
+) -> None:
+    """An album grows; training_set runs again through Dagster: no photo it trained on before
+    is held out now. Run again unchanged: same data version, the LoRA stays fresh."""
+    from dagster._core.definitions.data_version import CachingStaleStatusResolver
+    from dagster._core.loader import LoadingContextForTest
+
+    from identity_pipeline.io_manager import TableIOManager
+    from identity_pipeline.resources import SettingsResource, StorageResource
+    from identity_pipeline.storage import DataLayout
+
+    # A dataset config whose guards hold photos out as the album grows.
+    (layout.root / "pipeline.yaml").write_text(
+        "dataset:\n"
+        "  target_pixels: 9216\n  bucket_divisor: 16\n  min_face_size: 16.0\n"
+        "  min_samples_per_identity: 1\n  holdout_fraction: 0.3\n"
+        "  holdout_min_photos: 4\n  holdout_photos_per_identity: 1\n"
     )
-    photos = {"Ann": 3, "Ben": 4, "Cat": 12, "Dan": 20}
-    frame = pd.DataFrame(
-        [
-            {"identity": name, "photo_id": f"{name}-{index}"}
-            for name, count in photos.items()
-            for index in range(count)
-        ]
-    )
-    result = assign_holdout(frame, config)
-    held = frame[result.split == SPLIT_HOLDOUT].groupby("identity")["photo_id"].nunique()
-    assert held.to_dict() == {"Ben": 1, "Cat": 3, "Dan": 5}
-    other_seed = assign_holdout(frame, dataclasses.replace(config, holdout_seed=1))
-    assert other_seed.holdout_photo_ids != result.holdout_photo_ids
+    specs = [s for s in _album_specs() if not s.flags and not s.missing_image]
+    rows = pd.DataFrame([_write_sample(layout.root, spec) for spec in specs])
+    first_photos = set(rows["photo_id"].unique()[:7])
+    frames = {ALBUM: rows[rows["photo_id"].isin(first_photos)].reset_index(drop=True)}
+    assets = _asset_defs(frames)
+    instance.add_dynamic_partitions("albums", [ALBUM])
+    resources = {
+        "io_manager": TableIOManager(),
+        "storage": StorageResource(),
+        "settings": SettingsResource(),
+    }
+
+    def materialize(*selection: str) -> None:
+        for name in selection:
+            partition = ALBUM if name == "identity_masks" else None
+            result = dg.materialize(
+                assets,
+                selection=[name],
+                partition_key=partition,
+                instance=instance,
+                resources=resources,
+            )
+            assert result.success
+
+    def manifest() -> pd.DataFrame:
+        return pd.read_parquet(DataLayout(layout.root).table_path("training_set"))
+
+    def data_version() -> str:
+        event = instance.get_latest_materialization_event(dg.AssetKey("training_set"))
+        return event.asset_materialization.tags["dagster/data_version"]
+
+    def stale() -> str:
+        graph = dg.Definitions(assets=assets, resources=resources).resolve_asset_graph()
+        resolver = CachingStaleStatusResolver(instance, graph, LoadingContextForTest(instance))
+        return resolver.get_status(dg.AssetKey("lora_checkpoint")).value
+
+    materialize("identity_masks", "training_set", "lora_checkpoint")
+    first = manifest()
+    trained = set(first.loc[first["split"] == SPLIT_TRAIN, "photo_id"])
+    first_version = manifest_version(first)
+    assert trained and stale() == "FRESH"
+    version = data_version()
+    assert version == first_version
+
+    # Unchanged inputs, materialized again: same data version, nothing to retrain.
+    materialize("training_set")
+    assert data_version() == version
+    assert stale() == "FRESH"
+
+    # The album grows (the rest of its photos): every trained photo is still trained.
+    frames[ALBUM] = rows
+    materialize("identity_masks", "training_set")
+    grown = manifest()
+    held = set(grown.loc[grown["split"] == SPLIT_HOLDOUT, "photo_id"])
+    assert held, "the grown album holds photos out"
+    assert not (held & trained), "a photo trained on before moved into the holdout"
+    assert stale() == "STALE"
+    assert data_version() == manifest_version(grown) != version
+
+
+def test_snapshot_records_file_hashes_and_finds_changed_files(built, album: Album) -> None:
+    manifest = built.manifest
+    snapshot = snapshot_manifest(manifest, album.data_root)
+    assert manifest_version(snapshot) != manifest_version(manifest)  # hashes are part of it
+    assert manifest_version(manifest) == manifest_version(manifest.sample(frac=1.0))
+    assert changed_files(snapshot, album.data_root) == {}
+    assert changed_files(manifest, album.data_root) == {}  # no hashes recorded: nothing to check
+    tampered = snapshot.copy()
+    tampered.loc[0, "image_sha256"] = "0" * 64
+    tampered.loc[1, "mask_path"] = "assets/training_set/files/masks/gone.png"
+    changed = changed_files(tampered, album.data_root)
+    assert set(changed) == {tampered.loc[0, "sample_id"], tampered.loc[1, "sample_id"]}
+    assert "changed since training" in changed[tampered.loc[0, "sample_id"]]
+    assert "is missing" in changed[tampered.loc[1, "sample_id"]]

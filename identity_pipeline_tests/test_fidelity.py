@@ -565,7 +565,8 @@ def test_run_with_only_the_final_export(trained_run: Path, tmp_path: Path) -> No
     """Checkpoints pruned away: the exported LoRA is evaluated (loaded as users load it)."""
     import shutil
 
-    from identity_pipeline.evaluation.generate import list_checkpoints
+    from identity_pipeline.dataset.version import snapshot_manifest
+    from identity_pipeline.evaluation.generate import list_checkpoints, load_training_config
     from identity_pipeline.evaluation.run import evaluate_run
 
     run_dir = tmp_path / "run"
@@ -573,7 +574,24 @@ def test_run_with_only_the_final_export(trained_run: Path, tmp_path: Path) -> No
     refs = list_checkpoints(run_dir)
     assert [(ref.name, ref.step, ref.kind) for ref in refs] == [("final", 4, "export")]
     config = FidelityConfig(seeds=(0,), num_inference_steps=2, solo_prompt=None, pair_prompt=None)
-    run = evaluate_run(run_dir, tmp_path / "eval", CentreBackend(), config)
+    # What the run trained on, as lora_checkpoint keeps it: hashes recorded; one file has
+    # changed since, so its sample is left out and said so.
+    training = load_training_config(run_dir)
+    manifest = pd.read_parquet(training.data.manifest)
+    root = Path(training.data.data_root or Path(training.data.manifest).parent)
+    snapshot = snapshot_manifest(manifest, root)
+    changed_id = snapshot.loc[snapshot["split"] == "train", "sample_id"].iloc[0]
+    snapshot.loc[snapshot["sample_id"] == changed_id, "image_sha256"] = "0" * 64
+    copy = run_dir / "training_set.parquet"
+    snapshot.to_parquet(copy, index=False)
+    run = evaluate_run(
+        run_dir, tmp_path / "eval", CentreBackend(), config, manifest_path=copy, data_root=root
+    )
+    assert run.manifest_path == copy
+    assert list(run.changed_samples) == [changed_id]
+    report = json.loads((tmp_path / "eval" / "report.json").read_text())
+    assert report["training_manifest"] == str(copy)
+    assert list(report["samples_changed_since_training"]) == [changed_id]
     assert [e.ref.name for e in run.evaluations] == ["base", "final"]
     assert run.choice.name == "final" and run.chosen_dir is not None
     chosen = load_file(str(run.chosen_dir / "pytorch_lora_weights.safetensors"))

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
+import os
+import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
+import pandas as pd
 import pytest
 
 from identity_pipeline.assets.gpu import GPU_OP_TAGS, GPU_POOL
@@ -15,12 +23,18 @@ from identity_pipeline.assets.lora_checkpoint import (
     launch_command,
     lora_checkpoint,
 )
+from identity_pipeline.assets.pipes import ProcessGroupPipesClient
+from identity_pipeline.dataset.version import manifest_version, snapshot_manifest
 from identity_pipeline.resources import SettingsResource, StorageResource
 from identity_pipeline.settings import build_config
-from identity_pipeline.storage import DataLayout
+from identity_pipeline.storage import DATA_DIR_ENV, DataLayout
+from identity_pipeline.training.__main__ import main as trainer_main
 from identity_pipeline.training.config import LaunchConfig, TrainingConfig
+from identity_pipeline.training.runs import RunLock, lock_holder
 from identity_pipeline.training.tiny_models import save_tiny_model
 from identity_pipeline_tests.training_fixtures import write_manifest, write_training_set
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def _materialize(layout: DataLayout, instance: dg.DagsterInstance, config: dict[str, Any]):
@@ -30,7 +44,7 @@ def _materialize(layout: DataLayout, instance: dg.DagsterInstance, config: dict[
         resources={
             "storage": StorageResource(),
             "settings": SettingsResource(),
-            "pipes_subprocess_client": dg.PipesSubprocessClient(),
+            "pipes_subprocess_client": ProcessGroupPipesClient(),
         },
         run_config={"ops": {"lora_checkpoint": {"config": config}}},
         raise_on_error=False,
@@ -88,6 +102,18 @@ def test_lora_checkpoint_trains_through_pipes_and_reports_metadata(
     # Outputs live in the storage root, in a run folder keyed by config + training set.
     runs = layout.asset_dir("lora_checkpoint") / "runs"
     assert Path(metadata["lora_path"].value).is_relative_to(runs)
+    # The run keeps the exact training set it trained on, every file's hash beside it.
+    run_dir = Path(metadata["run_dir"].value)
+    snapshot = pd.read_parquet(metadata["training_manifest"].value)
+    assert Path(metadata["training_manifest"].value) == run_dir / "training_set.parquet"
+    assert list(snapshot["sample_id"]) == sorted(frame["sample_id"])
+    image = layout.root / snapshot["image_path"].iloc[0]
+    assert snapshot["image_sha256"].iloc[0] == hashlib.sha256(image.read_bytes()).hexdigest()
+    assert metadata["training_data_version"].value == manifest_version(snapshot)
+    assert TrainingConfig.load(run_dir / "training_config.yaml").data.manifest == str(
+        run_dir / "training_set.parquet"
+    )
+    assert lock_holder(run_dir) is None, "the trainer let go of its run folder"
 
     # Step metrics streamed into the run's logs through Pipes.
     messages = [
@@ -145,16 +171,23 @@ def test_launch_command_and_run_folder(layout: DataLayout, tmp_path: Path) -> No
         str(tmp_path / "cfg.yaml"),
     ]
 
-    trainer = build_trainer_config(config, layout)
+    trainer = build_trainer_config(config, layout, "v1")
     assert trainer.lora.rank == 8 and trainer.model.source == "some/model"
-    assert trainer.data.manifest == str(layout.table_path("training_set"))
-    same = build_trainer_config(_settings(model={"source": "some/model"}, lora={"rank": 8}), layout)
+    # The trainer reads the run folder's copy of the training set, not the live table.
+    assert trainer.data.manifest == str(Path(trainer.output_dir) / "training_set.parquet")
+    same = build_trainer_config(
+        _settings(model={"source": "some/model"}, lora={"rank": 8}), layout, "v1"
+    )
     other = build_trainer_config(
-        _settings(model={"source": "some/model"}, lora={"rank": 4}), layout
+        _settings(model={"source": "some/model"}, lora={"rank": 4}), layout, "v1"
+    )
+    new_data = build_trainer_config(
+        _settings(model={"source": "some/model"}, lora={"rank": 8}), layout, "v2"
     )
     assert same.output_dir == trainer.output_dir != other.output_dir
+    assert new_data.output_dir not in (trainer.output_dir, other.output_dir)
     overridden = build_trainer_config(
-        _settings(timesteps={"t_min": 0.1}, lora={"dropout": 0.05}), layout
+        _settings(timesteps={"t_min": 0.1}, lora={"dropout": 0.05}), layout, "v1"
     )
     assert overridden.timesteps.t_min == 0.1 and overridden.lora.dropout == 0.05
     assert overridden.lora.rank == 16  # untouched fields keep the defaults
@@ -162,7 +195,185 @@ def test_launch_command_and_run_folder(layout: DataLayout, tmp_path: Path) -> No
     relaunched = _settings(
         model={"source": "some/model"}, lora={"rank": 8}, launch={"use_accelerate": False}
     )
-    assert build_trainer_config(relaunched, layout).output_dir == trainer.output_dir
+    assert build_trainer_config(relaunched, layout, "v1").output_dir == trainer.output_dir
     # The paths the asset sets for every run cannot be set in the settings.
     with pytest.raises(ValueError, match="training.data.manifest is set by lora_checkpoint"):
-        build_trainer_config(_settings(data={"manifest": "elsewhere.parquet"}), layout)
+        build_trainer_config(_settings(data={"manifest": "elsewhere.parquet"}), layout, "v1")
+
+
+# ----------------------------------------------------------------------------------------------
+# What is wrong is said at once, in one sentence, before any trainer starts
+
+
+def _write_live_training_set(layout: DataLayout, frame: pd.DataFrame) -> None:
+    """The training_set table where the IO manager keeps it, paths relative to the data root."""
+    frame = frame.copy()
+    for column in ("image_path", "mask_path"):
+        frame[column] = "training_files/" + frame[column]
+    write_manifest(frame, layout.asset_dir("training_set") / "table.parquet")
+
+
+def _failure_message(result: dg.ExecuteInProcessResult) -> str:
+    assert not result.success
+    failure = [event for event in result.all_events if event.is_step_failure][0]
+    return failure.step_failure_data.error.message
+
+
+@pytest.fixture(scope="module")
+def tiny_qwen_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return save_tiny_model("qwen-image", tmp_path_factory.mktemp("models") / "tiny-qwen-image")
+
+
+@pytest.mark.parametrize(
+    ("case", "sentence"),
+    [
+        ("nobody_named", "name people first: make label"),
+        ("all_held_out", "Every sample of the training set is held out"),
+        ("no_model", "The base model path"),
+        ("not_a_model", "is not a diffusers model folder"),
+    ],
+)
+def test_nothing_to_train_on_fails_at_once_with_one_sentence(
+    case: str, sentence: str, layout: DataLayout, instance: dg.DagsterInstance, tmp_path: Path
+) -> None:
+    frame = write_training_set(layout.root / "training_files", count=2)
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "model_index.json").write_text("{}")
+    if case == "nobody_named":  # a new album: identity_masks had no named person, no rows
+        frame = frame.iloc[0:0]
+    elif case == "all_held_out":
+        frame["split"] = "holdout"
+    elif case == "no_model":
+        model = tmp_path / "no" / "such" / "model"
+    elif case == "not_a_model":
+        (model / "model_index.json").unlink()
+    _write_live_training_set(layout, frame)
+    started = time.perf_counter()
+    result = _materialize(layout, instance, {"model": {"source": str(model)}})
+    message = _failure_message(result)
+    assert sentence in message
+    assert "Traceback" not in message and "[trainer]" not in message
+    assert time.perf_counter() - started < 30
+    runs = layout.asset_dir("lora_checkpoint") / "runs"
+    assert not list(runs.glob("*/launch_config.yaml")), "no trainer was launched"
+
+
+def test_a_second_trainer_in_the_same_run_folder_is_refused(
+    layout: DataLayout, instance: dg.DagsterInstance, tiny_qwen_model: Path, capfd
+) -> None:
+    frame = write_training_set(layout.root / "training_files", count=2)
+    _write_live_training_set(layout, frame)
+    live = pd.read_parquet(layout.table_path("training_set"))
+    settings = _settings(**{**_tiny_run_config(tiny_qwen_model), "cpu_threads": 1})
+    version = manifest_version(snapshot_manifest(live, layout.root))
+    run_dir = Path(build_trainer_config(settings, layout, version).output_dir)
+
+    with RunLock(run_dir):  # a trainer already at work in that folder
+        holder = lock_holder(run_dir)
+        assert holder is not None and holder["pid"] == os.getpid()
+        message = _failure_message(
+            _materialize(layout, instance, _tiny_run_config(tiny_qwen_model))
+        )
+        assert f"Another trainer is already training in {run_dir} (pid {os.getpid()}" in message
+        assert not (run_dir / "launch_config.yaml").exists()
+        # The trainer itself refuses too (started by hand, or racing the step's check): the
+        # sentence and exit status 2, no trace.
+        config = build_trainer_config(settings, layout, version)
+        config.data.manifest = str(layout.table_path("training_set"))
+        config_path = config.save(run_dir.parent / "by_hand.yaml")
+        assert trainer_main(["--config", str(config_path)]) == 2
+        err = capfd.readouterr().err
+        assert "Another trainer is already training in" in err and "Traceback" not in err
+    assert lock_holder(run_dir) is None
+
+
+# ----------------------------------------------------------------------------------------------
+# Stopping the step stops the trainer
+
+
+def lora_step_child() -> None:
+    """Entry point of the child process: materialize lora_checkpoint (a long training)."""
+    spec = json.loads(os.environ["LORA_STEP_SPEC"])
+    with dg.DagsterInstance.get() as instance:
+        result = _materialize(DataLayout(Path(os.environ[DATA_DIR_ENV])), instance, spec)
+    sys.exit(0 if result.success else 3)
+
+
+def _trainer_processes(run_dir: Path) -> list[int]:
+    """Live processes whose command line names this run's launch config (launcher + trainer)."""
+    marker = str(run_dir / "launch_config.yaml").encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if marker in (entry / "cmdline").read_bytes():
+                state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+                if state != "Z":
+                    found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+@pytest.mark.parametrize(
+    ("how", "signum"),
+    [("terminated", signal.SIGINT), ("killed", signal.SIGKILL)],
+)
+def test_stopping_the_step_stops_the_trainer(
+    how: str, signum: int, layout: DataLayout, tmp_path: Path, tiny_qwen_model: Path
+) -> None:
+    """Terminating the run (the step is interrupted: what the UI's Terminate does) or kill -9
+    of the step process: no trainer process is left, and its run folder is free again."""
+    frame = write_training_set(layout.root / "training_files", count=2)
+    _write_live_training_set(layout, frame)
+    spec = {**_tiny_run_config(tiny_qwen_model), "max_steps": 100000}
+    if how == "killed":  # no launcher in between: the trainer's own watchdog is what acts
+        spec["launch"] = {"use_accelerate": False}
+    live = pd.read_parquet(layout.table_path("training_set"))
+    version = manifest_version(snapshot_manifest(live, layout.root))
+    run_dir = Path(build_trainer_config(_settings(**spec), layout, version).output_dir)
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "from identity_pipeline_tests.test_lora_asset import lora_step_child; "
+            "lora_step_child()",
+        ],
+        cwd=REPO_ROOT,
+        env={
+            **os.environ,
+            "PYTHONPATH": str(REPO_ROOT),
+            "DAGSTER_HOME": str(home),
+            "LORA_STEP_SPEC": json.dumps(spec),
+        },
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 240
+        while lock_holder(run_dir) is None:  # the trainer holds its folder once it runs
+            assert child.poll() is None, child.stdout.read().decode()[-3000:]
+            assert time.monotonic() < deadline, "the trainer never started"
+            time.sleep(0.2)
+        trainers = _trainer_processes(run_dir)
+        assert trainers, "no trainer process found"
+        os.kill(child.pid, signum)
+        deadline = time.monotonic() + 60
+        while _trainer_processes(run_dir) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        left = _trainer_processes(run_dir)
+        assert not left, f"trainer processes left after the step was {how}: {left}"
+        assert lock_holder(run_dir) is None
+        child.wait(timeout=60)
+        log = child.stdout.read().decode()
+        if how == "terminated":
+            assert "stopping the trainer's process group" in log
+    finally:
+        for pid in [child.pid, *_trainer_processes(run_dir)]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        child.wait(timeout=30)

@@ -330,10 +330,11 @@ def test_one_new_photo_reruns_each_asset_once_from_the_caches(demo: DemoState) -
         new_faces = identities[identities["face_id"].isin(new_face_ids)]
         assert list(new_faces["identity"]) == ["Barack Obama"], "the name reached the new face"
 
-        # Training waits, and says so: stale because training_set changed.
+        # Training waits, and says so: stale because training_set changed (its data version:
+        # the new photo's person is named, so its rows did change).
         assert stale("lora_checkpoint") == (
             "STALE",
-            [("training_set", "has a new materialization")],
+            [("training_set", "has a new data version")],
         )
         again = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=cursor)
         assert requested(defs, again) == set()

@@ -3,7 +3,8 @@
 A thin shell over ``identity_pipeline.evaluation.run.evaluate_run``: for every saved checkpoint of
 the latest ``lora_checkpoint`` run (and the base model), K images per identity from fixed prompts
 and seeds, their faces embedded with the pipeline's face backend, scored against the held-out real
-photos (likeness, copy-paste, bleed, faces per image); the configured rule picks the checkpoint
+photos of the training set that run trained on: the copy in its run folder, content hashes
+checked (never the live training_set table, which may have moved on since) (likeness, copy-paste, bleed, faces per image); the configured rule picks the checkpoint
 whose LoRA is written to ``chosen/``. Images and faces are stored per checkpoint, so a re-run with
 the same settings only re-scores.
 """
@@ -69,6 +70,8 @@ def resolve_run_dir(
         return Path(config.run_dir).expanduser().resolve()
     event = context.instance.get_latest_materialization_event(dg.AssetKey(LORA_CHECKPOINT))
     materialization = event.asset_materialization if event is not None else None
+    if materialization is not None and "run_dir" in materialization.metadata:
+        return Path(str(materialization.metadata["run_dir"].value))
     if materialization is not None and "lora_path" in materialization.metadata:
         lora_path = Path(str(materialization.metadata["lora_path"].value))
         return lora_path.parent.parent  # <run>/lora/pytorch_lora_weights.safetensors
@@ -101,7 +104,8 @@ def output_dir(layout: DataLayout, run_dir: Path) -> Path:
     kinds={"pytorch", "onnx", "parquet"},
     description="Identity fidelity of every saved LoRA checkpoint: K images per identity from "
     "fixed prompts/seeds (training caption, solo, two-person), faces embedded with the face "
-    "backend and scored against the held-out real photos: likeness (with the real-vs-real "
+    "backend and scored against the held-out real photos of the training set the run trained on "
+    "(its run folder's copy, content hashes checked; not the live training_set): likeness (with the real-vs-real "
     "baseline), copy-paste (nearest training vs held-out photo), bleed (confusion matrix, other "
     "people's faces), faces per image. The best checkpoint under the configured rule is the "
     "asset's chosen LoRA (chosen/, diffusers + ComfyUI layouts).",
@@ -152,6 +156,10 @@ def identity_fidelity(
     checkpoints = run.checkpoints_table()
     metadata: dict[str, object] = {
         "run_dir": dg.MetadataValue.path(str(run_dir)),
+        # What was read: the training set the run trained on (its own copy), not the live one.
+        "training_manifest": dg.MetadataValue.path(str(run.manifest_path)),
+        "training_data_version": run.data_version,
+        "samples_changed_since_training": dg.MetadataValue.json(run.changed_samples),
         "evaluation_dir": dg.MetadataValue.path(str(out_dir)),
         "chosen_checkpoint": run.choice.name or "",
         "chosen_step": run.choice.step,

@@ -13,6 +13,8 @@ from identity_pipeline.dataset import (
     DatasetConfig,
     build_training_set,
     export_training_set,
+    manifest_version,
+    trained_photos,
     write_previews,
 )
 from identity_pipeline.resources import SettingsResource, StorageResource
@@ -30,7 +32,8 @@ DatasetRunConfig = run_config_class(DatasetConfig)
     ins={IDENTITY_MASKS: dg.AssetIn(partition_mapping=dg.AllPartitionMapping())},
     description="The training samples of every album: face-blurred image + the person's mask at "
     "an aspect bucket, caption, repeats (rare people upsampled, capped), train/holdout split by "
-    "photo. Exports: kohya/musubi folders and a diffusers imagefolder JSONL under export/.",
+    "photo (per photo by its hash; a photo once trained stays trained). Data version: a hash of "
+    "the rows, so an unchanged set leaves the LoRA fresh. Exports: kohya/musubi folders and a diffusers imagefolder JSONL under export/.",
     check_specs=[
         dg.AssetCheckSpec(
             "holdout_never_trained",
@@ -50,20 +53,32 @@ def training_set(
     dataset_config = stage_settings(settings, layout, SECTION, config, DatasetConfig)
     samples = _concat(identity_masks)
     out_dir = layout.files_dir(TRAINING_SET)
-    committed = _committed_file_names(layout.table_path(TRAINING_SET))
+    committed = _committed_manifest(layout.table_path(TRAINING_SET))
     started = time.perf_counter()
-    result = build_training_set(samples, layout.root, out_dir, dataset_config, workers=2)
+    result = build_training_set(
+        samples,
+        layout.root,
+        out_dir,
+        dataset_config,
+        workers=2,
+        # Photos the last training set trained on stay in train, however the album grew.
+        trained_before=trained_photos(committed),
+    )
     manifest = result.manifest
+    committed_files = {Path(path).name for column in _FILE_COLUMNS for path in committed[column]}
     for folder, keep in result.file_names().items():
         # The committed manifest's files too: it stays the asset's value until this run's
         # manifest replaces it, and a run killed in between must not leave it pointing at nothing.
-        prune_files(out_dir / folder, keep | committed)
+        prune_files(out_dir / folder, keep | committed_files)
     export = export_training_set(manifest, layout.root, layout.asset_dir(TRAINING_SET) / "export")
     for warning in export.warnings:
         context.log.warning(f"export: {warning}")
     previews = write_previews(result, layout.root, layout.asset_dir(TRAINING_SET) / "previews")
 
     train = manifest[manifest["split"] == "train"]
+    # Equal rows mean equal files (their names hash their sources): an unchanged training set
+    # keeps its version, so the LoRA trained on it is not marked stale.
+    version = manifest_version(manifest)
     metadata: dict[str, object] = {
         "samples": len(manifest),
         "train_samples": len(train),
@@ -79,13 +94,14 @@ def training_set(
         "kohya_folders": dg.MetadataValue.json(export.kohya_folders),
         "export_warnings": dg.MetadataValue.json(list(export.warnings)),
         "seconds": round(time.perf_counter() - started, 3),
+        "data_version": version,
         **settings_metadata(dataset_config),
     }
     metadata.update(image_metadata("samples_per_identity", previews.balance_chart))
     metadata.update(image_metadata("bucket_histogram", previews.bucket_chart))
     for identity, path in list(previews.contact_sheets.items())[:12]:
         metadata.update(image_metadata(f"contact_sheet[{identity}]", path))
-    yield dg.Output(manifest, metadata=metadata)
+    yield dg.Output(manifest, metadata=metadata, data_version=dg.DataVersion(version))
 
     by_photo = manifest.groupby("photo_id")["split"].nunique()
     leaking = sorted(by_photo[by_photo > 1].index)
@@ -96,11 +112,15 @@ def training_set(
     )
 
 
-def _committed_file_names(manifest_path) -> set[str]:
+_FILE_COLUMNS = ("image_path", "mask_path")
+
+
+def _committed_manifest(manifest_path: Path) -> pd.DataFrame:
+    """The last materialization's manifest (its files, photos and splits); empty when none."""
+    columns = [*_FILE_COLUMNS, "photo_id", "split"]
     if not manifest_path.exists():
-        return set()
-    committed = pd.read_parquet(manifest_path, columns=["image_path", "mask_path"])
-    return {Path(path).name for column in committed.columns for path in committed[column]}
+        return pd.DataFrame(columns=columns)
+    return pd.read_parquet(manifest_path, columns=columns)
 
 
 def _used(buckets: pd.DataFrame) -> pd.DataFrame:

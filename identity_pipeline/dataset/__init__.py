@@ -2,8 +2,9 @@
 manifest the trainer reads, plus exports for other trainers (no dagster here; the asset shell
 lives in ``assets``).
 
-Order of work: selection rules (each counted) -> holdout photos per identity -> repeats per
-identity -> face-keeping crop into an aspect bucket -> content-addressed files + manifest.
+Order of work: selection rules (each counted) -> holdout photos (per photo, by its hash) ->
+repeats per identity -> face-keeping crop into an aspect bucket -> content-addressed files +
+manifest, and its data version (``version``).
 """
 
 from identity_pipeline.dataset.balance import BALANCE_COLUMNS, Balance, balance_repeats, repeats_for
@@ -54,7 +55,15 @@ from identity_pipeline.dataset.split import (
     SPLIT_TRAIN,
     HoldoutResult,
     assign_holdout,
-    wanted_holdout_photos,
+    minimum_holdout_photos,
+    photo_draw,
+    trained_photos,
+)
+from identity_pipeline.dataset.version import (
+    SNAPSHOT_COLUMNS,
+    changed_files,
+    manifest_version,
+    snapshot_manifest,
 )
 
 __all__ = [
@@ -70,6 +79,7 @@ __all__ = [
     "MASKS_DIR",
     "RULES",
     "SPLIT_HOLDOUT",
+    "SNAPSHOT_COLUMNS",
     "SPLIT_TRAIN",
     "Balance",
     "Bucket",
@@ -82,6 +92,7 @@ __all__ = [
     "Selection",
     "TrainingSetResult",
     "assign_holdout",
+    "changed_files",
     "balance_repeats",
     "bar_chart",
     "bucket_chart",
@@ -95,14 +106,18 @@ __all__ = [
     "identity_contact_sheets",
     "kohya_folder_names",
     "make_buckets",
+    "manifest_version",
     "manifest_schema",
     "mask_centroid",
+    "minimum_holdout_photos",
+    "photo_draw",
     "place_crop",
     "plan_crop",
     "repeats_for",
     "resolve_data_path",
     "select_samples",
-    "wanted_holdout_photos",
+    "snapshot_manifest",
+    "trained_photos",
     "write_manifest",
     "unique_folder_names",
     "write_previews",

@@ -129,6 +129,7 @@ def build_training_set(
     out_dir: Path,
     config: DatasetConfig = DEFAULT_DATASET_CONFIG,
     workers: int = 1,
+    trained_before: frozenset[str] = frozenset(),
 ) -> TrainingSetResult:
     """Select, split, balance and render ``samples`` (the identity mask tables, concatenated).
 
@@ -136,7 +137,8 @@ def build_training_set(
     ``out_dir/masks`` (8-bit PNG); the manifest names them relative to ``data_root`` (absolute
     when ``out_dir`` lies outside it). The manifest is returned, not written: see
     ``write_manifest``. ``workers`` threads decode, resize and encode (Pillow releases the GIL);
-    the result does not depend on it.
+    the result does not depend on it. ``trained_before``: photos an earlier build trained on,
+    which stay in train (``split.assign_holdout``).
     """
     data_root = Path(data_root).resolve()
     out_dir = Path(out_dir).resolve()
@@ -149,7 +151,7 @@ def build_training_set(
     )
     selection = select_samples(samples, config, bucket_set, data_root)
     kept = selection.kept
-    holdout = assign_holdout(kept, config)
+    holdout = assign_holdout(kept, config, trained_before)
     kept = kept.assign(split=holdout.split.to_numpy())
     train_counts = kept.loc[kept["split"] == SPLIT_TRAIN, "identity"].value_counts()
     balance = balance_repeats(

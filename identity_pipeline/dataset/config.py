@@ -63,9 +63,11 @@ class DatasetConfig:
     max_upscale: float | None = 4.0
     min_samples_per_identity: int = 4
 
-    # Holdout: whole photos per identity that are never trained on (fidelity evaluation).
-    # Per identity max(holdout_photos_per_identity, floor(holdout_fraction * photos)) photos,
-    # only for identities with at least holdout_min_photos photos, never all of them.
+    # Holdout: whole photos that are never trained on (fidelity evaluation). Each photo is held
+    # out when its fixed draw from (holdout_seed, its hash) is below holdout_fraction, so new
+    # photos never move old ones; identities with fewer than holdout_min_photos photos hold none
+    # out, every identity keeps a train photo and holds out at least
+    # holdout_photos_per_identity (topped up from photos no earlier build trained on).
     holdout_photos_per_identity: int = 1
     holdout_fraction: float = 0.1
     holdout_min_photos: int = 5

@@ -1,20 +1,31 @@
-"""The held-out split: whole photos per identity that are never trained on.
+"""The held-out split: whole photos that are never trained on, chosen per photo by its hash.
 
 Holdout is by photo, not by sample: every tile and every person of a held-out photo is held out,
 so no crop of the same picture (another tile of a collage, the same group shot captioned for a
 second person) leaks into training. ``photo_id`` is the hash of the photo's bytes, so the same
 file in two albums is one photo here.
 
-Picking is deterministic: each identity's photos are ranked by a hash of (seed, identity, photo),
-and identities with the fewest photos choose first (they have the least room). A photo is only
-held out when every identity in it still wants holdout photos; identities too small for a holdout
-therefore also protect the photos they appear in.
+The rule is per photo: a photo is a holdout candidate when ``draw(seed, photo) <
+holdout_fraction``, a fixed number in [0, 1) from its content hash. Adding photos changes no other
+photo's draw, so a trained photo never becomes a holdout candidate because the album grew. Three
+guards act on top, per identity, and never against that promise:
+
+* an identity with fewer than ``holdout_min_photos`` photos holds none out (it needs them all);
+  a photo is held out only when every identity in it can afford it;
+* every identity keeps at least one train photo (the candidate with the highest draw trains);
+* an identity with too few candidates is topped up to ``holdout_photos_per_identity`` with its
+  lowest-draw photos.
+
+The guards depend on counts, which grow with the album, so they are given the photos an earlier
+build trained on (``trained_before``, from the committed manifest): those are never held out,
+whatever the counts say now. Without that memory the rule is still a pure function of the photos
+and only the guards' choices can differ.
 """
 
 from __future__ import annotations
 
-import math
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import pandas as pd
@@ -44,38 +55,69 @@ class HoldoutResult:
     report: pd.DataFrame  # one row per identity, HOLDOUT_REPORT_COLUMNS
 
 
-def wanted_holdout_photos(photos: int, config: DatasetConfig) -> int:
-    """How many of an identity's ``photos`` to hold out: 0 below the minimum, never all."""
+def photo_draw(seed: int, photo_id: str) -> float:
+    """The photo's fixed draw in [0, 1): a function of the seed and the photo's content only."""
+    return int(content_id(seed, photo_id, length=15), 16) / 16**15
+
+
+def minimum_holdout_photos(photos: int, config: DatasetConfig) -> int:
+    """The fewest photos an identity holds out: 0 below the minimum size, never all."""
     if photos < config.holdout_min_photos:
         return 0
-    wanted = max(config.holdout_photos_per_identity, math.floor(config.holdout_fraction * photos))
-    return min(photos - 1, wanted)
+    return min(photos - 1, config.holdout_photos_per_identity)
 
 
-def assign_holdout(frame: pd.DataFrame, config: DatasetConfig) -> HoldoutResult:
-    """Split ``frame`` (columns identity, photo_id) into train and holdout photos."""
+def trained_photos(manifest: pd.DataFrame) -> frozenset[str]:
+    """The photos a manifest trains on (its train split)."""
+    if manifest.empty or "photo_id" not in manifest.columns:
+        return frozenset()
+    return frozenset(map(str, manifest.loc[manifest["split"] == SPLIT_TRAIN, "photo_id"]))
+
+
+def assign_holdout(
+    frame: pd.DataFrame, config: DatasetConfig, trained_before: Iterable[str] = ()
+) -> HoldoutResult:
+    """Split ``frame`` (columns identity, photo_id) into train and holdout photos; photos in
+    ``trained_before`` stay in train."""
+    trained = frozenset(map(str, trained_before))
     photos_of: dict[str, set[str]] = {}
     identities_of: dict[str, set[str]] = {}
     for identity, photo in zip(frame["identity"], frame["photo_id"], strict=True):
         photos_of.setdefault(str(identity), set()).add(str(photo))
         identities_of.setdefault(str(photo), set()).add(str(identity))
-    wanted = {
-        identity: wanted_holdout_photos(len(photos), config)
+    draw = {photo: photo_draw(config.holdout_seed, photo) for photo in identities_of}
+    eligible = {
+        identity
         for identity, photos in photos_of.items()
+        if len(photos) >= config.holdout_min_photos
     }
 
-    held: set[str] = set()
-    held_per_identity: Counter[str] = Counter()
+    def can_hold(photo: str) -> bool:
+        return photo not in trained and identities_of[photo] <= eligible
+
+    held = {
+        photo
+        for photo in identities_of
+        if draw[photo] < config.holdout_fraction and can_hold(photo)
+    }
+    # Every identity keeps a train photo: its highest-draw photo trains if all were held out.
+    for identity in sorted(photos_of):
+        if photos_of[identity] <= held:
+            held.discard(max(photos_of[identity], key=lambda photo: (draw[photo], photo)))
+    # Top up identities below their minimum, lowest draw first, never emptying anyone's train.
+    held_per_identity = Counter(person for photo in held for person in identities_of[photo])
+    wanted = {
+        identity: minimum_holdout_photos(len(photos), config)
+        for identity, photos in photos_of.items()
+    }
     for identity in sorted(photos_of, key=lambda name: (len(photos_of[name]), name)):
-        candidates = sorted(
-            photos_of[identity] - held,
-            key=lambda photo, who=identity: content_id(config.holdout_seed, who, photo),
-        )
-        for photo in candidates:
+        ranked = sorted(photos_of[identity] - held, key=lambda photo: (draw[photo], photo))
+        for photo in ranked:
             if held_per_identity[identity] >= wanted[identity]:
                 break
             people = identities_of[photo]
-            if all(held_per_identity[person] < wanted[person] for person in people):
+            keeps_train = all(len(photos_of[person] - held - {photo}) >= 1 for person in people)
+            if can_hold(photo) and keeps_train:
                 held.add(photo)
                 held_per_identity.update(people)
 
@@ -84,7 +126,7 @@ def assign_holdout(frame: pd.DataFrame, config: DatasetConfig) -> HoldoutResult:
         .astype(str)
         .map(lambda photo: SPLIT_HOLDOUT if photo in held else SPLIT_TRAIN)
     )
-    report = _report(frame, split, photos_of, wanted, held, config)
+    report = _report(frame, split, photos_of, wanted, held, trained, config)
     return HoldoutResult(split=split, holdout_photo_ids=frozenset(held), report=report)
 
 
@@ -94,6 +136,7 @@ def _report(
     photos_of: dict[str, set[str]],
     wanted: dict[str, int],
     held: set[str],
+    trained: frozenset[str],
     config: DatasetConfig,
 ) -> pd.DataFrame:
     rows = []
@@ -111,7 +154,7 @@ def _report(
                 "train_photos": len(photos) - holdout_photos,
                 "holdout_samples": int((of_identity & is_holdout).sum()),
                 "train_samples": int((of_identity & ~is_holdout).sum()),
-                "note": _note(len(photos), wanted[identity], holdout_photos, config),
+                "note": _note(photos, wanted[identity], holdout_photos, trained, config),
             }
         )
     if not rows:
@@ -121,14 +164,16 @@ def _report(
     return pd.DataFrame(rows).astype(HOLDOUT_REPORT_COLUMNS)
 
 
-def _note(photos: int, wanted: int, held: int, config: DatasetConfig) -> str:
-    if photos < config.holdout_min_photos:
-        return f"no holdout: {photos} photo(s), fewer than {config.holdout_min_photos}"
-    if wanted == 0:
-        return "no holdout: disabled by config"
-    if held < wanted:
-        return (
-            f"only {held} of {wanted} holdout photo(s): its other photos show people "
-            "who cannot lose more training photos"
-        )
-    return ""
+def _note(
+    photos: set[str], wanted: int, held: int, trained: frozenset[str], config: DatasetConfig
+) -> str:
+    if len(photos) < config.holdout_min_photos:
+        return f"no holdout: {len(photos)} photo(s), fewer than {config.holdout_min_photos}"
+    if held >= wanted:
+        return ""
+    if wanted and photos <= trained:
+        return "no holdout: every photo was trained on by an earlier build"
+    return (
+        f"only {held} of {wanted} holdout photo(s): its other photos were trained on before "
+        "or show people who cannot lose more training photos"
+    )

@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from identity_pipeline.dataset.version import changed_files, manifest_version
 from identity_pipeline.evaluation.config import (
     EVALUATION_VERSION,
     KIND_CAPTION,
@@ -146,6 +147,9 @@ class CheckpointEvaluation:
 class FidelityRun:
     run_dir: Path
     out_dir: Path
+    manifest_path: Path  # the training set read (the run's own copy for lora_checkpoint runs)
+    data_version: str  # of the rows scored
+    changed_samples: dict[str, str]  # sample_id -> why it was left out (file changed / missing)
     config: FidelityConfig
     identities: list[str]
     prompts: list[PromptSpec]
@@ -247,11 +251,17 @@ def evaluate_run(
     log = log or (lambda message: None)
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     training_config = load_training_config(run_dir)
+    # The manifest the run trained on: lora_checkpoint keeps a copy in the run folder (with the
+    # content hash of every file) and points the trainer's config at it.
     manifest_path = Path(manifest_path or training_config.data.manifest)
     if not manifest_path.is_file():
         raise FileNotFoundError(f"the run's training-set manifest {manifest_path} is missing")
     manifest = pd.read_parquet(manifest_path)
     root = Path(data_root or training_config.data.data_root or manifest_path.parent)
+    changed = changed_files(manifest, root)
+    if changed:  # pruned or replaced since training: scoring them would compare other photos
+        log(f"{len(changed)} sample(s) left out, their files changed since training")
+        manifest = manifest[~manifest["sample_id"].astype(str).isin(changed)]
 
     identities = sorted(
         {str(name) for name in manifest.loc[manifest["split"] == "train", "identity"]}
@@ -392,6 +402,9 @@ def evaluate_run(
     run = FidelityRun(
         run_dir=run_dir,
         out_dir=out_dir,
+        manifest_path=manifest_path,
+        data_version=manifest_version(manifest),
+        changed_samples=changed,
         config=config,
         identities=identities,
         prompts=prompts,
@@ -643,6 +656,9 @@ def report_dict(run: FidelityRun) -> dict[str, Any]:
         {
             "run_dir": str(run.run_dir),
             "out_dir": str(run.out_dir),
+            "training_manifest": str(run.manifest_path),
+            "training_data_version": run.data_version,
+            "samples_changed_since_training": run.changed_samples,
             "config": run.config.to_dict(),
             "settings": run.settings,
             "identities": run.identities,

@@ -15,6 +15,7 @@ import torch
 from PIL import Image
 
 from identity_pipeline.training.config import DataConfig
+from identity_pipeline.training.runs import check_training_set
 
 REQUIRED_COLUMNS = (
     "sample_id",
@@ -52,9 +53,8 @@ def load_samples(config: DataConfig, pixel_multiple: int = 1) -> list[Sample]:
     missing = [column for column in REQUIRED_COLUMNS if column not in frame.columns]
     if missing:
         raise ValueError(f"{manifest} lacks column(s): {', '.join(missing)}")
+    check_training_set(frame, split=config.split)
     frame = frame[frame["split"] == config.split]
-    if frame.empty:
-        raise ValueError(f"{manifest} has no rows with split == {config.split!r}")
     if frame["sample_id"].duplicated().any():
         raise ValueError(f"{manifest} repeats sample_id values")
     root = Path(config.data_root) if config.data_root else manifest.parent

@@ -17,6 +17,8 @@ from typing import Any, ClassVar
 
 import torch
 
+from identity_pipeline.training.config import TimestepConfig
+
 TextEmbeds = dict[str, torch.Tensor]  # one prompt's tensors, no batch dimension
 
 ENCODE_CHUNK = 8  # prompts per text-encoder call while caching
@@ -112,12 +114,23 @@ class FamilyAdapter:
         denoiser_config = getattr(diffusers, self.denoiser_class_name).load_config(
             options.source, subfolder=self.denoiser_name, **revision
         )
+        self.configure(
+            vae_config,
+            denoiser_config,
+            # Any scheduler class reads scheduler_config.json; the dict is what matters.
+            diffusers.DDPMScheduler.load_config(options.source, subfolder="scheduler", **revision),
+        )
+
+    def configure(
+        self,
+        vae_config: dict[str, Any],
+        denoiser_config: dict[str, Any],
+        scheduler_config: dict[str, Any],
+    ) -> None:
+        """Geometry and scheduler settings from config dicts (files, or a pipeline in memory)."""
         self.vae_scale = self.vae_scale_factor(vae_config)
         self.patch_size = int(denoiser_config.get("patch_size", 1) or 1)
-        self.scheduler_config = dict(
-            # Any scheduler class reads scheduler_config.json; the dict is what matters.
-            diffusers.DDPMScheduler.load_config(options.source, subfolder="scheduler", **revision)
-        )
+        self.scheduler_config = dict(scheduler_config)
 
     def load_denoiser(self, options: LoadOptions, dtype: torch.dtype) -> torch.nn.Module:
         import diffusers
@@ -228,6 +241,29 @@ class FamilyAdapter:
     ) -> dict[str, Any]:
         raise NotImplementedError
 
+    # -- conventions shared with the pipelines (each one checked in ``consistency``) ---------
+
+    def make_objective(self, timesteps: TimestepConfig):
+        """The noising and target the pipeline's scheduler integrates: rectified flow with the
+        model's shift, or SDXL's own DDPM objective."""
+        from identity_pipeline.training.flow_matching import (
+            DdpmObjective,
+            FlowObjective,
+            ShiftSchedule,
+        )
+
+        if self.objective == "ddpm":
+            return DdpmObjective(timesteps, self.scheduler_config)
+        shift = ShiftSchedule.from_scheduler_config(self.scheduler_config, timesteps)
+        return FlowObjective(timesteps, shift)
+
+    def pack(self, latents: torch.Tensor) -> torch.Tensor:
+        """Spatial latents -> the denoiser's layout (2x2 patch tokens for Qwen-Image / Flux)."""
+        return pack_latents(latents)
+
+    def unpack(self, tokens: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        return unpack_latents(tokens, height, width)
+
 
 def pack_latents(latents: torch.Tensor) -> torch.Tensor:
     """(B, C, h, w) -> (B, h/2 * w/2, 4C) 2x2 patch tokens, as Qwen-Image and Flux pipelines do."""
@@ -310,14 +346,18 @@ class QwenImageAdapter(FamilyAdapter):
     def predict(self, denoiser, noisy, model_t, text, guidance, pixel_size):
         batch, _, height, width = noisy.shape
         output = denoiser(
-            hidden_states=pack_latents(noisy),
+            hidden_states=self.pack(noisy),
             timestep=model_t,
             encoder_hidden_states=text["prompt_embeds"],
             encoder_hidden_states_mask=text["prompt_embeds_mask"],
-            img_shapes=[[(1, height // 2, width // 2)]] * batch,
+            img_shapes=self.img_shapes(batch, height, width),
             return_dict=False,
         )[0]
-        return unpack_latents(output, height, width)
+        return self.unpack(output, height, width)
+
+    def img_shapes(self, batch: int, latent_h: int, latent_w: int) -> list:
+        """(frames, token rows, token columns) per sample, as the pipeline passes them."""
+        return [[(1, latent_h // 2, latent_w // 2)]] * batch
 
     def sample_kwargs(self, positive, negative, guidance):
         # All-ones masks: cached embeddings carry no padding (the pipeline then drops the mask).
@@ -359,13 +399,13 @@ class FluxAdapter(FamilyAdapter):
 
     def predict(self, denoiser, noisy, model_t, text, guidance, pixel_size):
         batch, _, height, width = noisy.shape
-        image_ids = _flux_image_ids(height // 2, width // 2, noisy.device, noisy.dtype)
+        image_ids = self.image_ids(height // 2, width // 2, noisy.device, noisy.dtype)
         text_ids = torch.zeros(text["prompt_embeds"].shape[1], 3, device=noisy.device)
         guidance_t = None
         if denoiser.config.guidance_embeds:
             guidance_t = torch.full((batch,), guidance, device=noisy.device, dtype=torch.float32)
         output = denoiser(
-            hidden_states=pack_latents(noisy),
+            hidden_states=self.pack(noisy),
             timestep=model_t,
             guidance=guidance_t,
             pooled_projections=text["pooled_prompt_embeds"],
@@ -374,7 +414,11 @@ class FluxAdapter(FamilyAdapter):
             img_ids=image_ids,
             return_dict=False,
         )[0]
-        return unpack_latents(output, height, width)
+        return self.unpack(output, height, width)
+
+    def image_ids(self, rows: int, columns: int, device: torch.device, dtype: torch.dtype):
+        """(rows * columns, 3) position ids of the image tokens: (0, row, column)."""
+        return _flux_image_ids(rows, columns, device, dtype)
 
     def sample_kwargs(self, positive, negative, guidance):
         kwargs: dict[str, Any] = {
@@ -475,7 +519,7 @@ class SDXLAdapter(FamilyAdapter):
         pixel_h, pixel_w = pixel_size
         key = (pixel_h, pixel_w, noisy.device, noisy.dtype)
         if key not in self._time_ids:  # built once per bucket: a host-to-device copy syncs
-            self._time_ids[key] = noisy.new_tensor([pixel_h, pixel_w, 0, 0, pixel_h, pixel_w])
+            self._time_ids[key] = noisy.new_tensor(self.time_ids(pixel_h, pixel_w))
         time_ids = self._time_ids[key].expand(batch, 6)
         return denoiser(
             noisy,
@@ -484,6 +528,10 @@ class SDXLAdapter(FamilyAdapter):
             added_cond_kwargs={"text_embeds": text["pooled_prompt_embeds"], "time_ids": time_ids},
             return_dict=False,
         )[0]
+
+    def time_ids(self, pixel_h: int, pixel_w: int) -> list[int]:
+        """SDXL's size conditioning: original size, crop top-left, target size, as (h, w)."""
+        return [pixel_h, pixel_w, 0, 0, pixel_h, pixel_w]
 
     def sample_kwargs(self, positive, negative, guidance):
         return pooled_sample_kwargs(positive, negative, guidance)

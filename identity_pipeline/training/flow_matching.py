@@ -129,6 +129,10 @@ class FlowObjective:
         t = sample_timesteps(
             x0.shape[0], self.config, self.shift, image_seq_len, generator, x0.device
         )
+        return self.at(x0, noise, t)
+
+    def at(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> NoisedBatch:
+        """The point at noise level t (sigma, per sample) between x0 and noise, and its target."""
         return NoisedBatch(add_noise(x0, noise, t), velocity_target(x0, noise), t)
 
 
@@ -155,14 +159,18 @@ class DdpmObjective:
         generator: torch.Generator,
     ) -> NoisedBatch:
         del image_seq_len  # no resolution shift for DDPM
-        if self._alphas_cumprod is None or self._alphas_cumprod.device != x0.device:
-            self._alphas_cumprod = self.scheduler.alphas_cumprod.to(x0.device, torch.float32)
         noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
         low = int(self.config.t_min * (self.train_timesteps - 1))
         high = int(self.config.t_max * (self.train_timesteps - 1))
         timesteps = torch.randint(
             low, high + 1, (x0.shape[0],), generator=generator, device=x0.device
         )
+        return self.at(x0, noise, timesteps)
+
+    def at(self, x0: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> NoisedBatch:
+        """The noised point at integer training timesteps (per sample), and its target."""
+        if self._alphas_cumprod is None or self._alphas_cumprod.device != x0.device:
+            self._alphas_cumprod = self.scheduler.alphas_cumprod.to(x0.device, torch.float32)
         alpha_bar = self._alphas_cumprod[timesteps].view(-1, 1, 1, 1)
         signal, sigma = alpha_bar.sqrt(), (1 - alpha_bar).sqrt()
         noisy = signal * x0 + sigma * noise

@@ -239,33 +239,23 @@ def _tiny_qwen_text_encoder(vocab_size: int, special_ids: dict[str, int]):
 # Families
 
 
-def _tiny_autoencoder_kl(latent_channels: int, shift_factor: float | None, scaling_factor: float):
-    from diffusers import AutoencoderKL
+def _tiny_autoencoder_kl(shift_factor: float | None, scaling_factor: float):
+    """A 4x-stride VAE that keeps each 4 x 4 block's colour (``tiny_vae``): two photos give
+    clearly different latents, and the latent normalisation is checked against a decoder that
+    depends on its input."""
+    from identity_pipeline.training.tiny_vae import build_autoencoder_kl
 
-    # Three blocks: two downsamplings, so an 8x smaller VAE stride than the real 8 (a 64 px image
-    # gives a 16x16 latent, enough for the 2x2 packing and a visible face mask).
-    return AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * 3,
-        up_block_types=("UpDecoderBlock2D",) * 3,
-        block_out_channels=(8, 16, 16),
-        layers_per_block=1,
-        latent_channels=latent_channels,
-        norm_num_groups=4,
-        sample_size=64,
-        shift_factor=shift_factor,
-        scaling_factor=scaling_factor,
-    )
+    return build_autoencoder_kl(shift_factor, scaling_factor)
 
 
-def build_qwen_image(seed: int = 0):
+def build_qwen_image(seed: int = 0, width: int = 1):
     from diffusers import (
-        AutoencoderKLQwenImage,
         FlowMatchEulerDiscreteScheduler,
         QwenImagePipeline,
         QwenImageTransformer2DModel,
     )
+
+    from identity_pipeline.training.tiny_vae import build_qwen_image_vae
 
     tokenizer = build_qwen_tokenizer()
     special_ids = {token: tokenizer.convert_tokens_to_ids(token) for token in QWEN_SPECIAL_TOKENS}
@@ -273,16 +263,10 @@ def build_qwen_image(seed: int = 0):
     text_encoder = _tiny_qwen_text_encoder(_padded_vocab_size(tokenizer), special_ids)
     torch.manual_seed(seed + 1)
     z_dim = 4
-    vae = AutoencoderKLQwenImage(
-        # 8 base channels: its causal 3D convolutions are the slowest part of the CPU demo.
-        base_dim=8,
-        z_dim=z_dim,
-        dim_mult=[1, 2, 2],
-        num_res_blocks=1,
-        temperal_downsample=[False, True],
-        # Not 0/1 on purpose: the trainer must normalise with them like the real VAE.
-        latents_mean=[0.1, -0.2, 0.05, 0.3],
-        latents_std=[1.5, 0.8, 1.2, 2.0],
+    # Not 0/1 on purpose: the trainer must normalise with them like the real VAE. Built to keep
+    # each 4 x 4 block's colour (``tiny_vae``), not drawn at random.
+    vae = build_qwen_image_vae(
+        latents_mean=[0.1, -0.2, 0.05, 0.3], latents_std=[1.5, 0.8, 1.2, 2.0]
     )
     torch.manual_seed(seed + 2)
     transformer = QwenImageTransformer2DModel(
@@ -291,7 +275,7 @@ def build_qwen_image(seed: int = 0):
         out_channels=z_dim,
         num_layers=2,
         attention_head_dim=16,
-        num_attention_heads=2,
+        num_attention_heads=2 * width,
         joint_attention_dim=TINY_TEXT_HIDDEN,
         axes_dims_rope=(4, 6, 6),
     )
@@ -315,7 +299,7 @@ def build_qwen_image(seed: int = 0):
     )
 
 
-def build_flux(seed: int = 0):
+def build_flux(seed: int = 0, width: int = 1):
     from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
     from transformers import CLIPTextModel
 
@@ -326,7 +310,7 @@ def build_flux(seed: int = 0):
     torch.manual_seed(seed + 1)
     text_encoder_2 = _tiny_t5(_padded_vocab_size(t5_tokenizer))
     torch.manual_seed(seed + 2)
-    vae = _tiny_autoencoder_kl(latent_channels=4, shift_factor=0.1159, scaling_factor=0.3611)
+    vae = _tiny_autoencoder_kl(shift_factor=0.1159, scaling_factor=0.3611)
     torch.manual_seed(seed + 3)
     transformer = FluxTransformer2DModel(
         patch_size=1,
@@ -334,7 +318,7 @@ def build_flux(seed: int = 0):
         num_layers=1,
         num_single_layers=1,
         attention_head_dim=16,
-        num_attention_heads=2,
+        num_attention_heads=2 * width,
         joint_attention_dim=TINY_T5_HIDDEN,
         pooled_projection_dim=TINY_TEXT_HIDDEN,
         guidance_embeds=True,
@@ -359,7 +343,7 @@ def build_flux(seed: int = 0):
     )
 
 
-def build_sd3(seed: int = 0):
+def build_sd3(seed: int = 0, width: int = 1):
     from diffusers import (
         FlowMatchEulerDiscreteScheduler,
         SD3Transformer2DModel,
@@ -377,7 +361,7 @@ def build_sd3(seed: int = 0):
     torch.manual_seed(seed + 2)
     text_encoder_3 = _tiny_t5(_padded_vocab_size(t5_tokenizer))
     torch.manual_seed(seed + 3)
-    vae = _tiny_autoencoder_kl(latent_channels=4, shift_factor=0.0609, scaling_factor=1.5035)
+    vae = _tiny_autoencoder_kl(shift_factor=0.0609, scaling_factor=1.5035)
     torch.manual_seed(seed + 4)
     transformer = SD3Transformer2DModel(
         sample_size=32,
@@ -385,8 +369,8 @@ def build_sd3(seed: int = 0):
         in_channels=4,
         num_layers=2,
         attention_head_dim=8,
-        num_attention_heads=4,
-        caption_projection_dim=32,
+        num_attention_heads=4 * width,
+        caption_projection_dim=32 * width,
         # CLIP-L + CLIP-G hidden states are concatenated (2 x 32) and padded to the T5 width.
         joint_attention_dim=TINY_T5_HIDDEN,
         pooled_projection_dim=2 * TINY_TEXT_HIDDEN,
@@ -407,7 +391,7 @@ def build_sd3(seed: int = 0):
     )
 
 
-def build_sdxl(seed: int = 0):
+def build_sdxl(seed: int = 0, width: int = 1):
     from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
@@ -418,10 +402,10 @@ def build_sdxl(seed: int = 0):
     torch.manual_seed(seed + 1)
     text_encoder_2 = CLIPTextModelWithProjection(clip_config)
     torch.manual_seed(seed + 2)
-    vae = _tiny_autoencoder_kl(latent_channels=4, shift_factor=None, scaling_factor=0.13025)
+    vae = _tiny_autoencoder_kl(shift_factor=None, scaling_factor=0.13025)
     torch.manual_seed(seed + 3)
     unet = UNet2DConditionModel(
-        block_out_channels=(8, 16),
+        block_out_channels=(8 * width, 16 * width),
         layers_per_block=1,
         sample_size=16,
         in_channels=4,
@@ -457,7 +441,28 @@ def build_sdxl(seed: int = 0):
     )
 
 
-BUILDERS: dict[str, Callable[[int], object]] = {
+# A random-initialised denoiser barely listens to its timestep: from t = 0.1 to t = 0.9 its output
+# moves 5-15% where another input moves it ~130%, so a timestep fed in the wrong unit would change
+# nothing a test could see. A trained model's prediction depends on t as much as on its input;
+# scaling the timestep embedding's output layer by this gain gets the tiny ones there (60-80%).
+TIME_EMBEDDING_GAIN = 10.0
+TIME_EMBEDDING_LAYER = {
+    "qwen-image": "time_text_embed.timestep_embedder.linear_2",
+    "flux": "time_text_embed.timestep_embedder.linear_2",
+    "sd3": "time_text_embed.timestep_embedder.linear_2",
+    "sdxl": "time_embedding.linear_2",
+}
+
+
+def _listen_to_time(family: str, pipeline) -> None:
+    denoiser = pipeline.unet if family == "sdxl" else pipeline.transformer
+    layer = denoiser.get_submodule(TIME_EMBEDDING_LAYER[family])
+    with torch.no_grad():
+        layer.weight.mul_(TIME_EMBEDDING_GAIN)
+        layer.bias.mul_(TIME_EMBEDDING_GAIN)
+
+
+BUILDERS: dict[str, Callable[..., object]] = {
     "qwen-image": build_qwen_image,
     "flux": build_flux,
     "sd3": build_sd3,
@@ -465,25 +470,31 @@ BUILDERS: dict[str, Callable[[int], object]] = {
 }
 
 
-def build_tiny_pipeline(family: str, seed: int = 0):
-    """The tiny pipeline object of ``family`` (in memory, not saved)."""
+def build_tiny_pipeline(family: str, seed: int = 0, width: int = 1):
+    """The tiny pipeline object of ``family`` (in memory, not saved). ``width`` multiplies the
+    denoiser's attention heads (UNet channels): 4 gives a LoRA room to memorise two photos."""
     try:
         builder = BUILDERS[family]
     except KeyError:
         raise ValueError(f"unknown family {family!r}; known: {', '.join(FAMILIES)}") from None
-    return builder(seed)
+    pipeline = builder(seed, width)
+    _listen_to_time(family, pipeline)
+    for component in pipeline.components.values():
+        if isinstance(component, torch.nn.Module):
+            component.eval()  # as from_pretrained leaves them: no dropout (T5 has 0.1)
+    return pipeline
 
 
-def save_tiny_model(family: str, destination: Path, seed: int = 0) -> Path:
+def save_tiny_model(family: str, destination: Path, seed: int = 0, width: int = 1) -> Path:
     """Build the tiny ``family`` pipeline and save it as a diffusers folder at ``destination``.
 
-    An existing complete folder (``model_index.json`` present) is kept: same family and seed give
-    the same weights, so rebuilding would only cost time.
+    An existing complete folder (``model_index.json`` present) is kept: same family, seed and
+    width give the same weights, so rebuilding would only cost time.
     """
     destination = Path(destination)
     if (destination / "model_index.json").is_file():
         return destination
-    pipeline = build_tiny_pipeline(family, seed)
+    pipeline = build_tiny_pipeline(family, seed, width)
     partial = destination.with_name(f".{destination.name}.partial")
     if partial.exists():
         import shutil
@@ -501,10 +512,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--family", choices=(*FAMILIES, "all"), default="qwen-image", help="model family"
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--width", type=int, default=1, help="attention heads multiplier")
     args = parser.parse_args(argv)
     families = FAMILIES if args.family == "all" else (args.family,)
     for family in families:
-        path = save_tiny_model(family, Path(args.out) / f"tiny-{family}", args.seed)
+        path = save_tiny_model(family, Path(args.out) / f"tiny-{family}", args.seed, args.width)
         print(path)
     return 0
 

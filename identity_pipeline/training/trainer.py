@@ -40,13 +40,9 @@ from identity_pipeline.training.data import (
 )
 from identity_pipeline.training.export import export_lora
 from identity_pipeline.training.families import FamilyAdapter, LoadOptions, TextEmbeds, get_adapter
-from identity_pipeline.training.flow_matching import (
-    DdpmObjective,
-    FlowObjective,
-    ShiftSchedule,
-)
 from identity_pipeline.training.losses import mask_to_latent, masked_loss
 from identity_pipeline.training.pipes import ConsoleReporter, Reporter
+from identity_pipeline.training.runs import RunLock, check_model_source
 from identity_pipeline.training.samples import (
     generate_samples,
     loss_curve_image,
@@ -94,23 +90,36 @@ class TrainingResult:
         return json.dumps(asdict(self), indent=1)
 
 
-def train(config: TrainingConfig, reporter: Reporter | None = None) -> TrainingResult:
+def train(
+    config: TrainingConfig,
+    reporter: Reporter | None = None,
+    adapter: FamilyAdapter | None = None,
+) -> TrainingResult:
+    """Train, export and sample as ``config`` says. ``adapter`` replaces the family's own (the
+    consistency benchmark trains with conventions broken on purpose this way)."""
     from accelerate import Accelerator, DistributedDataParallelKwargs
 
+    check_model_source(config.model.source)
     # Some LoRA layers get no gradient (Qwen-Image's last block's text stream feeds nothing);
     # DDP must be told, or multi-GPU runs stop at the first step.
     ddp = DistributedDataParallelKwargs(find_unused_parameters=True)
     accelerator = Accelerator(mixed_precision=config.mixed_precision, kwargs_handlers=[ddp])
+    # One trainer per run folder: the main process holds the folder's lock for the whole run.
+    lock = RunLock(Path(config.output_dir)).acquire() if accelerator.is_main_process else None
     threads_before = torch.get_num_threads()
     if accelerator.device.type == "cpu" and config.cpu_threads:
         torch.set_num_threads(config.cpu_threads)
     try:
-        return _train(config, reporter or ConsoleReporter(), accelerator)
+        return _train(config, reporter or ConsoleReporter(), accelerator, adapter)
     finally:
         torch.set_num_threads(threads_before)  # callers in the same process keep theirs
+        if lock is not None:
+            lock.release()
 
 
-def _train(config: TrainingConfig, reporter: Reporter, accelerator) -> TrainingResult:
+def _train(
+    config: TrainingConfig, reporter: Reporter, accelerator, adapter: FamilyAdapter | None
+) -> TrainingResult:
     started = time.perf_counter()
     device = accelerator.device
     output_dir = Path(config.output_dir)
@@ -118,7 +127,10 @@ def _train(config: TrainingConfig, reporter: Reporter, accelerator) -> TrainingR
         output_dir.mkdir(parents=True, exist_ok=True)
         config.save(output_dir / CONFIG_FILE)
 
-    adapter = get_adapter(config.model.family)
+    if adapter is None:
+        adapter = get_adapter(config.model.family)
+    elif adapter.family != config.model.family:
+        raise ValueError(f"a {adapter.family} adapter cannot train {config.model.family}")
     options = LoadOptions(config.model.source, config.model.revision, config.model.variant)
     adapter.read_configs(options)
     samples = load_samples(config.data, adapter.pixel_multiple())
@@ -419,10 +431,7 @@ def build_lr_scheduler(config: TrainingConfig, optimizer):
 
 
 def build_objective(config: TrainingConfig, adapter: FamilyAdapter):
-    if adapter.objective == "ddpm":
-        return DdpmObjective(config.timesteps, adapter.scheduler_config)
-    shift = ShiftSchedule.from_scheduler_config(adapter.scheduler_config, config.timesteps)
-    return FlowObjective(config.timesteps, shift)
+    return adapter.make_objective(config.timesteps)
 
 
 def step_seed(seed: int, step: int, micro_step: int, process: int) -> int:
