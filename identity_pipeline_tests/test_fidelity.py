@@ -471,7 +471,10 @@ def test_asset_on_tiny_model_without_faces(
     trained_run: Path, layout: DataLayout, instance: dg.DagsterInstance
 ) -> None:
     run_dir = trained_run
-    (layout.root / "pipeline.yaml").write_text("faces:\n  backend: offline\n")
+    # No budget: the two checkpoints and the base model are all scored (nothing to race).
+    (layout.root / "pipeline.yaml").write_text(
+        "faces:\n  backend: offline\nfidelity:\n  budget_fraction: null\n"
+    )
     config = {"run_dir": str(run_dir), "seeds": [0], "num_inference_steps": 2}
     result = _materialize(instance, config, FaceBackendResource())
     assert result.success
@@ -518,6 +521,7 @@ def test_asset_scores_faces_and_finds_the_latest_run(
         "pair_prompt": "",
         "include_base_model": False,
         "fallback_to_training_photos": False,
+        "budget_seconds": 3600.0,
     }
     result = _materialize(instance, config, CentreBackendResource())
     assert result.success
@@ -572,7 +576,9 @@ def test_run_with_only_the_final_export(trained_run: Path, tmp_path: Path) -> No
     shutil.copytree(trained_run, run_dir, ignore=shutil.ignore_patterns("checkpoints"))
     refs = list_checkpoints(run_dir)
     assert [(ref.name, ref.step, ref.kind) for ref in refs] == [("final", 4, "export")]
-    config = FidelityConfig(seeds=(0,), num_inference_steps=2, solo_prompt=None, pair_prompt=None)
+    config = FidelityConfig(
+        seeds=(0,), num_inference_steps=2, solo_prompt=None, pair_prompt=None, budget_fraction=None
+    )
     run = evaluate_run(run_dir, tmp_path / "eval", CentreBackend(), config)
     assert [e.ref.name for e in run.evaluations] == ["base", "final"]
     assert run.choice.name == "final" and run.chosen_dir is not None

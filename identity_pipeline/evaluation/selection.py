@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from identity_pipeline.evaluation.config import FidelityConfig
+from identity_pipeline.evaluation.metrics import FidelityScores, GeneratedImage, score_identities
 
 
 @dataclass(frozen=True)
@@ -65,3 +66,61 @@ def choose_checkpoint(
     best = max(finite, key=lambda i: (scores[i], -candidates[i][1]))
     name, step, _ = candidates[best]
     return Choice(best, name, step, scores[best], f"highest {config.best_rule} score")
+
+
+class ScoredImages:
+    """The rule's scores of any subset of each checkpoint's generated images (memoised).
+
+    ``pooled(checkpoint, seeds)``: the rule on the images of those seeds, as ``choose_checkpoint``
+    sees a checkpoint; ``units(checkpoint, seed)``: per identity, the rule on that identity's
+    images of one seed (the paired units of the progressive choice's margin). Every identity's
+    reference photos take part, sampled or not: a face that looks like someone outside the sample
+    is bleed all the same.
+    """
+
+    def __init__(
+        self,
+        reference: Mapping[str, Any],
+        training: Mapping[str, Any],
+        config: FidelityConfig,
+        images: Mapping[int, Sequence[GeneratedImage]] | None = None,
+    ) -> None:
+        self.reference = reference
+        self.training = training
+        self.config = config
+        self.images: dict[int, list[GeneratedImage]] = {
+            key: list(value) for key, value in (images or {}).items()
+        }
+        self._pooled: dict[tuple[int, tuple[int, ...]], float] = {}
+        self._units: dict[tuple[int, int], dict[str, float]] = {}
+
+    def add(self, checkpoint: int, images: Sequence[GeneratedImage]) -> None:
+        self.images.setdefault(checkpoint, []).extend(images)
+
+    def scores(self, checkpoint: int, seeds: Sequence[int] | None = None) -> FidelityScores:
+        wanted = None if seeds is None else set(seeds)
+        subset = [
+            image
+            for image in self.images.get(checkpoint, [])
+            if wanted is None or image.seed in wanted
+        ]
+        return score_identities(self.reference, subset, self.training, self.config.copy_threshold)
+
+    def pooled(self, checkpoint: int, seeds: Sequence[int]) -> float:
+        key = (checkpoint, tuple(sorted(seeds)))
+        if key not in self._pooled:
+            self._pooled[key] = selection_score(self.scores(checkpoint, seeds).summary, self.config)
+        return self._pooled[key]
+
+    def units(self, checkpoint: int, seed: int) -> dict[str, float]:
+        key = (checkpoint, seed)
+        if key not in self._units:
+            table = self.scores(checkpoint, [seed]).table
+            self._units[key] = {
+                str(row["identity"]): selection_score(
+                    {**row, "identification": row["identified"]}, self.config
+                )
+                for row in table.to_dict("records")
+                if row["images"] > 0
+            }
+        return self._units[key]

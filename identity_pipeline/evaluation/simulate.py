@@ -1,0 +1,191 @@
+"""Replay the budgeted choice on recorded score curves, beside the exhaustive one.
+
+An evaluation run with ``exhaustive: true`` records every (checkpoint, identity, prompt, seed)
+image's faces; ``RecordedOracle`` serves any subset of them as the sampler would have made them,
+so the progressive plan (``plan.race``) can be replayed at any budget and its choice compared
+with the full grid's. ``synthetic_curves`` makes score curves whose best checkpoint is known
+(a rise, a peak, a decline, per-identity offsets and seed noise correlated across checkpoints).
+Used by the tests and ``benchmarks/fidelity_budget.py``; no torch.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from identity_pipeline.evaluation.config import FidelityConfig
+from identity_pipeline.evaluation.plan import (
+    BASE,
+    CostModel,
+    Race,
+    fit_screen,
+    full_grid,
+    race,
+    sample_identities,
+)
+from identity_pipeline.evaluation.selection import ScoredImages
+
+
+class TableOracle:
+    """Scores given directly: ``scores[checkpoint, identity, seed]`` per (identity, seed) unit;
+    a checkpoint's score is their mean (the rule is a mean over people)."""
+
+    def __init__(self, scores: np.ndarray, identities: Sequence[str], seeds: Sequence[int]):
+        self.scores = np.asarray(scores, dtype=np.float64)
+        self.identities = list(identities)
+        self.seeds = list(seeds)
+        self.kept = list(range(len(self.identities)))
+        self.calls: list[tuple[int, tuple[int, ...]]] = []
+
+    def restrict(self, identities: Sequence[str]) -> TableOracle:
+        view = TableOracle(self.scores, self.identities, self.seeds)
+        view.kept = [self.identities.index(name) for name in identities]
+        return view
+
+    def evaluate(self, checkpoint: int, seeds: Sequence[int]) -> None:
+        self.calls.append((checkpoint, tuple(seeds)))
+
+    def _column(self, seed: int) -> int:
+        return self.seeds.index(seed)
+
+    def pooled(self, checkpoint: int, seeds: Sequence[int]) -> float:
+        if checkpoint == BASE:
+            return math.nan
+        block = self.scores[checkpoint][np.ix_(self.kept, [self._column(s) for s in seeds])]
+        return float(np.nanmean(block)) if np.isfinite(block).any() else math.nan
+
+    def units(self, checkpoint: int, seed: int) -> dict[str, float]:
+        column = self._column(seed)
+        return {self.identities[i]: float(self.scores[checkpoint, i, column]) for i in self.kept}
+
+
+class RecordedOracle(ScoredImages):
+    """Recorded faces of every (checkpoint, identity, prompt kind, seed) image, served as the
+    sampler would make them: the rule's scores of any subset, as the real run computes them."""
+
+    def evaluate(self, checkpoint: int, seeds: Sequence[int]) -> None:
+        missing = set(seeds) - {image.seed for image in self.images.get(checkpoint, [])}
+        if missing:
+            raise KeyError(f"checkpoint {checkpoint} has no recorded images for seeds {missing}")
+
+    def restrict(self, identities: Sequence[str], kinds: Sequence[str]) -> RecordedOracle:
+        people, wanted = set(identities), set(kinds)
+        images = {
+            checkpoint: [i for i in images if i.identity in people and i.prompt_kind in wanted]
+            for checkpoint, images in self.images.items()
+        }
+        return RecordedOracle(self.reference, self.training, self.config, images)
+
+
+@dataclass(frozen=True)
+class SyntheticCase:
+    oracle: TableOracle
+    best: int  # the true best: argmax of these identities' noise-free mean curve
+    margin: float  # its lead over the runner-up, in standard errors of the full grid's estimate
+
+
+def synthetic_curves(
+    rng: np.random.Generator,
+    candidates: int = 8,
+    identities: int = 5,
+    seeds: int = 4,
+) -> SyntheticCase:
+    """Per-(identity, seed) scores along training with a known best checkpoint.
+
+    The rule's curve rises (likeness learned) and falls late (memorisation, bleed), its peak
+    anywhere from a quarter of the run to past its end; each identity is offset and peaks a little
+    earlier or later; each seed draws noise that adjacent checkpoints share in part (the same
+    starting noise through slightly different weights). ``margin`` says how clearly the full grid
+    can tell the best from the runner-up (a flat top: near 0).
+    """
+    t = np.linspace(1 / candidates, 1.0, candidates)
+    peak = rng.uniform(0.25, 1.1)
+    rise = rng.uniform(0.08, 0.3)
+    fall = rng.uniform(0.2, 1.5)
+    height = rng.uniform(0.15, 0.4)
+
+    def curve(centre: float) -> np.ndarray:
+        return height * (1 - np.exp(-t / rise)) - fall * np.clip(t - centre, 0, None) ** 2
+
+    means = np.stack([curve(peak + rng.normal(0, 0.08)) for _ in range(identities)])
+    means += rng.normal(0, 0.06, size=(identities, 1))  # per-identity offsets
+    noise_sd = rng.uniform(0.02, 0.06)  # one (identity, seed) unit: the mean of its prompts
+    carry = rng.uniform(0.3, 0.7)  # one seed's noise shared between adjacent checkpoints
+    scores = np.empty((candidates, identities, seeds))
+    noise = rng.normal(0, noise_sd, size=(identities, seeds))
+    for c in range(candidates):
+        if c:
+            fresh = rng.normal(0, noise_sd, size=(identities, seeds))
+            noise = carry * noise + math.sqrt(1 - carry**2) * fresh
+        scores[c] = means[:, c : c + 1] + noise
+    truth = means.mean(axis=0)
+    best = int(np.argmax(truth))
+    gaps = []
+    for other in range(candidates):
+        if other != best:
+            shared = carry ** abs(other - best)
+            se = noise_sd * math.sqrt(2 * (1 - shared) / (identities * seeds))
+            gaps.append((truth[best] - truth[other]) / se)
+    names = [f"person{i:02d}" for i in range(identities)]
+    oracle = TableOracle(scores, names, list(range(seeds)))
+    return SyntheticCase(oracle, best, float(min(gaps)) if gaps else math.inf)
+
+
+@dataclass(frozen=True)
+class Replay:
+    budgeted: int | None
+    exhaustive: int | None
+    images: int
+    exhaustive_images: int
+    race: Race
+
+    @property
+    def agrees(self) -> bool:
+        return self.budgeted == self.exhaustive
+
+    @property
+    def distance(self) -> int:
+        if self.budgeted is None or self.exhaustive is None:
+            return 0 if self.budgeted == self.exhaustive else 10**6
+        return abs(self.budgeted - self.exhaustive)
+
+
+def replay(
+    oracle,
+    candidates: int,
+    identities: Sequence[str],
+    kinds_of: Mapping[str, Sequence[str]],
+    seeds: Sequence[int],
+    config: FidelityConfig,
+    cost: CostModel,
+    budget: float | None,
+) -> Replay:
+    """The budgeted plan's choice and the exhaustive grid's, on the same recorded scores."""
+    sampled = sample_identities(identities, config.sample_identities)
+    screen = fit_screen(
+        candidates,
+        sampled,
+        kinds_of,
+        seeds,
+        cost,
+        budget,
+        config.screen_checkpoints,
+        config.screen_seeds,
+    )
+    view = _restrict(oracle, screen.identities, screen.kinds)
+    budgeted = race(view, candidates, screen, seeds, cost, budget, config.margin_z)
+    everyone = _restrict(
+        oracle, list(identities), sorted({k for v in kinds_of.values() for k in v})
+    )
+    per_seed = sum(len(kinds) for kinds in kinds_of.values())
+    grid = full_grid(everyone, candidates, per_seed, seeds, cost)
+    return Replay(budgeted.leader, grid.leader, budgeted.images, grid.images, budgeted)
+
+
+def _restrict(oracle, identities: Sequence[str], kinds: Sequence[str]):
+    if isinstance(oracle, RecordedOracle):
+        return oracle.restrict(identities, kinds)
+    return oracle.restrict(identities)
