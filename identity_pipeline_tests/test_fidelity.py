@@ -31,11 +31,14 @@ from identity_pipeline.evaluation import (
 from identity_pipeline.evaluation.cli import add_fidelity_command
 from identity_pipeline.evaluation.generate import CheckpointRef, spread
 from identity_pipeline.evaluation.report import confusion_image, curves_image, plain, text_report
-from identity_pipeline.faces.backend import DetectedFace, FaceBackend
 from identity_pipeline.resources import FaceBackendResource, SettingsResource, StorageResource
 from identity_pipeline.storage import DataLayout
 from identity_pipeline_tests.conftest import REPO_ROOT
-from identity_pipeline_tests.training_fixtures import write_manifest, write_training_set
+from identity_pipeline_tests.training_fixtures import (
+    CentreBackend,
+    write_manifest,
+    write_training_set,
+)
 
 # The lead's demo album (real, license-clean face photos); another folder can be pointed at for a
 # local check. The real-photo test is skipped while it is absent.
@@ -362,51 +365,6 @@ def test_cli_on_real_photos(tmp_path: Path, capsys) -> None:
 # The asset on a tiny random model
 
 
-class CentreBackend(FaceBackend):
-    """A stand-in detector: one "face" per picture, embedded from its colours.
-
-    The face is what differs from the top-left pixel's colour (the training fixture's disc on its
-    flat background), or the middle of the picture when nothing does. Lets the asset's whole
-    scoring path run on the tiny model, whose images have no real faces.
-    """
-
-    name = "test-centre"
-    model_sha256 = "0" * 64
-    embedding_dim = 12
-    min_face_px = 8.0
-    max_face_px = 8192.0
-
-    def detect(self, image_rgb: np.ndarray) -> list[DetectedFace]:
-        height, width = image_rgb.shape[:2]
-        box = (0.2 * width, 0.2 * height, 0.8 * width, 0.8 * height)
-        differs = np.abs(image_rgb.astype(int) - image_rgb[0, 0].astype(int)).sum(axis=2) > 30
-        ys, xs = np.nonzero(differs)
-        if len(xs) and xs.max() - xs.min() >= 8 and ys.max() - ys.min() >= 8:
-            box = (float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1))
-        cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
-        width, height = box[2] - box[0], box[3] - box[1]
-        landmarks = np.array(
-            [
-                [cx - 0.15 * width, cy - 0.1 * height],
-                [cx + 0.15 * width, cy - 0.1 * height],
-                [cx, cy],
-                [cx - 0.1 * width, cy + 0.15 * height],
-                [cx + 0.1 * width, cy + 0.15 * height],
-            ],
-            dtype=np.float32,
-        )
-        return [DetectedFace(box, landmarks, 0.99)]
-
-    def embed(self, image_rgb: np.ndarray, faces) -> np.ndarray:
-        vectors = []
-        for face in faces:
-            x0, y0, x1, y1 = (int(v) for v in face.box)
-            crop = Image.fromarray(image_rgb[y0:y1, x0:x1]).resize((2, 2))
-            vector = np.asarray(crop, dtype=np.float32).reshape(-1) - 128.0
-            vectors.append(vector / (np.linalg.norm(vector) + 1e-6))
-        return np.asarray(vectors, dtype=np.float32).reshape(len(faces), self.embedding_dim)
-
-
 class CentreBackendResource(FaceBackendResource):
     def get(self, config):
         return CentreBackend()
@@ -479,11 +437,14 @@ def test_asset_on_tiny_model_without_faces(
     result = _materialize(instance, config, FaceBackendResource())
     assert result.success
     metadata = result.asset_materializations_for_node(ASSET_NAME)[0].metadata
-    # Base model + two checkpoints, 2 identities x 3 prompts x 1 seed each, no face anywhere.
+    # Two checkpoints screened with one image per identity (the solo prompt), no face anywhere:
+    # nothing to race. Then the base model with the first seed's three prompts.
     assert metadata["checkpoints_scored"].value == 3
     assert metadata["settings"].value["seeds"] == [0]  # run config over the defaults
-    assert metadata["images_generated"].value == 18
-    assert metadata["images_without_face"].value == 18
+    assert metadata["images_generated"].value == 2 * 2 + 2 * 3
+    assert metadata["images_without_face"].value == 10
+    assert metadata["full_grid_images"].value == 3 * 2 * 3
+    assert "no faces" in metadata["stopped_because"].value
     assert metadata["no_face_rate"].value == 1.0
     assert metadata["likeness"].value is None and metadata["bleed"].value is None
     assert metadata["chosen_checkpoint"].value == "step-0000004"
@@ -497,7 +458,7 @@ def test_asset_on_tiny_model_without_faces(
     assert all(bool((chosen[key] == exported[key]).all()) for key in chosen)
     report = json.loads(Path(metadata["report_path"].value).read_text())
     assert [c["name"] for c in report["checkpoints"]] == ["base", "step-0000002", "step-0000004"]
-    assert report["checkpoints"][1]["summary"]["images_without_face"] == 6
+    assert report["checkpoints"][1]["summary"]["images_without_face"] == 2
     check = result.get_asset_check_evaluations()[0]
     assert check.check_name == "faces_generated" and not check.passed
 

@@ -84,13 +84,13 @@ class FidelityConfig:
     # Both None: no budget (the progressive choice still stops once its leader is clear).
     budget_fraction: float | None = 0.25
     budget_seconds: float | None = None
-    # Progressive choice: first the last and a few spread checkpoints with the first seed(s),
-    # then neighbours of the leader and more seeds for the checkpoints still in the race, until
-    # the leader's margin over every other is clear (margin_z standard errors of the paired
-    # per-identity-and-seed differences) or seeds and budget run out.
-    screen_checkpoints: int = 4
-    screen_seeds: int = 1
-    margin_z: float = 2.0
+    # Progressive choice: first the last and evenly spread checkpoints, one image per identity
+    # (the first prompt and seed), then neighbours of the leader and more prompts and seeds for
+    # the checkpoints still racing, until the leader's margin over every other is clear
+    # (margin_z standard errors of the paired per-identity differences) or images and budget run
+    # out. Both chosen on synthetic curves (benchmarks/fidelity_budget.py), not the reported ones.
+    screen_checkpoints: int = 3
+    margin_z: float = 2.5
     # Score every candidate checkpoint with every seed and identity (the full grid), ignoring the
     # budget: what the progressive choice is measured against.
     exhaustive: bool = False
@@ -150,8 +150,8 @@ class FidelityConfig:
             problems.append("budget_fraction must be > 0 (null: no budget)")
         if self.budget_seconds is not None and self.budget_seconds <= 0:
             problems.append("budget_seconds must be > 0 (null: budget_fraction decides)")
-        if self.screen_checkpoints < 1 or self.screen_seeds < 1:
-            problems.append("screen_checkpoints and screen_seeds must be >= 1")
+        if self.screen_checkpoints < 1:
+            problems.append("screen_checkpoints must be >= 1")
         if self.margin_z < 0:
             problems.append("margin_z must be >= 0")
         if not -1.0 <= self.copy_threshold <= 1.0:

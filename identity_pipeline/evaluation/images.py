@@ -359,9 +359,14 @@ class RunOracle(ScoredImages):
             return CheckpointRef(BASE_NAME, 0, KIND_BASE, None)
         return self.candidates[checkpoint]
 
-    def evaluate(self, checkpoint: int, seeds: Sequence[int]) -> None:
+    def evaluate(self, checkpoint: int, cells: Sequence[tuple[str, int]]) -> None:
         started, made = time.perf_counter(), self.maker.made
-        records = self.maker.make(self.ref(checkpoint), self.specs, seeds)
+        ref = self.ref(checkpoint)
+        records: list[GeneratedRecord] = []
+        for seed in dict.fromkeys(seed for _, seed in cells):
+            kinds = {kind for kind, s in cells if s == seed}
+            specs = [spec for spec in self.specs if spec.kind in kinds]
+            records += self.maker.make(ref, specs, [seed])
         self.made[checkpoint] = self.made.get(checkpoint, 0) + self.maker.made - made
         self.seconds[checkpoint] = self.seconds.get(checkpoint, 0.0) + (
             time.perf_counter() - started

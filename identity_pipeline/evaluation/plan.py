@@ -1,20 +1,23 @@
 """Which images to generate: the progressive checkpoint choice on a GPU-time budget.
 
 Scoring every checkpoint with every seed spends most images on checkpoints that are clearly not
-the best. Here the checkpoints race (successive elimination):
+the best. Here the checkpoints race (successive elimination) over *blocks* of images, added in a
+fixed order: the preferred prompt (the solo close-up) with the first seed, the other prompts with
+it, then every prompt with each further seed.
 
-1. **screen**: the last and a few evenly spread checkpoints, the first seed(s) of every sampled
-   identity's prompts (``fit_screen`` cuts identities, then checkpoints, then prompts until it
-   costs at most half the budget);
+1. **screen**: the last and evenly spread checkpoints get the first block, one image per sampled
+   identity (``fit_screen`` cuts identities, then checkpoints, until it costs at most half the
+   budget);
 2. **neighbours**: the leader's unscored neighbours in the candidate list join the race (they
-   catch up with the seeds the others have), so the search walks towards the peak;
-3. **seeds**: one more seed for every checkpoint still in the race; a checkpoint leaves it when
-   it is clearly behind the leader: the mean of the paired per-(identity, seed) differences
-   exceeds ``margin_z`` standard errors;
+   catch up on the blocks the others have), so the search walks towards the peak;
+3. **more images**: the next block for every checkpoint still in the race; a checkpoint leaves it
+   when it is clearly behind the leader: the mean of the paired per-(identity, block)
+   differences exceeds ``margin_z`` standard errors (Student's t); when the budget cannot give
+   the next block to every racer, the leader and the closest ones get it, the others leave;
 
-until one checkpoint is left (the leader's margin is clear), every seed is used, or the next step
-does not fit the budget. The checkpoints still racing share the same images, and the configured
-rule (``selection.choose_checkpoint``) picks among them on those, as the exhaustive grid would.
+until one checkpoint is left (the leader's margin is clear), every block is used, or the budget
+is spent. The checkpoints still racing share the same images, and the configured rule
+(``selection.choose_checkpoint``) picks among them on those, as the exhaustive grid would.
 
 Pure decisions, no torch: an ``Oracle`` makes and scores what is asked (``run.py``: the sampler;
 tests and ``benchmarks/fidelity_budget.py``: recorded or synthetic scores). The budget is spent
@@ -44,17 +47,21 @@ PROMPT_PREFERENCE = ("solo", "caption", "pair")
 BASE = -1  # the base model's "candidate index"
 
 
+Cell = tuple[str, int]  # (prompt kind, seed): one image per planned identity
+Block = tuple[Cell, ...]
+
+
 class Oracle(Protocol):
     """Makes and scores images of one candidate checkpoint (``BASE``: the base model)."""
 
-    def evaluate(self, checkpoint: int, seeds: Sequence[int]) -> None:
-        """Generate (or read back) the images of ``seeds`` for every planned prompt."""
+    def evaluate(self, checkpoint: int, cells: Sequence[Cell]) -> None:
+        """Generate (or read back) the images of ``cells`` for every planned identity."""
 
-    def pooled(self, checkpoint: int, seeds: Sequence[int]) -> float:
-        """The selection rule's score on the images of ``seeds`` (NaN: undefined)."""
+    def pooled(self, checkpoint: int, cells: Sequence[Cell]) -> float:
+        """The selection rule's score on the images of ``cells`` (NaN: undefined)."""
 
-    def units(self, checkpoint: int, seed: int) -> Mapping[str, float]:
-        """Per identity, the rule's score on that identity's images of ``seed``."""
+    def units(self, checkpoint: int, cells: Sequence[Cell]) -> Mapping[str, float]:
+        """Per identity, the rule's score on that identity's images of ``cells``."""
 
 
 @dataclass(frozen=True)
@@ -75,15 +82,34 @@ class CostModel:
 
 @dataclass(frozen=True)
 class ScreenPlan:
-    """What the screen scores, after the budget's cuts."""
+    """What the race starts from, after the budget's cuts."""
 
-    checkpoints: list[int]  # candidate indices
+    checkpoints: list[int]  # candidate indices the screen scores
     identities: list[str]  # the sampled ones kept, in sampling order
-    kinds: list[str]  # prompt kinds kept
-    seeds: list[int]
-    images_per_seed: int  # images of one checkpoint and one seed
+    kinds: list[str]  # prompt kinds, preferred first
+    blocks: list[Block]  # in the order they are added
+    block_images: list[int]  # images of one checkpoint for each block
     cuts: list[str]  # what the budget removed, in words
     over_budget: bool = False  # even the smallest screen costs more: it is run anyway
+
+    @property
+    def images(self) -> int:
+        return len(self.checkpoints) * self.block_images[0]
+
+
+def make_blocks(kinds: Sequence[str], seeds: Sequence[int]) -> list[Block]:
+    """The preferred prompt with the first seed, the other prompts with it, then every prompt
+    with each further seed."""
+    blocks: list[Block] = [((kinds[0], seeds[0]),)]
+    if len(kinds) > 1:
+        blocks.append(tuple((kind, seeds[0]) for kind in kinds[1:]))
+    blocks += [tuple((kind, seed) for kind in kinds) for seed in seeds[1:]]
+    return blocks
+
+
+def ordered_kinds(kinds_of: Mapping[str, Sequence[str]]) -> list[str]:
+    present = {kind for kinds in kinds_of.values() for kind in kinds}
+    return [k for k in PROMPT_PREFERENCE if k in present] + sorted(present - set(PROMPT_PREFERENCE))
 
 
 def sample_identities(identities: Sequence[str], limit: int | None) -> list[str]:
@@ -112,31 +138,26 @@ def fit_screen(
     cost: CostModel,
     budget: float | None,
     screen_checkpoints: int,
-    screen_seeds: int,
 ) -> ScreenPlan:
-    """The screen within ``SCREEN_SHARE`` of the budget: fewer seeds, then identities (down to
-    ``MIN_SCREEN_IDENTITIES``), then checkpoints (down to 2), then one prompt per identity, then
-    two identities. What is still over is run anyway (the smallest useful plan) and said."""
+    """The screen within ``SCREEN_SHARE`` of the budget: fewer identities (down to
+    ``MIN_SCREEN_IDENTITIES``), then fewer checkpoints (down to 2), then two identities. What is
+    still over is run anyway (the smallest useful plan) and said."""
     limit = math.inf if budget is None else SCREEN_SHARE * budget
     checkpoints = spread_indices(candidates, screen_checkpoints)
     people = list(identities)
-    kinds = [kind for kind in PROMPT_PREFERENCE if any(kind in k for k in kinds_of.values())]
-    kinds += sorted({kind for k in kinds_of.values() for kind in k} - set(kinds))
-    used_seeds = list(seeds[:screen_seeds])
+    kinds = ordered_kinds(kinds_of)
+    blocks = make_blocks(kinds, seeds)
     cuts: list[str] = []
 
-    def per_seed(names: Sequence[str], kept: Sequence[str]) -> int:
-        return sum(sum(1 for kind in kinds_of[name] if kind in kept) for name in names)
+    def images(names: Sequence[str], block: Block) -> int:
+        return sum(1 for name in names for kind, _ in block if kind in kinds_of[name])
 
-    def screen_cost(n_checkpoints: int, names: Sequence[str], kept: Sequence[str], n_seeds: int):
-        return cost.seconds(n_checkpoints * n_seeds * per_seed(names, kept), n_checkpoints)
+    def screen_cost(n_checkpoints: int, names: Sequence[str]) -> float:
+        return cost.seconds(n_checkpoints * images(names, blocks[0]), n_checkpoints)
 
     def fits() -> bool:
-        return screen_cost(len(checkpoints), people, kinds, len(used_seeds)) <= limit
+        return screen_cost(len(checkpoints), people) <= limit
 
-    if not fits() and len(used_seeds) > 1:
-        cuts.append(f"screen seeds {len(used_seeds)} -> 1")
-        used_seeds = used_seeds[:1]
     floor = min(len(people), MIN_SCREEN_IDENTITIES)
     if not fits() and len(people) > floor:
         keep = max(
@@ -144,7 +165,7 @@ def fit_screen(
             + [
                 n
                 for n in range(floor, len(people) + 1)
-                if screen_cost(len(checkpoints), people[:n], kinds, 1) <= limit
+                if screen_cost(len(checkpoints), people[:n]) <= limit
             ]
         )
         cuts.append(f"identities {len(people)} -> {keep}")
@@ -153,15 +174,17 @@ def fit_screen(
         fewer = spread_indices(candidates, len(checkpoints) - 1)
         cuts.append(f"screen checkpoints {len(checkpoints)} -> {len(fewer)}")
         checkpoints = fewer
-    if not fits() and len(kinds) > 1:
-        cuts.append(f"prompts {'+'.join(kinds)} -> {kinds[0]}")
-        kinds = kinds[:1]
     if not fits() and len(people) > 2:
         cuts.append(f"identities {len(people)} -> 2")
         people = people[:2]
-    people = [name for name in people if any(kind in kinds for kind in kinds_of[name])]
     return ScreenPlan(
-        checkpoints, people, kinds, used_seeds, per_seed(people, kinds), cuts, not fits()
+        checkpoints,
+        people,
+        kinds,
+        blocks,
+        [images(people, block) for block in blocks],
+        cuts,
+        not fits(),
     )
 
 
@@ -169,20 +192,20 @@ def fit_screen(
 class Step:
     """One batch of the plan: done, or left out (and why)."""
 
-    stage: str  # screen | neighbour | seed | base
+    stage: str  # screen | neighbour | more | base | grid
     checkpoints: list[int]
-    seeds: list[int]
+    cells: list[Cell]
     images: int
     seconds: float  # nominal
     done: bool = True
     why: str = ""
 
     def to_json(self, names: Sequence[str] | None = None) -> dict[str, Any]:
-        shown = [_name(c, names) for c in self.checkpoints]
         return {
             "stage": self.stage,
-            "checkpoints": shown,
-            "seeds": self.seeds,
+            "checkpoints": [_name(c, names) for c in self.checkpoints],
+            "prompts": sorted({kind for kind, _ in self.cells}),
+            "seeds": sorted({seed for _, seed in self.cells}),
             "images": self.images,
             "seconds": round(self.seconds, 3),
             **({} if self.done else {"skipped": self.why}),
@@ -194,11 +217,11 @@ class Race:
     """What the progressive choice did, and why it stopped."""
 
     steps: list[Step] = field(default_factory=list)
-    seeds_of: dict[int, list[int]] = field(default_factory=dict)  # per candidate index scored
+    cells_of: dict[int, list[Cell]] = field(default_factory=dict)  # per candidate index scored
     survivors: list[int] = field(default_factory=list)
     eliminated: dict[int, str] = field(default_factory=dict)
     leader: int | None = None
-    level: int = 0  # seeds the survivors share
+    shared: list[Cell] = field(default_factory=list)  # the cells every survivor has
     stop: str = ""
     budget: float | None = None
 
@@ -220,7 +243,8 @@ class Race:
             "leader": _name(self.leader, names) if self.leader is not None else None,
             "survivors": [_name(c, names) for c in self.survivors],
             "eliminated": {_name(c, names): why for c, why in self.eliminated.items()},
-            "seeds_shared": self.level,
+            "shared_prompts": sorted({kind for kind, _ in self.shared}),
+            "shared_seeds": sorted({seed for _, seed in self.shared}),
             "images": self.images,
             "seconds_estimate": round(self.spent, 3),
             "steps": [step.to_json(names) for step in self.steps],
@@ -237,48 +261,46 @@ def race(
     oracle: Oracle,
     candidates: int,
     screen: ScreenPlan,
-    seeds: Sequence[int],
     cost: CostModel,
     budget: float | None,
     margin_z: float,
     include_base: bool = False,
 ) -> Race:
-    """Run the progressive choice; ``budget`` None: no limit but the seeds."""
+    """Run the progressive choice; ``budget`` None: no limit but the blocks."""
     state = Race(budget=budget)
-    seeds = list(seeds)
-    per_seed = screen.images_per_seed
+    blocks, sizes = screen.blocks, screen.block_images
+    done: dict[int, set[int]] = {}  # blocks each checkpoint has
 
     def remaining() -> float:
         return math.inf if budget is None else budget - state.spent
 
-    def evaluate(stage: str, checkpoint: int, wanted: Sequence[int], force: bool = False) -> bool:
-        missing = [s for s in wanted if s not in state.seeds_of.get(checkpoint, [])]
+    def evaluate(stage: str, checkpoint: int, level: int, force: bool = False) -> bool:
+        missing = [b for b in range(level) if b not in done.get(checkpoint, set())]
         if not missing:
             return True
-        step = Step(
-            stage,
-            [checkpoint],
-            missing,
-            per_seed * len(missing),
-            cost.seconds(per_seed * len(missing), 1),
-        )
+        cells = [cell for b in missing for cell in blocks[b]]
+        images = sum(sizes[b] for b in missing)
+        step = Step(stage, [checkpoint], cells, images, cost.seconds(images, 1))
         if not force and step.seconds > remaining():
             step.done, step.why = False, "budget"
             state.steps.append(step)
             return False
-        oracle.evaluate(checkpoint, missing)
-        state.seeds_of.setdefault(checkpoint, []).extend(missing)
+        oracle.evaluate(checkpoint, cells)
+        done.setdefault(checkpoint, set()).update(missing)
+        state.cells_of.setdefault(checkpoint, []).extend(cells)
         state.steps.append(step)
         return True
 
-    level = len(screen.seeds)
+    def upto(level: int) -> list[Cell]:
+        return [cell for block in blocks[:level] for cell in block]
+
+    level = 1
     active = list(screen.checkpoints)
-    for checkpoint in active:  # the screen was fitted to the budget: always run
-        evaluate("screen", checkpoint, seeds[:level], force=True)
+    for checkpoint in active:  # fitted to the budget by fit_screen: always run
+        evaluate("screen", checkpoint, level, force=True)
 
     while True:
-        shared = seeds[:level]
-        scores = {c: oracle.pooled(c, shared) for c in active}
+        scores = {c: oracle.pooled(c, upto(level)) for c in active}
         leader = _best(scores)
         if leader is None:
             state.stop = "the rule is undefined for every checkpoint (no faces): nothing to race"
@@ -286,21 +308,19 @@ def race(
         for other in list(active):
             if other == leader:
                 continue
-            behind, mean, se = clearly_behind(oracle, leader, other, shared, margin_z)
+            behind, mean, se = clearly_behind(oracle, leader, other, blocks[:level], margin_z)
             if not math.isfinite(scores[other]) or behind:
                 active.remove(other)
                 state.eliminated[other] = (
                     "rule undefined (no faces)"
                     if not math.isfinite(scores[other])
-                    else f"behind by {mean:.4f} (SE {se:.4f}) at {len(shared)} seed(s)"
+                    else f"behind by {mean:.4f} (SE {se:.4f}) on {len(upto(level))} image(s) "
+                    "per identity"
                 )
-        neighbours = [
-            n for n in (leader - 1, leader + 1) if 0 <= n < candidates and n not in state.seeds_of
-        ]
+        neighbours = [n for n in (leader - 1, leader + 1) if 0 <= n < candidates and n not in done]
         if neighbours:
-            joined = [n for n in neighbours if evaluate("neighbour", n, shared)]
-            active.extend(joined)
-            active.sort()
+            joined = [n for n in neighbours if evaluate("neighbour", n, level)]
+            active = sorted(active + joined)
             if len(joined) < len(neighbours):
                 state.stop = "budget spent (neighbours of the leader left out)"
                 break
@@ -308,27 +328,23 @@ def race(
         if len(active) == 1:
             state.stop = "the leader's margin is clear"
             break
-        if level >= len(seeds):
-            state.stop = "every seed used: the rule picks among the checkpoints still racing"
+        if level >= len(blocks):
+            state.stop = "every image used: the rule picks among the checkpoints still racing"
             break
-        wanted = seeds[: level + 1]
-        affordable = max(
-            (k for k in range(len(active) + 1) if cost.seconds(per_seed * k, k) <= remaining()),
-            default=0,
-        )
+        each = cost.seconds(sizes[level], 1)
+        affordable = len(active) if budget is None else int(remaining() // max(each, 1e-12))
         if affordable < len(active):
-            # Not every racer gets the next seed: the leader and the closest ones do (a decision
-            # between two on more seeds beats a wider race on fewer), the rest leave the race.
+            # Not every racer gets the next block: the leader and the closest ones do (a
+            # decision between two on more images beats a wider race on fewer).
             ranked = sorted(active, key=lambda c: (-_finite(scores[c]), c))
             dropped = ranked[affordable:] if affordable >= 2 else ranked
-            images = per_seed * len(dropped)
             state.steps.append(
                 Step(
-                    "seed",
+                    "more",
                     sorted(dropped),
-                    [seeds[level]],
-                    images,
-                    cost.seconds(images, len(dropped)),
+                    list(blocks[level]),
+                    sizes[level] * len(dropped),
+                    each * len(dropped),
                     False,
                     "budget",
                 )
@@ -338,18 +354,16 @@ def race(
                 break
             for checkpoint in dropped:
                 active.remove(checkpoint)
-                state.eliminated[checkpoint] = (
-                    f"left out for the budget, behind the leader at {len(shared)} seed(s)"
-                )
+                state.eliminated[checkpoint] = "left out for the budget, behind the leader"
         for checkpoint in active:
-            evaluate("seed", checkpoint, wanted, force=True)
+            evaluate("more", checkpoint, level + 1, force=True)
         level += 1
 
-    state.level = level
     state.survivors = sorted(active)
-    state.leader = _best({c: oracle.pooled(c, seeds[:level]) for c in state.survivors})
+    state.shared = upto(level)
+    state.leader = _best({c: oracle.pooled(c, state.shared) for c in state.survivors})
     if include_base:  # the "before" point of the curves: it decides nothing, so comes last
-        evaluate("base", BASE, seeds[: len(screen.seeds)])
+        evaluate("base", BASE, min(2, len(blocks)))
     return state
 
 
@@ -366,34 +380,33 @@ def _best(scores: Mapping[int, float]) -> int | None:
 def full_grid(
     oracle: Oracle,
     candidates: int,
-    images_per_seed: int,
-    seeds: Sequence[int],
+    screen: ScreenPlan,
     cost: CostModel,
     include_base: bool = False,
 ) -> Race:
-    """Every candidate with every seed (the exhaustive choice, no budget)."""
+    """Every candidate with every block (the exhaustive choice, no budget)."""
     state = Race()
-    order = ([BASE] if include_base else []) + list(range(candidates))
-    for checkpoint in order:
-        oracle.evaluate(checkpoint, list(seeds))
-        state.seeds_of[checkpoint] = list(seeds)
-        images = images_per_seed * len(seeds)
-        state.steps.append(Step("grid", [checkpoint], list(seeds), images, cost.seconds(images, 1)))
-    state.level = len(seeds)
+    cells = [cell for block in screen.blocks for cell in block]
+    images = sum(screen.block_images)
+    for checkpoint in ([BASE] if include_base else []) + list(range(candidates)):
+        oracle.evaluate(checkpoint, cells)
+        state.cells_of[checkpoint] = list(cells)
+        state.steps.append(Step("grid", [checkpoint], cells, images, cost.seconds(images, 1)))
     state.survivors = list(range(candidates))
-    state.leader = _best({c: oracle.pooled(c, list(seeds)) for c in state.survivors})
-    state.stop = "exhaustive: every checkpoint with every seed"
+    state.shared = cells
+    state.leader = _best({c: oracle.pooled(c, cells) for c in state.survivors})
+    state.stop = "exhaustive: every checkpoint with every image"
     return state
 
 
 def clearly_behind(
-    oracle: Oracle, leader: int, other: int, seeds: Sequence[int], z: float
+    oracle: Oracle, leader: int, other: int, blocks: Sequence[Block], z: float
 ) -> tuple[bool, float, float]:
     """Is ``other`` more than ``z`` standard errors behind ``leader``? Paired over the (identity,
-    seed) units both have a finite score for; fewer than two pairs decide nothing."""
+    block) units both have a finite score for; fewer than two pairs decide nothing."""
     differences = []
-    for seed in seeds:
-        mine, theirs = oracle.units(leader, seed), oracle.units(other, seed)
+    for block in blocks:
+        mine, theirs = oracle.units(leader, block), oracle.units(other, block)
         for identity in sorted(mine.keys() & theirs.keys()):
             a, b = mine[identity], theirs[identity]
             if math.isfinite(a) and math.isfinite(b):
@@ -415,5 +428,5 @@ def critical_value(z: float, dof: int) -> float:
 
 
 def exhaustive_images(candidates: int, images_per_seed: int, seeds: int, base: bool) -> int:
-    """Images of the full grid: every candidate (and the base model) x every seed."""
+    """Images of the full grid: every candidate (and the base model) x every prompt and seed."""
     return (candidates + int(base)) * images_per_seed * seeds

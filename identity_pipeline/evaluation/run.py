@@ -64,7 +64,6 @@ from identity_pipeline.evaluation.plan import (
     BASE,
     PROMPT_PREFERENCE,
     Race,
-    ScreenPlan,
     exhaustive_images,
     fit_screen,
     full_grid,
@@ -437,27 +436,21 @@ def plan_and_race(
     probe = min(first, key=lambda s: PROMPT_PREFERENCE.index(s.kind))
     measured, probed = maker.cost(refs[-1], probe, seeds[0])
     cost = measured.model
-    if config.exhaustive:
-        every_kind = sorted({s.kind for s in prompts}, key=PROMPT_PREFERENCE.index)
-        screen = ScreenPlan(list(range(len(refs))), sampled, every_kind, seeds, len(prompts), [])
-    else:
-        screen = fit_screen(
-            len(refs),
-            sampled,
-            kinds_of,
-            seeds,
-            cost,
-            budget.seconds,
-            config.screen_checkpoints,
-            config.screen_seeds,
-        )
+    screen = fit_screen(
+        len(refs),
+        sampled,
+        kinds_of,
+        seeds,
+        cost,
+        None if config.exhaustive else budget.seconds,
+        len(refs) if config.exhaustive else config.screen_checkpoints,
+    )
     specs = [s for s in prompts if s.identity in screen.identities and s.kind in screen.kinds]
     oracle = RunOracle(maker, refs, specs, reference, training, config)
     base = int(config.include_base_model)
     grid = exhaustive_images(len(refs), len(prompts), len(seeds), config.include_base_model)
     grid_seconds = cost.seconds(grid, len(refs) + base)
-    screen_images = len(screen.checkpoints) * len(screen.seeds) * screen.images_per_seed
-    screen_seconds = cost.seconds(screen_images, len(screen.checkpoints))
+    screen_seconds = cost.seconds(screen.images, len(screen.checkpoints))
     log(
         f"{'probed' if probed else 'stored probe'}: {cost.seconds_per_image:.3f} s per image "
         f"({cost.seconds_per_step:.4f} s per step x {cost.steps} steps, "
@@ -467,7 +460,7 @@ def plan_and_race(
     log(
         f"estimate: the full grid is {grid} images x {cost.steps} steps x "
         f"{cost.seconds_per_step:.4f} s = {grid_seconds:.1f} s; the plan starts with "
-        f"{screen_images} images ({screen_seconds:.1f} s)"
+        f"{screen.images} images ({screen_seconds:.1f} s)"
         + (f", cut: {'; '.join(screen.cuts)}" if screen.cuts else "")
         + (
             " (over the budget: the smallest useful screen is run anyway)"
@@ -476,13 +469,12 @@ def plan_and_race(
         )
     )
     if config.exhaustive:
-        progress = full_grid(oracle, len(refs), len(specs), seeds, cost, config.include_base_model)
+        progress = full_grid(oracle, len(refs), screen, cost, config.include_base_model)
     else:
         progress = race(
             oracle,
             len(refs),
             screen,
-            seeds,
             cost,
             budget.seconds,
             config.margin_z,
@@ -492,9 +484,10 @@ def plan_and_race(
     skipped = [f"screen: {cut}" for cut in screen.cuts]
     for step in progress.skipped:
         shown = ", ".join("base model" if c == BASE else names[c] for c in step.checkpoints)
+        shown_step = step.to_json()
         skipped.append(
-            f"{step.stage}: {shown} with seed(s) {step.seeds} "
-            f"({step.images} images, {step.seconds:.1f} s)"
+            f"{step.stage}: {shown} with {'+'.join(shown_step['prompts'])} seed(s) "
+            f"{shown_step['seeds']} ({step.images} images, {step.seconds:.1f} s)"
         )
     not_sampled = [name for name in identities if name not in sampled]
     plan = {
@@ -534,7 +527,7 @@ def settings_text(settings: dict[str, Any]) -> str:
 def checkpoint_evaluations(oracle: RunOracle, progress: Race) -> list[CheckpointEvaluation]:
     """One evaluation per checkpoint the plan scored (the base model first), on all its images."""
     evaluations = []
-    for checkpoint in sorted(progress.seeds_of):
+    for checkpoint in sorted(progress.cells_of):
         scores = oracle.scores(checkpoint)
         if checkpoint == BASE:
             status = "base"
@@ -550,7 +543,7 @@ def checkpoint_evaluations(oracle: RunOracle, progress: Race) -> list[Checkpoint
                 score=selection_score(scores.summary, oracle.config),
                 reused=oracle.made.get(checkpoint, 0) == 0,
                 seconds=round(oracle.seconds.get(checkpoint, 0.0), 3),
-                seeds=sorted(progress.seeds_of[checkpoint]),
+                seeds=sorted({seed for _, seed in progress.cells_of[checkpoint]}),
                 status=status,
             )
         )

@@ -71,11 +71,11 @@ def choose_checkpoint(
 class ScoredImages:
     """The rule's scores of any subset of each checkpoint's generated images (memoised).
 
-    ``pooled(checkpoint, seeds)``: the rule on the images of those seeds, as ``choose_checkpoint``
-    sees a checkpoint; ``units(checkpoint, seed)``: per identity, the rule on that identity's
-    images of one seed (the paired units of the progressive choice's margin). Every identity's
-    reference photos take part, sampled or not: a face that looks like someone outside the sample
-    is bleed all the same.
+    ``pooled(checkpoint, cells)``: the rule on the images of those (prompt kind, seed) cells, as
+    ``choose_checkpoint`` sees a checkpoint; ``units(checkpoint, cells)``: per identity, the rule
+    on that identity's images of the cells (the paired units of the progressive choice's margin).
+    Every identity's reference photos take part, sampled or not: a face that looks like someone
+    outside the sample is bleed all the same.
     """
 
     def __init__(
@@ -91,31 +91,34 @@ class ScoredImages:
         self.images: dict[int, list[GeneratedImage]] = {
             key: list(value) for key, value in (images or {}).items()
         }
-        self._pooled: dict[tuple[int, tuple[int, ...]], float] = {}
-        self._units: dict[tuple[int, int], dict[str, float]] = {}
+        self._pooled: dict[tuple[int, frozenset], float] = {}
+        self._units: dict[tuple[int, frozenset], dict[str, float]] = {}
 
     def add(self, checkpoint: int, images: Sequence[GeneratedImage]) -> None:
         self.images.setdefault(checkpoint, []).extend(images)
 
-    def scores(self, checkpoint: int, seeds: Sequence[int] | None = None) -> FidelityScores:
-        wanted = None if seeds is None else set(seeds)
+    def scores(
+        self, checkpoint: int, cells: Sequence[tuple[str, int]] | None = None
+    ) -> FidelityScores:
+        wanted = None if cells is None else set(cells)
         subset = [
             image
             for image in self.images.get(checkpoint, [])
-            if wanted is None or image.seed in wanted
+            if wanted is None or (image.prompt_kind, image.seed) in wanted
         ]
         return score_identities(self.reference, subset, self.training, self.config.copy_threshold)
 
-    def pooled(self, checkpoint: int, seeds: Sequence[int]) -> float:
-        key = (checkpoint, tuple(sorted(seeds)))
+    def pooled(self, checkpoint: int, cells: Sequence[tuple[str, int]]) -> float:
+        key = (checkpoint, frozenset(cells))
         if key not in self._pooled:
-            self._pooled[key] = selection_score(self.scores(checkpoint, seeds).summary, self.config)
+            summary = self.scores(checkpoint, cells).summary
+            self._pooled[key] = selection_score(summary, self.config)
         return self._pooled[key]
 
-    def units(self, checkpoint: int, seed: int) -> dict[str, float]:
-        key = (checkpoint, seed)
+    def units(self, checkpoint: int, cells: Sequence[tuple[str, int]]) -> dict[str, float]:
+        key = (checkpoint, frozenset(cells))
         if key not in self._units:
-            table = self.scores(checkpoint, [seed]).table
+            table = self.scores(checkpoint, cells).table
             self._units[key] = {
                 str(row["identity"]): selection_score(
                     {**row, "identification": row["identified"]}, self.config
