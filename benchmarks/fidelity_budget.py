@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import math
 import sys
 import tempfile
 import time
@@ -44,15 +43,18 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from identity_pipeline.evaluation.config import FidelityConfig  # noqa: E402
-from identity_pipeline.evaluation.metrics import GeneratedImage  # noqa: E402
 from identity_pipeline.evaluation.plan import (  # noqa: E402
     BASE,
     CostModel,
-    spread_indices,
+    fit_screen,
+    race,
 )
 from identity_pipeline.evaluation.report import text_table  # noqa: E402
 from identity_pipeline.evaluation.simulate import (  # noqa: E402
     RecordedOracle,
+    exhaustive,
+    load_recorded,
+    plain_cut,
     replay,
     synthetic_curves,
 )
@@ -68,68 +70,12 @@ SEED_RUN = {"identities": 5, "checkpoints": 8, "seeds": 4, "prompts": 3, "steps"
 # Recorded runs
 
 
-def load_recorded(path: Path, config: FidelityConfig) -> dict[str, RecordedOracle]:
-    """One oracle per recorded run: every image's faces, the real photos' embeddings."""
-    table = pd.read_parquet(path)
-    oracles = {}
-    for run, rows in table.groupby("run", sort=True):
-        real = rows[rows["role"] != "generated"]
-        reference = {
-            str(name): np.stack([np.asarray(f[0], np.float32) for f in group["faces"]])
-            for name, group in real[real["role"] == "reference"].groupby("identity")
-        }
-        training = {
-            str(name): np.stack([np.asarray(f[0], np.float32) for f in group["faces"]])
-            for name, group in real[real["role"] == "training"].groupby("identity")
-        }
-        images: dict[int, list[GeneratedImage]] = {}
-        for row in rows[rows["role"] == "generated"].itertuples(index=False):
-            faces = [np.asarray(face, np.float32) for face in row.faces]
-            matrix = (
-                np.stack(faces)
-                if faces
-                else np.zeros((0, len(next(iter(reference.values()))[0])), np.float32)
-            )
-            images.setdefault(int(row.checkpoint), []).append(
-                GeneratedImage(str(row.identity), matrix, str(row.prompt_kind), int(row.seed))
-            )
-        oracles[str(run)] = RecordedOracle(reference, training, config, images)
-    return oracles
-
-
 def recorded_cases(oracle: RecordedOracle, count: int, rng: np.random.Generator):
     """Cases of one recorded run: which 4 of its recorded seeds, in which order, play the grid."""
     seeds = sorted({image.seed for image in oracle.images[0]})
     orders = list(itertools.permutations(seeds, len(SEEDS)))
     picks = rng.choice(len(orders), size=min(count, len(orders)), replace=False)
     return [list(orders[i]) for i in picks]
-
-
-# ----------------------------------------------------------------------------------------------
-# Baselines
-
-
-def plain_cut(oracle, candidates: int, kinds, per_seed: int, seeds, images: int | None):
-    """The grid cut evenly to ``images``: every checkpoint with as many seeds as fit, else
-    evenly spread checkpoints with one seed; the rule picks the best of those."""
-    if images is None:
-        chosen, used = list(range(candidates)), list(seeds)
-    elif images >= candidates * per_seed:
-        chosen = list(range(candidates))
-        used = list(seeds[: min(len(seeds), images // (candidates * per_seed))])
-    else:
-        chosen, used = spread_indices(candidates, max(1, images // per_seed)), list(seeds[:1])
-    return best_of(oracle, chosen, [(kind, seed) for seed in used for kind in kinds])
-
-
-def exhaustive(oracle, candidates: int, kinds, seeds) -> int | None:
-    return best_of(oracle, range(candidates), [(kind, seed) for seed in seeds for kind in kinds])
-
-
-def best_of(oracle, checkpoints, cells) -> int | None:
-    scores = {c: oracle.pooled(c, cells) for c in checkpoints}
-    finite = [c for c in scores if math.isfinite(scores[c])]
-    return max(finite, key=lambda c: (scores[c], -c)) if finite else None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -254,6 +200,282 @@ def agreement(args) -> int:
 
 
 # ----------------------------------------------------------------------------------------------
+# cost
+
+
+def seed_run_kinds() -> dict[str, list[str]]:
+    return {f"person{i}": list(KINDS) for i in range(SEED_RUN["identities"])}
+
+
+def simulate_plans(
+    seconds_per_image: float, seconds_per_switch: float, budget: float | None, curves: int
+) -> dict[str, float]:
+    """The seed-sized race on synthetic curves at these prices: images and estimate (mean, max),
+    base model included (it comes last, when the budget allows)."""
+    config = FidelityConfig()
+    cost = CostModel(seconds_per_image, seconds_per_switch)
+    kinds = seed_run_kinds()
+    names = sorted(kinds)
+    images, seconds = [], []
+    for index in range(curves):
+        case = synthetic_curves(np.random.default_rng(10_000 + index), 8, len(names), 4)
+        screen = fit_screen(8, names, kinds, SEEDS, cost, budget, config.screen_checkpoints)
+        result = race(case.oracle, 8, screen, cost, budget, config.margin_z, include_base=True)
+        images.append(result.images)
+        seconds.append(result.spent)
+    return {
+        "images": float(np.mean(images)),
+        "images_max": float(np.max(images)),
+        "seconds": float(np.mean(seconds)),
+        "seconds_max": float(np.max(seconds)),
+    }
+
+
+def tiny_cpu_prices(scratch: Path) -> dict[str, float]:
+    """This CPU, the tiny Qwen-Image: the trainer's own s/step at 1024², and the asset's own
+    one-image probe at the scoring settings (512², 20 steps, true CFG) and at the training
+    settings (1024², the trainer's 20 sample steps)."""
+    import torch
+
+    from identity_pipeline.evaluation.budget import cost_key
+    from identity_pipeline.evaluation.generate import load_training_config
+    from identity_pipeline.evaluation.images import ImageMaker, ImageStore, PromptSpec
+    from identity_pipeline.faces import FaceConfig, get_backend
+    from identity_pipeline.training.config import TrainingConfig
+    from identity_pipeline.training.tiny_models import save_tiny_model
+    from identity_pipeline.training.trainer import train
+    from identity_pipeline_tests.training_fixtures import write_manifest, write_training_set
+
+    torch.set_num_threads(1)
+    model = save_tiny_model("qwen-image", scratch / "tiny-qwen-image")
+    frame = write_training_set(scratch / "set", count=4, size=1024, holdout=1)
+    manifest = write_manifest(frame, scratch / "set" / "table.parquet")
+    run_dir = scratch / "run"
+    steps = 6
+    result = train(
+        TrainingConfig.from_dict(
+            {
+                "output_dir": str(run_dir),
+                "max_steps": steps,
+                "mixed_precision": "no",
+                "cpu_threads": 1,
+                "log_every_steps": steps,
+                "model": {"family": "qwen-image", "source": str(model)},
+                "data": {"manifest": str(manifest), "max_text_tokens": 32},
+                "checkpoint": {"every_steps": steps},
+                "samples": {"enabled": False},
+            }
+        )
+    )
+    prices = {"train_step": result.train_seconds / steps}
+    training_config = load_training_config(run_dir)
+    backend = get_backend("offline")
+    spec = PromptSpec("Alice", "solo", "A close-up photo of Alice, looking at the camera")
+    from identity_pipeline.evaluation.generate import default_device, list_checkpoints
+
+    ref = list_checkpoints(run_dir)[-1]
+    for name, size, guidance in (("scoring", 512, 4.0), ("training", 1024, 4.0)):
+        settings = {
+            "model": str(model),
+            "family": "qwen-image",
+            "revision": None,
+            "prompts": [],
+            "seeds": [0],
+            "num_inference_steps": 20,
+            "guidance_scale": guidance,
+            "negative_prompt": "",
+            "width": size,
+            "height": size,
+        }
+        out = scratch / f"probe-{name}"
+        store = ImageStore(out, settings, backend, FaceConfig(), save_images=False)
+        maker = ImageMaker(
+            store, training_config, [spec], settings, FaceConfig(), default_device(), print
+        )
+        try:
+            record, _ = maker.cost(ref, spec, 0)
+        finally:
+            maker.close()
+        assert record.key == cost_key(settings, maker.device_name())
+        prices[f"{name}_image"] = record.seconds_per_image
+        prices[f"{name}_switch"] = record.seconds_per_switch
+    return prices
+
+
+def qwen_flop_prices() -> dict[str, float]:
+    """The real Qwen-Image (20B) by FLOPs, counted on the meta device (no weights): one denoiser
+    pass at 512² and 1024², one training step at 1024² (forward, backward to the inputs: the
+    base weights are frozen, plus the forward again for gradient checkpointing), in units of
+    that training step."""
+    import diffusers
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from identity_pipeline.training.architectures import model_spec
+
+    spec = model_spec("qwen")
+    with torch.device("meta"):
+        model = diffusers.QwenImageTransformer2DModel(**spec.config).to(torch.bfloat16)
+    model.requires_grad_(False)
+
+    def flops(resolution: int, backward: bool, text_tokens: int = 64) -> float:
+        side = resolution // 16  # VAE /8, then 2x2 patches
+        meta = {"device": "meta", "dtype": torch.bfloat16}
+        hidden = torch.randn(1, side * side, 64, requires_grad=backward, **meta)
+        text = torch.randn(1, text_tokens, spec.text_dim, **meta)
+        mask = torch.ones(1, text_tokens, dtype=torch.long, device="meta")
+        with FlopCounterMode(display=False) as counter, torch.set_grad_enabled(backward):
+            out = model(
+                hidden_states=hidden,
+                timestep=torch.ones(1, device="meta"),
+                encoder_hidden_states=text,
+                encoder_hidden_states_mask=mask,
+                img_shapes=[[(1, side, side)]],
+                return_dict=False,
+            )[0]
+            if backward:
+                out.float().pow(2).mean().backward()
+        return float(counter.get_total_flops())
+
+    forward_512, forward_1024 = flops(512, False), flops(1024, False)
+    train_step = flops(1024, True) + forward_1024  # + the checkpointing recompute
+    return {
+        "train_step": 1.0,
+        "scoring_image": 20 * 2 * forward_512 / train_step,  # 20 steps, true CFG: 2 passes
+        "training_image": 20 * 2 * forward_1024 / train_step,
+        "scoring_switch": 0.0,
+        "training_switch": 0.0,
+        "tflop_train_step": train_step / 1e12,
+        "tflop_pass_512": forward_512 / 1e12,
+    }
+
+
+def gpu_prices(device: str) -> dict[str, float]:
+    """The real-size Qwen-Image architecture (random weights) on ``device``: the trainer's step
+    at 1024² (bf16, gradient checkpointing) and one denoiser pass at 512² and 1024² (eval, no
+    grad, the LoRA attached), x 2 passes (true CFG) x 20 steps per image. VAE decode and face
+    detection are left out (they are the probe's, in the asset)."""
+    import torch
+    from accelerate import Accelerator
+
+    from identity_pipeline.training.architectures import StepHarness, model_spec, synthetic_text
+    from identity_pipeline.training.config import TrainingConfig
+
+    cuda = device.startswith("cuda")
+    config = TrainingConfig.from_dict(
+        {
+            "data": {"manifest": "synthetic"},
+            "mixed_precision": "bf16" if cuda else "no",
+            "gradient_checkpointing": True,
+            "optimizer": {"warmup_steps": 0},
+        }
+    )
+    accelerator = Accelerator(mixed_precision=config.mixed_precision, cpu=not cuda)
+    spec = model_spec("qwen", tiny=not cuda)
+    harness = StepHarness.create(spec, config, accelerator, 1024, num_samples=2)
+
+    def timed(function, repeats: int) -> float:
+        function()
+        if cuda:
+            torch.cuda.synchronize()
+        started = time.perf_counter()
+        for _ in range(repeats):
+            function()
+        if cuda:
+            torch.cuda.synchronize()
+        return (time.perf_counter() - started) / repeats
+
+    train_step = timed(harness.step, 5)
+    denoiser = harness.denoiser.eval()
+    adapter = harness.loop.adapter
+    generator = torch.Generator().manual_seed(0)
+    text = {k: v.to(accelerator.device) for k, v in synthetic_text(spec, generator).items()}
+    batch = adapter.collate_text([text], accelerator.device)
+    prices = {"train_step": train_step, "scoring_switch": 0.0, "training_switch": 0.0}
+    for name, resolution in (("scoring", 512), ("training", 1024)):
+        latent = resolution // 8
+        noisy = torch.randn(1, spec.latent_channels, latent, latent, device=accelerator.device)
+        weight = next(denoiser.parameters()).dtype
+        noisy = noisy.to(weight)
+        batch = {
+            k: (v.to(weight) if v is not None and v.is_floating_point() else v)
+            for k, v in batch.items()
+        }
+        t = torch.full((1,), 0.5, device=accelerator.device, dtype=weight)
+
+        def one_pass(noisy=noisy, t=t, resolution=resolution, batch=batch) -> None:
+            with torch.no_grad():
+                adapter.predict(denoiser, noisy, t, batch, None, (resolution, resolution))
+
+        prices[f"{name}_image"] = 20 * 2 * timed(one_pass, 3)
+    return prices
+
+
+def cost(args) -> int:
+    sources: dict[str, dict[str, float]] = {}
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="fidelity-cost-") as scratch:
+        sources["tiny Qwen-Image, this CPU (measured)"] = tiny_cpu_prices(Path(scratch))
+    flops = qwen_flop_prices()
+    sources["Qwen-Image 20B, by FLOPs (per training step)"] = flops
+    if args.device:
+        sources[f"Qwen-Image 20B arch, {args.device} (measured)"] = gpu_prices(args.device)
+    if args.arch_check:
+        sources["tiny Qwen-Image arch, this CPU (code check)"] = gpu_prices("cpu")
+    print(
+        f"Qwen-Image 20B: one training step at 1024^2 = {flops['tflop_train_step']:.0f} TFLOP "
+        f"(gradient checkpointing), one denoiser pass at 512^2 = {flops['tflop_pass_512']:.1f} "
+        "TFLOP"
+    )
+    run = SEED_RUN
+    per_seed = run["identities"] * run["prompts"]
+    grid = (run["checkpoints"] + 1) * per_seed * run["seeds"]
+    rows = []
+    for source, prices in sources.items():
+        training = run["steps"] * prices["train_step"]
+        budget = 0.25 * training
+        before = (
+            grid * prices["training_image"] + (run["checkpoints"] + 1) * prices["training_switch"]
+        )
+        at_scoring = (
+            grid * prices["scoring_image"] + (run["checkpoints"] + 1) * prices["scoring_switch"]
+        )
+        plan = simulate_plans(
+            prices["scoring_image"], prices["scoring_switch"], budget, args.curves
+        )
+        unlimited = simulate_plans(
+            prices["scoring_image"], prices["scoring_switch"], None, args.curves // 2
+        )
+        for name, images, size, seconds in (
+            ("before: full grid, 1024^2, 20 steps", grid, 1024, before),
+            ("full grid at 512^2, 20 steps", grid, 512, at_scoring),
+            ("race, no budget (mean)", unlimited["images"], 512, unlimited["seconds"]),
+            ("after: race, 25 % budget (mean)", plan["images"], 512, plan["seconds"]),
+            ("after: race, 25 % budget (max)", plan["images_max"], 512, plan["seconds_max"]),
+        ):
+            per_image = prices["training_image" if size == 1024 else "scoring_image"]
+            rows.append(
+                {
+                    "prices": source,
+                    "plan": name,
+                    "images": f"{images:.0f}",
+                    "s/step": f"{per_image / 40:.4g}",
+                    "s/image": f"{per_image:.4g}",
+                    "estimate": f"{seconds:.4g}",
+                    "training (1500 steps)": f"{training:.4g}",
+                    "% of training": f"{100 * seconds / training:.1f} %",
+                }
+            )
+    print(
+        "seed-sized run: 5 identities x 3 prompts x 4 seeds, 8 checkpoints + the base model; "
+        "s/step = one sampling step with true CFG (2 denoiser passes); 20 steps per image"
+    )
+    print(text_table(pd.DataFrame(rows)))
+    print(f"({time.perf_counter() - started:.0f} s)")
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------
 # record
 
 
@@ -280,7 +502,7 @@ def record(args) -> int:
             root / "set", count=20, size=64, identities=people, holdout=2 * len(people)
         )
         manifest = write_manifest(frame, root / "set" / "table.parquet")
-        settings = [(lr, seed) for lr in (3e-3, 1e-2, 3e-2) for seed in (0, 1)][: args.runs]
+        settings = [(lr, seed) for seed in (0, 1) for lr in args.learning_rates][: args.runs]
         for index, (learning_rate, seed) in enumerate(settings):
             started = time.perf_counter()
             run_dir = root / f"run{index}"
@@ -357,9 +579,16 @@ def main(argv=None) -> int:
     rec = commands.add_parser("record")
     rec.add_argument("--out", type=Path, default=RECORDED)
     rec.add_argument("--runs", type=int, default=4)
-    rec.add_argument("--every", type=int, default=5, help="training steps between checkpoints")
+    rec.add_argument("--every", type=int, default=10, help="training steps between checkpoints")
+    rec.add_argument("--learning-rates", type=float, nargs="+", default=[0.03, 0.1, 0.3])
+    price = commands.add_parser("cost")
+    price.add_argument("--curves", type=int, default=200)
+    price.add_argument("--device", help="also time the real-size architecture here, e.g. cuda")
+    price.add_argument(
+        "--arch-check", action="store_true", help="run the --device code on the tiny arch, CPU"
+    )
     args = parser.parse_args(argv)
-    return {"agreement": agreement, "record": record}[args.command](args)
+    return {"agreement": agreement, "record": record, "cost": cost}[args.command](args)
 
 
 if __name__ == "__main__":

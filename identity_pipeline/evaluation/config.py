@@ -84,13 +84,14 @@ class FidelityConfig:
     # Both None: no budget (the progressive choice still stops once its leader is clear).
     budget_fraction: float | None = 0.25
     budget_seconds: float | None = None
-    # Progressive choice: first the last and evenly spread checkpoints, one image per identity
-    # (the first prompt and seed), then neighbours of the leader and more prompts and seeds for
-    # the checkpoints still racing, until the leader's margin over every other is clear
-    # (margin_z standard errors of the paired per-identity differences) or images and budget run
-    # out. Both chosen on synthetic curves (benchmarks/fidelity_budget.py), not the reported ones.
-    screen_checkpoints: int = 3
-    margin_z: float = 2.5
+    # Progressive choice: first the last and evenly spread checkpoints (all of them by default:
+    # curves can be jagged), one image per identity (the solo prompt, first seed); then the
+    # leader's neighbours and more prompts and seeds for the checkpoints still racing, until the
+    # leader's margin over every other is clear (margin_z standard errors of the paired
+    # per-identity differences) or images and budget run out. Both chosen on synthetic curves
+    # (benchmarks/fidelity_budget.py, seeds 0-199), not on the curves it reports.
+    screen_checkpoints: int = 8
+    margin_z: float = 2.0
     # Score every candidate checkpoint with every seed and identity (the full grid), ignoring the
     # budget: what the progressive choice is measured against.
     exhaustive: bool = False

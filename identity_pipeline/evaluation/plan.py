@@ -11,9 +11,10 @@ it, then every prompt with each further seed.
 2. **neighbours**: the leader's unscored neighbours in the candidate list join the race (they
    catch up on the blocks the others have), so the search walks towards the peak;
 3. **more images**: the next block for every checkpoint still in the race; a checkpoint leaves it
-   when it is clearly behind the leader: the mean of the paired per-(identity, block)
-   differences exceeds ``margin_z`` standard errors (Student's t); when the budget cannot give
-   the next block to every racer, the leader and the closest ones get it, the others leave;
+   when it is clearly behind the leader: the mean of the paired per-identity differences (each
+   identity scored on all its images so far) exceeds ``margin_z`` standard errors (Student's
+   t); when the budget cannot give the next two blocks to every racer, the leader and the
+   closest ones get them, the others leave;
 
 until one checkpoint is left (the leader's margin is clear), every block is used, or the budget
 is spent. The checkpoints still racing share the same images, and the configured rule
@@ -308,7 +309,7 @@ def race(
         for other in list(active):
             if other == leader:
                 continue
-            behind, mean, se = clearly_behind(oracle, leader, other, blocks[:level], margin_z)
+            behind, mean, se = clearly_behind(oracle, leader, other, upto(level), margin_z)
             if not math.isfinite(scores[other]) or behind:
                 active.remove(other)
                 state.eliminated[other] = (
@@ -332,10 +333,18 @@ def race(
             state.stop = "every image used: the rule picks among the checkpoints still racing"
             break
         each = cost.seconds(sizes[level], 1)
-        affordable = len(active) if budget is None else int(remaining() // max(each, 1e-12))
+        affordable = len(active)
+        if budget is not None:
+            affordable = min(affordable, int(remaining() // max(each, 1e-12)))
+            # Look one block further: keep only as many racers as can get the next two blocks,
+            # when at least two can (a decision between the closest few on more images beats a
+            # wider race on fewer; chosen on the synthetic tuning curves).
+            ahead = each + (cost.seconds(sizes[level + 1], 1) if level + 1 < len(blocks) else 0)
+            deeper = int(remaining() // max(ahead, 1e-12))
+            if 2 <= deeper < affordable:
+                affordable = deeper
         if affordable < len(active):
-            # Not every racer gets the next block: the leader and the closest ones do (a
-            # decision between two on more images beats a wider race on fewer).
+            # Not every racer gets the next block: the leader and the closest ones do.
             ranked = sorted(active, key=lambda c: (-_finite(scores[c]), c))
             dropped = ranked[affordable:] if affordable >= 2 else ranked
             state.steps.append(
@@ -400,17 +409,17 @@ def full_grid(
 
 
 def clearly_behind(
-    oracle: Oracle, leader: int, other: int, blocks: Sequence[Block], z: float
+    oracle: Oracle, leader: int, other: int, cells: Sequence[Cell], z: float
 ) -> tuple[bool, float, float]:
-    """Is ``other`` more than ``z`` standard errors behind ``leader``? Paired over the (identity,
-    block) units both have a finite score for; fewer than two pairs decide nothing."""
-    differences = []
-    for block in blocks:
-        mine, theirs = oracle.units(leader, block), oracle.units(other, block)
-        for identity in sorted(mine.keys() & theirs.keys()):
-            a, b = mine[identity], theirs[identity]
-            if math.isfinite(a) and math.isfinite(b):
-                differences.append(a - b)
+    """Is ``other`` more than ``z`` standard errors behind ``leader``? Paired over identities,
+    each scored on all its images of ``cells`` (the rule's score is their mean, so the mean
+    difference is the difference of the scores); fewer than two pairs decide nothing."""
+    mine, theirs = oracle.units(leader, cells), oracle.units(other, cells)
+    differences = [
+        mine[name] - theirs[name]
+        for name in sorted(mine.keys() & theirs.keys())
+        if math.isfinite(mine[name]) and math.isfinite(theirs[name])
+    ]
     if len(differences) < 2:
         return False, math.nan, math.nan
     values = np.asarray(differences)

@@ -73,9 +73,9 @@ class ScoredImages:
 
     ``pooled(checkpoint, cells)``: the rule on the images of those (prompt kind, seed) cells, as
     ``choose_checkpoint`` sees a checkpoint; ``units(checkpoint, cells)``: per identity, the rule
-    on that identity's images of the cells (the paired units of the progressive choice's margin).
-    Every identity's reference photos take part, sampled or not: a face that looks like someone
-    outside the sample is bleed all the same.
+    on that identity's images of the cells, whose mean over identities is the pooled score (the
+    paired units of the progressive choice's margin). Every identity's reference photos take
+    part, sampled or not: a face that looks like someone outside the sample is bleed all the same.
     """
 
     def __init__(
@@ -91,8 +91,7 @@ class ScoredImages:
         self.images: dict[int, list[GeneratedImage]] = {
             key: list(value) for key, value in (images or {}).items()
         }
-        self._pooled: dict[tuple[int, frozenset], float] = {}
-        self._units: dict[tuple[int, frozenset], dict[str, float]] = {}
+        self._memo: dict[tuple[int, frozenset], tuple[float, dict[str, float]]] = {}
 
     def add(self, checkpoint: int, images: Sequence[GeneratedImage]) -> None:
         self.images.setdefault(checkpoint, []).extend(images)
@@ -108,22 +107,22 @@ class ScoredImages:
         ]
         return score_identities(self.reference, subset, self.training, self.config.copy_threshold)
 
-    def pooled(self, checkpoint: int, cells: Sequence[tuple[str, int]]) -> float:
+    def _scored(self, checkpoint: int, cells: Sequence[tuple[str, int]]):
         key = (checkpoint, frozenset(cells))
-        if key not in self._pooled:
-            summary = self.scores(checkpoint, cells).summary
-            self._pooled[key] = selection_score(summary, self.config)
-        return self._pooled[key]
-
-    def units(self, checkpoint: int, cells: Sequence[tuple[str, int]]) -> dict[str, float]:
-        key = (checkpoint, frozenset(cells))
-        if key not in self._units:
-            table = self.scores(checkpoint, cells).table
-            self._units[key] = {
+        if key not in self._memo:
+            scores = self.scores(checkpoint, cells)
+            units = {
                 str(row["identity"]): selection_score(
                     {**row, "identification": row["identified"]}, self.config
                 )
-                for row in table.to_dict("records")
+                for row in scores.table.to_dict("records")
                 if row["images"] > 0
             }
-        return self._units[key]
+            self._memo[key] = (selection_score(scores.summary, self.config), units)
+        return self._memo[key]
+
+    def pooled(self, checkpoint: int, cells: Sequence[tuple[str, int]]) -> float:
+        return self._scored(checkpoint, cells)[0]
+
+    def units(self, checkpoint: int, cells: Sequence[tuple[str, int]]) -> dict[str, float]:
+        return self._scored(checkpoint, cells)[1]

@@ -13,10 +13,13 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from identity_pipeline.evaluation.config import FidelityConfig
+from identity_pipeline.evaluation.metrics import GeneratedImage
 from identity_pipeline.evaluation.plan import (
     BASE,
     Cell,
@@ -26,6 +29,7 @@ from identity_pipeline.evaluation.plan import (
     full_grid,
     race,
     sample_identities,
+    spread_indices,
 )
 from identity_pipeline.evaluation.selection import ScoredImages
 
@@ -78,18 +82,25 @@ class RecordedOracle(ScoredImages):
     """Recorded faces of every (checkpoint, identity, prompt kind, seed) image, served as the
     sampler would make them: the rule's scores of any subset, as the real run computes them."""
 
-    def evaluate(self, checkpoint: int, seeds: Sequence[int]) -> None:
-        missing = set(seeds) - {image.seed for image in self.images.get(checkpoint, [])}
+    def evaluate(self, checkpoint: int, cells: Sequence[Cell]) -> None:
+        recorded = {(image.prompt_kind, image.seed) for image in self.images.get(checkpoint, [])}
+        missing = set(cells) - recorded
         if missing:
-            raise KeyError(f"checkpoint {checkpoint} has no recorded images for seeds {missing}")
+            raise KeyError(f"checkpoint {checkpoint} has no recorded images for {missing}")
 
     def restrict(self, identities: Sequence[str], kinds: Sequence[str]) -> RecordedOracle:
-        people, wanted = set(identities), set(kinds)
-        images = {
-            checkpoint: [i for i in images if i.identity in people and i.prompt_kind in wanted]
-            for checkpoint, images in self.images.items()
-        }
-        return RecordedOracle(self.reference, self.training, self.config, images)
+        """The images of these identities and prompt kinds only (views are kept, with their
+        memoised scores, so replays at several budgets score each subset once)."""
+        key = (tuple(sorted(identities)), tuple(sorted(kinds)))
+        views = self.__dict__.setdefault("_views", {})
+        if key not in views:
+            people, wanted = set(identities), set(kinds)
+            images = {
+                checkpoint: [i for i in found if i.identity in people and i.prompt_kind in wanted]
+                for checkpoint, found in self.images.items()
+            }
+            views[key] = RecordedOracle(self.reference, self.training, self.config, images)
+        return views[key]
 
 
 @dataclass(frozen=True)
@@ -110,8 +121,9 @@ def synthetic_curves(
     """One score per (checkpoint, identity, prompt, seed) image along training, with a known best.
 
     The rule's curve rises (likeness learned) and falls late (memorisation, bleed), its peak
-    anywhere from a quarter of the run to past its end; each identity is offset and peaks a little
-    earlier or later, each prompt kind is offset; each image's noise is shared in part by the
+    anywhere from a quarter of the run to past its end, jagged by each checkpoint's own training
+    noise; each identity is offset and peaks a little earlier or later, each prompt kind is
+    offset; each image's noise is shared in part by the
     same prompt and seed at the adjacent checkpoint (the same starting noise through slightly
     different weights). ``margin`` says how clearly the full grid can tell the best from the
     runner-up (a flat top: near 0). ``noise``: the range of one image's noise (standard
@@ -129,6 +141,8 @@ def synthetic_curves(
 
     means = np.stack([curve(peak + rng.normal(0, 0.08)) for _ in range(identities)])
     means += rng.normal(0, 0.06, size=(identities, 1))  # per-identity offsets
+    # Each checkpoint's weights carry their own SGD noise: a jagged curve no seed averages out.
+    means += rng.normal(0, rng.uniform(0, 0.03), size=(1, candidates))
     kind_offsets = rng.normal(0, 0.03, size=len(kinds))
     noise_sd = rng.uniform(*noise)  # one image's score
     carry = rng.uniform(0.3, 0.7)  # one image's noise shared with the adjacent checkpoint
@@ -200,3 +214,53 @@ def _restrict(oracle, identities: Sequence[str], kinds: Sequence[str]):
     if isinstance(oracle, RecordedOracle):
         return oracle.restrict(identities, kinds)
     return oracle.restrict(identities)
+
+
+def load_recorded(path: Path, config: FidelityConfig) -> dict[str, RecordedOracle]:
+    """One oracle per recorded run (``benchmarks/fidelity_budget.py record``): every image's
+    faces (``role`` generated), the real photos' embeddings (reference, training)."""
+    table = pd.read_parquet(path)
+    oracles = {}
+    for run, rows in table.groupby("run", sort=True):
+        real = rows[rows["role"] != "generated"]
+        reference = {
+            str(name): np.stack([np.asarray(f[0], np.float32) for f in group["faces"]])
+            for name, group in real[real["role"] == "reference"].groupby("identity")
+        }
+        training = {
+            str(name): np.stack([np.asarray(f[0], np.float32) for f in group["faces"]])
+            for name, group in real[real["role"] == "training"].groupby("identity")
+        }
+        dim = len(next(iter(reference.values()))[0])
+        images: dict[int, list[GeneratedImage]] = {}
+        for row in rows[rows["role"] == "generated"].itertuples(index=False):
+            faces = [np.asarray(face, np.float32) for face in row.faces]
+            matrix = np.stack(faces) if faces else np.zeros((0, dim), np.float32)
+            images.setdefault(int(row.checkpoint), []).append(
+                GeneratedImage(str(row.identity), matrix, str(row.prompt_kind), int(row.seed))
+            )
+        oracles[str(run)] = RecordedOracle(reference, training, config, images)
+    return oracles
+
+
+def plain_cut(oracle, candidates: int, kinds, per_seed: int, seeds, images: int | None):
+    """The grid cut evenly to ``images``: every checkpoint with as many seeds as fit, else
+    evenly spread checkpoints with one seed; the rule picks the best of those."""
+    if images is None:
+        chosen, used = list(range(candidates)), list(seeds)
+    elif images >= candidates * per_seed:
+        chosen = list(range(candidates))
+        used = list(seeds[: min(len(seeds), images // (candidates * per_seed))])
+    else:
+        chosen, used = spread_indices(candidates, max(1, images // per_seed)), list(seeds[:1])
+    return best_of(oracle, chosen, [(kind, seed) for seed in used for kind in kinds])
+
+
+def exhaustive(oracle, candidates: int, kinds, seeds) -> int | None:
+    return best_of(oracle, range(candidates), [(kind, seed) for seed in seeds for kind in kinds])
+
+
+def best_of(oracle, checkpoints, cells) -> int | None:
+    scores = {c: oracle.pooled(c, cells) for c in checkpoints}
+    finite = [c for c in scores if math.isfinite(scores[c])]
+    return max(finite, key=lambda c: (scores[c], -c)) if finite else None
