@@ -1,7 +1,9 @@
 """The ``fidelity`` settings: every knob of the fidelity evaluation, with its defaults.
 
-``hash()`` keys the per-checkpoint results on disk: changing a prompt, a seed or the sampler
-settings re-generates, changing only how checkpoints are ranked re-scores from what is stored.
+``generation_hash()`` covers what the generated images depend on (prompts, seeds, sampler and
+size settings): changing one of those makes new images; the budget, the race and the ranking
+rule only decide which stored images are used and how they are scored (``hash()`` covers all).
+Images are stored per (checkpoint, prompt, seed, resolved settings): ``evaluation.images``.
 """
 
 from __future__ import annotations

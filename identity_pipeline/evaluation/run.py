@@ -467,6 +467,12 @@ def plan_and_race(
             if screen.over_budget
             else ""
         )
+        + (
+            f", and stays within the budget: at most {int(budget.seconds // cost.seconds_per_image)}"
+            " images"
+            if budget.seconds and not config.exhaustive
+            else ""
+        )
     )
     if config.exhaustive:
         progress = full_grid(oracle, len(refs), screen, cost, config.include_base_model)
@@ -499,6 +505,7 @@ def plan_and_race(
             "images": grid,
             "seconds_estimate": round(grid_seconds, 3),
         },
+        "exhaustive": config.exhaustive,
         "images_planned": progress.images,
         "estimate_seconds": round(progress.spent, 3),
         "identities_scored": screen.identities,
