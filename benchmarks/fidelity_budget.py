@@ -459,7 +459,7 @@ def cost(args) -> int:
                     "prices": source,
                     "plan": name,
                     "images": f"{images:.0f}",
-                    "s/step": f"{per_image / 40:.4g}",
+                    "s/step": f"{per_image / 20:.4g}",
                     "s/image": f"{per_image:.4g}",
                     "estimate": f"{seconds:.4g}",
                     "training (1500 steps)": f"{training:.4g}",

@@ -1,8 +1,8 @@
 """How many GPU seconds the evaluation may spend, and what its images cost on this device.
 
 * ``resolve_budget``: ``budget_seconds``, else ``budget_fraction`` x the training run's own time
-  (the trainer's ``train_seconds``: ``result.json``, else the last checkpoint's state, which
-  counts across resumes);
+  (``result.json``: the trainer's whole run or its loop time over resumes, whichever is larger;
+  else the last checkpoint's loop time);
 * ``CostRecord``: the one-image probe's measurement (seconds per image, per inference step, per
   LoRA switch) with what it depends on; stored beside the images (``cost.json``) so a re-run plans
   with the same numbers, and so finds every image it plans in the cache.
@@ -34,14 +34,17 @@ class Budget:
 
 
 def training_seconds(run_dir: Path) -> float | None:
-    """The training run's measured optimisation time (cumulative over resumes), if recorded."""
+    """The training run's measured time on its device, if recorded: the trainer's whole last
+    invocation (loading, caching, the loop, export, samples: ``total_seconds``) or its loop time
+    summed over resumes (``train_seconds``), whichever is larger."""
     path = Path(run_dir) / RESULT_FILE
     if path.is_file():
         try:
-            value = float(json.loads(path.read_text(encoding="utf-8"))["train_seconds"])
+            result = json.loads(path.read_text(encoding="utf-8"))
+            value = max(float(result.get(key) or 0) for key in ("train_seconds", "total_seconds"))
             if value > 0:
                 return value
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, TypeError, AttributeError):
             pass
     # The checkpoints' state files (identity_pipeline.training.checkpoint: state.json).
     for state in sorted((Path(run_dir) / "checkpoints").glob("step-*/state.json"), reverse=True):

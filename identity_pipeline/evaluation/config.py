@@ -80,10 +80,11 @@ class FidelityConfig:
     # (after the choice, with the first seeds, when the budget allows: it decides nothing).
     include_base_model: bool = True
 
-    # GPU-time budget: at most this share of the training run's own measured time (the trainer's
-    # train_seconds in result.json); budget_seconds, when set, is used instead. The plan is cut
-    # to fit (a one-image probe measures this model's seconds per image on this device first).
-    # Both None: no budget (the progressive choice still stops once its leader is clear).
+    # GPU-time budget: at most this share of the training run's own measured time (its
+    # result.json: the trainer's whole run, or its loop time over resumes if larger);
+    # budget_seconds, when set, is used instead. The plan is cut to fit (a one-image probe
+    # measures this model's seconds per image on this device first). Both None: no budget (the
+    # progressive choice still stops once its leader is clear).
     budget_fraction: float | None = 0.25
     budget_seconds: float | None = None
     # Progressive choice: first the last and evenly spread checkpoints (all of them by default:

@@ -42,8 +42,8 @@ SCREEN_SHARE = 0.5
 # Fewest identities the screen is cut to before it loses checkpoints: fewer people make the
 # per-identity differences, and so the margin, meaningless.
 MIN_SCREEN_IDENTITIES = 3
-# Prompt kinds in the order they are kept when the screen must drop prompts: the solo close-up
-# shows the largest face; the pair prompt is what measures bleed.
+# Prompt kinds in the order they enter the race: the solo close-up first (the largest face, one
+# image per person is the screen), then the training caption and the pair prompt (bleed).
 PROMPT_PREFERENCE = ("solo", "caption", "pair")
 BASE = -1  # the base model's "candidate index"
 
