@@ -1,4 +1,4 @@
-"""Score a training run's checkpoints and choose one, on a GPU-time budget: the fidelity asset's logic.
+"""Score a run's checkpoints and choose one, on a GPU-time budget: the fidelity asset's logic.
 
     evaluate_run(run_dir, out_dir, backend)  ->  FidelityRun
 
@@ -6,10 +6,10 @@
 2. The budget (``budget.resolve_budget``: a share of the training run's own time) and the price
    of one image on this device (a one-image probe, ``images.ImageMaker.cost``), logged with the
    plan's estimate before anything else is generated.
-3. The progressive choice (``plan``): the last and a few spread checkpoints with the first seed,
-   then the leader's neighbours and more seeds for the checkpoints still racing, until the
-   leader's margin is clear or the budget is spent; at ~512 px and capped steps (a face needs no
-   more). Images are stored per (checkpoint, prompt, seed, settings) under
+3. The progressive choice (``plan``): one image per identity for the last and evenly spread
+   checkpoints (all of them by default), then the leader's neighbours and more prompts and seeds
+   for the checkpoints still racing, until the leader's margin is clear or the budget is spent;
+   at ~512 px and capped steps (a face needs no more). Images are stored per (checkpoint, prompt, seed, settings) under
    ``out_dir/checkpoints/<name>/``; a re-run plans the same images and reads them all back.
 4. Scores per checkpoint (``metrics.score_identities``); the configured rule picks among the
    checkpoints still racing, whose LoRA is written to ``out_dir/chosen/`` (diffusers + ComfyUI).
