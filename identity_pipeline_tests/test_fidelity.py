@@ -31,11 +31,14 @@ from identity_pipeline.evaluation import (
 from identity_pipeline.evaluation.cli import add_fidelity_command
 from identity_pipeline.evaluation.generate import CheckpointRef, spread
 from identity_pipeline.evaluation.report import confusion_image, curves_image, plain, text_report
-from identity_pipeline.faces.backend import DetectedFace, FaceBackend
 from identity_pipeline.resources import FaceBackendResource, SettingsResource, StorageResource
 from identity_pipeline.storage import DataLayout
 from identity_pipeline_tests.conftest import REPO_ROOT
-from identity_pipeline_tests.training_fixtures import write_manifest, write_training_set
+from identity_pipeline_tests.training_fixtures import (
+    CentreBackend,
+    write_manifest,
+    write_training_set,
+)
 
 # The lead's demo album (real, license-clean face photos); another folder can be pointed at for a
 # local check. The real-photo test is skipped while it is absent.
@@ -362,51 +365,6 @@ def test_cli_on_real_photos(tmp_path: Path, capsys) -> None:
 # The asset on a tiny random model
 
 
-class CentreBackend(FaceBackend):
-    """A stand-in detector: one "face" per picture, embedded from its colours.
-
-    The face is what differs from the top-left pixel's colour (the training fixture's disc on its
-    flat background), or the middle of the picture when nothing does. Lets the asset's whole
-    scoring path run on the tiny model, whose images have no real faces.
-    """
-
-    name = "test-centre"
-    model_sha256 = "0" * 64
-    embedding_dim = 12
-    min_face_px = 8.0
-    max_face_px = 8192.0
-
-    def detect(self, image_rgb: np.ndarray) -> list[DetectedFace]:
-        height, width = image_rgb.shape[:2]
-        box = (0.2 * width, 0.2 * height, 0.8 * width, 0.8 * height)
-        differs = np.abs(image_rgb.astype(int) - image_rgb[0, 0].astype(int)).sum(axis=2) > 30
-        ys, xs = np.nonzero(differs)
-        if len(xs) and xs.max() - xs.min() >= 8 and ys.max() - ys.min() >= 8:
-            box = (float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1))
-        cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
-        width, height = box[2] - box[0], box[3] - box[1]
-        landmarks = np.array(
-            [
-                [cx - 0.15 * width, cy - 0.1 * height],
-                [cx + 0.15 * width, cy - 0.1 * height],
-                [cx, cy],
-                [cx - 0.1 * width, cy + 0.15 * height],
-                [cx + 0.1 * width, cy + 0.15 * height],
-            ],
-            dtype=np.float32,
-        )
-        return [DetectedFace(box, landmarks, 0.99)]
-
-    def embed(self, image_rgb: np.ndarray, faces) -> np.ndarray:
-        vectors = []
-        for face in faces:
-            x0, y0, x1, y1 = (int(v) for v in face.box)
-            crop = Image.fromarray(image_rgb[y0:y1, x0:x1]).resize((2, 2))
-            vector = np.asarray(crop, dtype=np.float32).reshape(-1) - 128.0
-            vectors.append(vector / (np.linalg.norm(vector) + 1e-6))
-        return np.asarray(vectors, dtype=np.float32).reshape(len(faces), self.embedding_dim)
-
-
 class CentreBackendResource(FaceBackendResource):
     def get(self, config):
         return CentreBackend()
@@ -471,16 +429,22 @@ def test_asset_on_tiny_model_without_faces(
     trained_run: Path, layout: DataLayout, instance: dg.DagsterInstance
 ) -> None:
     run_dir = trained_run
-    (layout.root / "pipeline.yaml").write_text("faces:\n  backend: offline\n")
+    # No budget: the two checkpoints and the base model are all scored (nothing to race).
+    (layout.root / "pipeline.yaml").write_text(
+        "faces:\n  backend: offline\nfidelity:\n  budget_fraction: null\n"
+    )
     config = {"run_dir": str(run_dir), "seeds": [0], "num_inference_steps": 2}
     result = _materialize(instance, config, FaceBackendResource())
     assert result.success
     metadata = result.asset_materializations_for_node(ASSET_NAME)[0].metadata
-    # Base model + two checkpoints, 2 identities x 3 prompts x 1 seed each, no face anywhere.
+    # Two checkpoints screened with one image per identity (the solo prompt), no face anywhere:
+    # nothing to race. Then the base model with the first seed's three prompts.
     assert metadata["checkpoints_scored"].value == 3
     assert metadata["settings"].value["seeds"] == [0]  # run config over the defaults
-    assert metadata["images_generated"].value == 18
-    assert metadata["images_without_face"].value == 18
+    assert metadata["images_generated"].value == 2 * 2 + 2 * 3
+    assert metadata["images_without_face"].value == 10
+    assert metadata["full_grid_images"].value == 3 * 2 * 3
+    assert "no faces" in metadata["stopped_because"].value
     assert metadata["no_face_rate"].value == 1.0
     assert metadata["likeness"].value is None and metadata["bleed"].value is None
     assert metadata["chosen_checkpoint"].value == "step-0000004"
@@ -494,7 +458,7 @@ def test_asset_on_tiny_model_without_faces(
     assert all(bool((chosen[key] == exported[key]).all()) for key in chosen)
     report = json.loads(Path(metadata["report_path"].value).read_text())
     assert [c["name"] for c in report["checkpoints"]] == ["base", "step-0000002", "step-0000004"]
-    assert report["checkpoints"][1]["summary"]["images_without_face"] == 6
+    assert report["checkpoints"][1]["summary"]["images_without_face"] == 2
     check = result.get_asset_check_evaluations()[0]
     assert check.check_name == "faces_generated" and not check.passed
 
@@ -518,6 +482,7 @@ def test_asset_scores_faces_and_finds_the_latest_run(
         "pair_prompt": "",
         "include_base_model": False,
         "fallback_to_training_photos": False,
+        "budget_seconds": 3600.0,
     }
     result = _materialize(instance, config, CentreBackendResource())
     assert result.success
@@ -573,7 +538,9 @@ def test_run_with_only_the_final_export(trained_run: Path, tmp_path: Path) -> No
     shutil.copytree(trained_run, run_dir, ignore=shutil.ignore_patterns("checkpoints"))
     refs = list_checkpoints(run_dir)
     assert [(ref.name, ref.step, ref.kind) for ref in refs] == [("final", 4, "export")]
-    config = FidelityConfig(seeds=(0,), num_inference_steps=2, solo_prompt=None, pair_prompt=None)
+    config = FidelityConfig(
+        seeds=(0,), num_inference_steps=2, solo_prompt=None, pair_prompt=None, budget_fraction=None
+    )
     # What the run trained on, as lora_checkpoint keeps it: hashes recorded; one file has
     # changed since, so its sample is left out and said so.
     training = load_training_config(run_dir)
@@ -599,3 +566,235 @@ def test_run_with_only_the_final_export(trained_run: Path, tmp_path: Path) -> No
     assert all(bool((chosen[key] == exported[key]).all()) for key in exported)
     base, final = run.evaluations
     assert base.images[0].embeddings.tolist() != final.images[0].embeddings.tolist()
+
+
+# ----------------------------------------------------------------------------------------------
+# The GPU-time budget and the progressive checkpoint choice
+
+KINDS = ["caption", "solo", "pair"]
+RECORDED = REPO_ROOT / "identity_pipeline_tests" / "data" / "fidelity_curves.parquet"
+
+
+def _kinds_of(names) -> dict[str, list[str]]:
+    return {name: list(KINDS) for name in names}
+
+
+def test_screen_is_cut_to_fit_the_budget() -> None:
+    from identity_pipeline.evaluation.plan import CostModel, fit_screen
+
+    names = [f"person{i}" for i in range(8)]
+    cost = CostModel(seconds_per_image=2.0, seconds_per_switch=1.0)
+    plan = fit_screen(8, names, _kinds_of(names), [0, 1, 2, 3], cost, None, 3)
+    # The first, middle and last checkpoint; one solo image per person first, then the other
+    # prompts of the first seed, then every prompt of each further seed.
+    assert plan.checkpoints == [0, 4, 7] and not plan.cuts and not plan.over_budget
+    assert plan.blocks[0] == (("solo", 0),)
+    assert plan.blocks[1] == (("caption", 0), ("pair", 0))
+    assert plan.blocks[2] == tuple((kind, 1) for kind in ("solo", "caption", "pair"))
+    assert plan.block_images == [8, 16, 24, 24, 24] and plan.images == 24
+    # Half of 40 s for the screen: people down to 3 (3 x (3 x 2 s) + 3 x 1 s = 21 s is still
+    # over), then two checkpoints.
+    plan = fit_screen(8, names, _kinds_of(names), [0, 1, 2, 3], cost, 40.0, 3)
+    assert plan.identities == names[:3] and plan.checkpoints == [0, 7]
+    assert plan.cuts == ["identities 8 -> 3", "screen checkpoints 3 -> 2"]
+    assert not plan.over_budget
+    # Nothing fits: the smallest screen (2 people, first and last checkpoint), flagged.
+    plan = fit_screen(8, names, _kinds_of(names), [0, 1, 2, 3], cost, 1.0, 3)
+    assert plan.identities == names[:2] and plan.checkpoints == [0, 7] and plan.over_budget
+
+
+def _table(curve, identities: int = 5, seeds: int = 4, noise: float = 0.0, seed: int = 0):
+    from identity_pipeline.evaluation.simulate import TableOracle
+
+    rng = np.random.default_rng(seed)
+    curve = np.asarray(curve, dtype=float)
+    shape = (len(curve), identities, len(KINDS), seeds)
+    scores = curve[:, None, None, None] + rng.normal(0, noise, size=shape) if noise else None
+    if scores is None:
+        scores = np.broadcast_to(curve[:, None, None, None], shape).copy()
+    names = [f"person{i}" for i in range(identities)]
+    return TableOracle(scores, names, KINDS, list(range(seeds))), names
+
+
+@pytest.mark.parametrize(
+    ("curve", "budget", "chosen", "stop", "most_images"),
+    [
+        # A clear peak: found, the rest eliminated long before every image is made.
+        ([0.1, 0.2, 0.3, 0.4, 0.5, 0.7, 0.5, 0.4], None, 5, "margin is clear", 200),
+        # The last checkpoint is the best: the walk goes there from the screen's leader.
+        ([0.1, 0.2, 0.3, 0.4, 0.5, 0.55, 0.6, 0.8], None, 7, "margin is clear", 200),
+        # Nothing to tell apart: every image of the racers, ties to the earliest.
+        ([0.5] * 8, None, 0, "every image used", 480),
+        # No face anywhere: the screen, then nothing to race.
+        ([float("nan")] * 8, None, None, "undefined", 15),
+        # A budget of 60 images: the race stops when the next images do not fit.
+        ([0.5] * 8, 60.0, 0, "budget spent", 60),
+    ],
+)
+def test_race(curve, budget, chosen, stop, most_images) -> None:
+    from identity_pipeline.evaluation.plan import CostModel, fit_screen, race
+
+    oracle, names = _table(curve, noise=0.0 if np.isnan(curve[0]) or curve[1] == curve[0] else 0.02)
+    if np.isnan(curve[0]):
+        oracle.scores[:] = np.nan
+    cost = CostModel(1.0)  # seconds = images
+    screen = fit_screen(8, names, _kinds_of(names), [0, 1, 2, 3], cost, budget, 3)
+    result = race(oracle, 8, screen, cost, budget, margin_z=2.5)
+    assert result.leader == chosen, result.to_json()
+    assert stop in result.stop and result.images <= most_images
+    if budget is not None:
+        assert result.spent <= budget
+        assert result.skipped and all(step.why == "budget" for step in result.skipped)
+    # What was made is what the oracle was asked for, once per (checkpoint, cell).
+    asked = [(c, cell) for c, cells in oracle.calls for cell in cells]
+    assert len(asked) == len(set(asked))
+    assert sum(len(cells) for _, cells in oracle.calls) * len(names) == result.images
+
+
+def _agreement(cases, config, budget):
+    """Shares of cases: budgeted = grid, budgeted within one interval, plain cut = grid, plain
+    within one, budgeted = true best, grid = true best; and the mean images."""
+    from identity_pipeline.evaluation.plan import CostModel
+    from identity_pipeline.evaluation.simulate import plain_cut, replay
+
+    rows = []
+    for case in cases:
+        names = case.oracle.identities
+        kinds = _kinds_of(names)
+        result = replay(case.oracle, 8, names, kinds, [0, 1, 2, 3], config, CostModel(1.0), budget)
+        cut = plain_cut(case.oracle, 8, KINDS, len(names) * 3, [0, 1, 2, 3], budget)
+        grid = result.exhaustive
+        rows.append(
+            (
+                result.budgeted == grid,
+                abs(result.budgeted - grid) <= 1,
+                cut == grid,
+                abs(cut - grid) <= 1,
+                result.budgeted == case.best,
+                grid == case.best,
+                result.images,
+            )
+        )
+    return np.asarray(rows, dtype=float).mean(axis=0)
+
+
+@pytest.fixture(scope="module")
+def synthetic_cases():
+    from identity_pipeline.evaluation.simulate import synthetic_curves
+
+    # Seeds 10000..: the reported set (margin_z, screen_checkpoints and the look-ahead were
+    # chosen on seeds 0..199).
+    return [synthetic_curves(np.random.default_rng(10_000 + i), 8, 5, 4) for i in range(150)]
+
+
+@pytest.mark.parametrize("budget", [None, 240, 120])
+def test_budgeted_choice_on_synthetic_curves(synthetic_cases, budget) -> None:
+    """The progressive choice against the exhaustive grid (8 checkpoints x 5 people x 3 prompts
+    x 4 seeds = 480 images) on curves with a known best, beside the grid cut evenly to the same
+    number of images."""
+    same, near, cut_same, cut_near, ours_true, grid_true, images = _agreement(
+        synthetic_cases, FidelityConfig(), budget
+    )
+    if budget is None:  # the race alone: the grid's choice, on about half the images
+        assert same >= 0.95 and near >= 0.98 and images <= 0.6 * 480
+        # ... and the true best as often as the full grid finds it.
+        assert ours_true >= grid_true - 0.03
+    elif budget == 240:  # half the grid: the race beats the grid cut evenly to 240 images
+        assert same >= 0.9 and same >= cut_same + 0.05 and near >= cut_near
+    else:  # a quarter (the seed-sized run's 25 %): the two are on a par
+        assert same >= 0.7 and same >= cut_same and near >= cut_near - 0.02
+    if budget is not None:
+        assert images <= budget
+
+
+def test_budgeted_choice_on_recorded_cpu_runs() -> None:
+    """Recorded CPU runs (tiny Qwen-Image, every image of 8 checkpoints x 5 people x 3 prompts x
+    6 seeds): the budgeted choice replayed against the exhaustive one."""
+    from identity_pipeline.evaluation.plan import CostModel
+    from identity_pipeline.evaluation.simulate import load_recorded, replay
+
+    if not RECORDED.is_file():
+        pytest.skip(f"no recorded runs at {RECORDED}")
+    config = FidelityConfig()
+    rows = []
+    for oracle in load_recorded(RECORDED, config).values():
+        names = sorted(oracle.reference)
+        kinds = {name: KINDS for name in names}
+        for budget in (None, 120):
+            result = replay(oracle, 8, names, kinds, [0, 1, 2, 3], config, CostModel(1.0), budget)
+            rows.append((budget, result.agrees, result.distance, result.images))
+    frame = pd.DataFrame(rows, columns=["budget", "same", "distance", "images"])
+    assert len(frame) == 12
+    assert frame["same"].mean() >= 0.9 and (frame["distance"] <= 1).all()
+    assert (frame["images"] <= frame["budget"].fillna(480)).all()
+
+
+def test_budget_comes_from_the_training_run(tmp_path: Path) -> None:
+    from identity_pipeline.evaluation.budget import resolve_budget
+
+    run = tmp_path / "run"
+    state = run / "checkpoints" / "step-0000002"
+    state.mkdir(parents=True)
+    assert resolve_budget(FidelityConfig(), run).seconds is None  # nothing recorded yet
+    (state / "state.json").write_text(json.dumps({"step": 2, "train_seconds": 40.0}))
+    assert resolve_budget(FidelityConfig(), run).seconds == 10.0  # 0.25 x the checkpoint's
+    # The trainer's whole run (loading, caching, export: the device was held), or its loop time
+    # over resumes when that is larger.
+    (run / "result.json").write_text(json.dumps({"train_seconds": 90.0, "total_seconds": 100.0}))
+    budget = resolve_budget(FidelityConfig(), run)
+    assert budget.seconds == 25.0 and budget.training_seconds == 100.0
+    (run / "result.json").write_text(json.dumps({"train_seconds": 400.0, "total_seconds": 100.0}))
+    assert resolve_budget(FidelityConfig(), run).seconds == 100.0
+    assert "0.25 x" in budget.source
+    assert resolve_budget(FidelityConfig(budget_seconds=7.5), run).seconds == 7.5
+    assert resolve_budget(FidelityConfig(budget_fraction=None), run).seconds is None
+    with pytest.raises(ValueError, match="budget_fraction"):
+        FidelityConfig(budget_fraction=0)
+
+
+def test_what_keys_the_images() -> None:
+    base = FidelityConfig()
+    # Images depend on the sampler and size settings, not on the budget or the race.
+    for change in ({"max_side": 384}, {"max_inference_steps": 12}, {"seeds": (0, 1)}):
+        assert FidelityConfig(**change).generation_hash() != base.generation_hash()
+    for change in ({"budget_fraction": 0.5}, {"margin_z": 3.0}, {"screen_checkpoints": 5}):
+        assert FidelityConfig(**change).generation_hash() == base.generation_hash()
+        assert FidelityConfig(**change).hash() != base.hash()
+
+
+@pytest.mark.slow
+def test_budgeted_run_records_its_plan_and_makes_only_new_images(
+    trained_run: Path, tmp_path: Path
+) -> None:
+    from identity_pipeline.evaluation.run import evaluate_run
+
+    out = tmp_path / "eval"
+    messages: list[str] = []
+    config = FidelityConfig(seeds=(0, 1), num_inference_steps=2)  # the default budget: 25 %
+    run = evaluate_run(trained_run, out, CentreBackend(), config, log=messages.append)
+    plan = run.plan
+    result = json.loads((trained_run / "result.json").read_text())
+    trained = max(result["train_seconds"], result["total_seconds"])
+    assert plan["budget"]["seconds"] == pytest.approx(0.25 * trained, abs=1e-3)
+    assert plan["cost"]["probed_now"] and plan["cost"]["seconds_per_image"] > 0
+    # The estimate is logged before the race, and it says what the budget left out.
+    estimate = next(i for i, m in enumerate(messages) if m.startswith("estimate:"))
+    assert "probed" in messages[estimate - 1] and "s per step" in messages[estimate - 1]
+    assert plan["full_grid"]["images"] == 3 * 2 * 3 * 2  # base + 2 checkpoints, 2 x 3 x 2
+    assert plan["images_planned"] < plan["full_grid"]["images"]
+    assert plan["skipped_for_budget"], plan
+    assert json.loads((out / "report.json").read_text())["plan"]["race"]["stop"]
+    first_images = plan["images_made"]
+
+    # Again: the same plan, every image read back, no model loaded, no probe.
+    again = evaluate_run(trained_run, out, CentreBackend(), config)
+    assert again.plan["images_made"] == 0 and not again.plan["cost"]["probed_now"]
+    assert again.choice.name == run.choice.name
+    assert again.plan["race"] == plan["race"]
+
+    # A larger budget: only the images the smaller plan did not make are made.
+    bigger = FidelityConfig(seeds=(0, 1), num_inference_steps=2, budget_seconds=600.0)
+    more = evaluate_run(trained_run, out, CentreBackend(), bigger)
+    assert more.plan["images_reused"] >= first_images
+    assert more.plan["images_made"] == more.plan["images_planned"] - first_images
+    assert not more.plan["skipped_for_budget"]

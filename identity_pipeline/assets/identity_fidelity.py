@@ -1,12 +1,13 @@
 """identity_fidelity: does the LoRA draw the people it learned, per checkpoint, and which to keep.
 
-A thin shell over ``identity_pipeline.evaluation.run.evaluate_run``: for every saved checkpoint of
-the latest ``lora_checkpoint`` run (and the base model), K images per identity from fixed prompts
-and seeds, their faces embedded with the pipeline's face backend, scored against the held-out real
-photos of the training set that run trained on: the copy in its run folder, content hashes
-checked (never the live training_set table, which may have moved on since) (likeness, copy-paste, bleed, faces per image); the configured rule picks the checkpoint
-whose LoRA is written to ``chosen/``. Images and faces are stored per checkpoint, so a re-run with
-the same settings only re-scores.
+A thin shell over ``identity_pipeline.evaluation.run.evaluate_run``: checkpoints of the latest
+``lora_checkpoint`` run race on a GPU-time budget (a share of the training's own time): images per
+identity from fixed prompts and seeds, their faces embedded with the pipeline's face backend,
+scored against the held-out real photos of the training set that run trained on (the copy in its
+run folder, content hashes checked; never the live training_set table, which may have moved on):
+likeness, copy-paste, bleed, faces per image. More seeds and neighbours are added only around the
+leaders, until the configured rule's leader is clear; its LoRA is written to ``chosen/``. Images are stored per (checkpoint, prompt, seed, settings), so a re-run
+only re-scores and a new checkpoint adds only its own images.
 """
 
 import math
@@ -102,13 +103,15 @@ def output_dir(layout: DataLayout, run_dir: Path) -> Path:
     # Every new LoRA is evaluated, however its training was started (launched or on a schedule).
     automation_condition=dg.AutomationCondition.eager(),
     kinds={"pytorch", "onnx", "parquet"},
-    description="Identity fidelity of every saved LoRA checkpoint: K images per identity from "
-    "fixed prompts/seeds (training caption, solo, two-person), faces embedded with the face "
-    "backend and scored against the held-out real photos of the training set the run trained on "
-    "(its run folder's copy, content hashes checked; not the live training_set): likeness (with the real-vs-real "
-    "baseline), copy-paste (nearest training vs held-out photo), bleed (confusion matrix, other "
-    "people's faces), faces per image. The best checkpoint under the configured rule is the "
-    "asset's chosen LoRA (chosen/, diffusers + ComfyUI layouts).",
+    description="Identity fidelity of the saved LoRA checkpoints, on a GPU-time budget (default "
+    "a quarter of the training's own time): images per identity from fixed prompts/seeds "
+    "(training caption, solo, two-person), faces embedded with the face backend and scored "
+    "against the held-out real photos of the training set the run trained on (its run folder's "
+    "copy, content hashes checked): likeness (with the real-vs-real baseline), copy-paste "
+    "(nearest training vs held-out photo), bleed (confusion matrix, other people's faces), faces "
+    "per image. Checkpoints race: seeds and neighbours are added only around the leaders. The "
+    "best under the configured rule is the asset's chosen LoRA (chosen/, diffusers + ComfyUI); "
+    "the metadata gives the cost estimate and what the budget skipped.",
     check_specs=[
         dg.AssetCheckSpec(
             "faces_generated",
@@ -181,6 +184,7 @@ def identity_fidelity(
         "reference_source": dg.MetadataValue.json(run.reference_source),
         "face_backend": backend.name,
         "seconds": run.seconds,
+        **plan_metadata(run.plan),
         **settings_metadata(fidelity_config),
     }
     for key in SUMMARY_METADATA:
@@ -225,6 +229,28 @@ def identity_fidelity(
             "checkpoint": run.choice.name or "",
         },
     )
+
+
+def plan_metadata(plan: dict) -> dict[str, object]:
+    """The budget, the probe's prices, the estimate and what the budget skipped."""
+    budget, cost, grid = plan["budget"], plan["cost"], plan["full_grid"]
+    return {
+        "budget_seconds": _number(budget["seconds"]),
+        "budget_source": budget["source"],
+        "training_seconds": _number(budget["training_seconds"]),
+        "seconds_per_image": cost["seconds_per_image"],
+        "seconds_per_step": cost["seconds_per_step"],
+        "probe_device": cost["device"],
+        "estimate_seconds": plan["estimate_seconds"],
+        "images_planned": plan["images_planned"],
+        "images_made": plan.get("images_made", 0),
+        "full_grid_images": grid["images"],
+        "full_grid_seconds_estimate": grid["seconds_estimate"],
+        "stopped_because": plan["race"]["stop"],
+        "skipped_for_budget": dg.MetadataValue.json(plan["skipped_for_budget"]),
+        "identities_not_sampled": dg.MetadataValue.json(plan["identities_not_sampled"]),
+        "plan": dg.MetadataValue.json(plan["race"]),
+    }
 
 
 def _number(value: object) -> float | None:

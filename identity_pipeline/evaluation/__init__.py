@@ -8,7 +8,11 @@ putting their face on everyone else? Modules:
 * ``selection`` the best checkpoint under a configurable rule (``choose_checkpoint``);
 * ``embedding`` faces of real photos (manifest + masks, or folders) and of generated images;
 * ``generate``  checkpoints of a training run -> diffusers LoRA -> images (torch, diffusers);
-* ``run``       ``evaluate_run``: all of the above for every checkpoint, files and pictures;
+* ``budget``    the GPU-time budget (a share of the training's own time) and the probe's prices;
+* ``plan``      the progressive checkpoint choice within the budget (pure decisions);
+* ``images``    images cached per (checkpoint, prompt, seed, settings), the one-image probe;
+* ``simulate``  the plan replayed on recorded or synthetic score curves, beside the full grid;
+* ``run``       ``evaluate_run``: all of the above, files and pictures;
 * ``report``    tables, JSON, the confusion-matrix and curve pictures;
 * ``cli``       ``identity-pipeline fidelity --reference DIR --generated DIR``.
 

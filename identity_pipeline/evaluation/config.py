@@ -1,7 +1,9 @@
 """The ``fidelity`` settings: every knob of the fidelity evaluation, with its defaults.
 
-``hash()`` keys the per-checkpoint results on disk: changing a prompt, a seed or the sampler
-settings re-generates, changing only how checkpoints are ranked re-scores from what is stored.
+``generation_hash()`` covers what the generated images depend on (prompts, seeds, sampler and
+size settings): changing one of those makes new images; the budget, the race and the ranking
+rule only decide which stored images are used and how they are scored (``hash()`` covers all).
+Images are stored per (checkpoint, prompt, seed, resolved settings): ``evaluation.images``.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from identity_pipeline.settings import build_config, config_dict, stable_hash
 NAME_PLACEHOLDER = "{name}"
 
 # Bump when code changes alter generated images or their faces for the same config.
-EVALUATION_VERSION = 1
+EVALUATION_VERSION = 2  # 2: images cached per (checkpoint, prompt, seed, settings)
 
 BestRule = Literal["likeness_minus_bleed", "likeness", "identification"]
 BEST_RULES: tuple[str, ...] = ("likeness_minus_bleed", "likeness", "identification")
@@ -57,15 +59,45 @@ class FidelityConfig:
     # accepts).
     width: int | None = None
     height: int | None = None
-    # Without an explicit size, images generated on a CPU (tiny test/demo models only: a real
-    # model would take hours) are scaled down to this longer side; None: never.
+    # Without an explicit size, images are scaled down to this longer side: a face detector and
+    # embedder need ~512 px, not the training resolution (1024² costs 4x the tokens). None: the
+    # training size.
+    max_side: int | None = 512
+    # ... and on a CPU (tiny test/demo models only: a real model would take hours) to this one.
     cpu_max_side: int | None = 256
+    # Without an explicit num_inference_steps, the run's sample steps are capped at this: a
+    # flow-matching model draws a recognisable face in 20 steps. None: no cap.
+    max_inference_steps: int | None = 20
     # Identities evaluated (alphabetical order); None: all of the training set.
     max_identities: int | None = None
-    # Checkpoints scored: evenly spaced over the saved ones, the last always included.
+    # With more identities than this, a fixed sample of them (stable: by a hash of the name, so a
+    # new person changes little) is evaluated; the mean over people is what ranks checkpoints.
+    # None: all.
+    sample_identities: int | None = 12
+    # Checkpoints that can be chosen: evenly spaced over the saved ones, the last always included.
     max_checkpoints: int = 8
-    # Also score the base model without any LoRA (step 0): the "before" point of the curves.
+    # Also score the base model without any LoRA (step 0): the "before" point of the curves
+    # (after the choice, with the first seeds, when the budget allows: it decides nothing).
     include_base_model: bool = True
+
+    # GPU-time budget: at most this share of the training run's own measured time (its
+    # result.json: the trainer's whole run, or its loop time over resumes if larger);
+    # budget_seconds, when set, is used instead. The plan is cut to fit (a one-image probe
+    # measures this model's seconds per image on this device first). Both None: no budget (the
+    # progressive choice still stops once its leader is clear).
+    budget_fraction: float | None = 0.25
+    budget_seconds: float | None = None
+    # Progressive choice: first the last and evenly spread checkpoints (all of them by default:
+    # curves can be jagged), one image per identity (the solo prompt, first seed); then the
+    # leader's neighbours and more prompts and seeds for the checkpoints still racing, until the
+    # leader's margin over every other is clear (margin_z standard errors of the paired
+    # per-identity differences) or images and budget run out. Both chosen on synthetic curves
+    # (benchmarks/fidelity_budget.py, seeds 0-199), not on the curves it reports.
+    screen_checkpoints: int = 8
+    margin_z: float = 2.0
+    # Score every candidate checkpoint with every seed and identity (the full grid), ignoring the
+    # budget: what the progressive choice is measured against.
+    exhaustive: bool = False
 
     # Scores. A generated face whose nearest training photo is at least this similar counts as
     # a copy. faces-dev with SFace (benchmarks/fidelity.py): two photos of one person median
@@ -112,8 +144,20 @@ class FidelityConfig:
                 problems.append(f"{name} must contain {NAME_PLACEHOLDER}")
         if not (self.use_training_caption or self.solo_prompt or self.pair_prompt):
             problems.append("no prompt left: enable the caption, a solo or a pair prompt")
-        if self.num_inference_steps is not None and self.num_inference_steps < 1:
-            problems.append("num_inference_steps must be >= 1")
+        for name in ("num_inference_steps", "max_inference_steps", "max_side", "cpu_max_side"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                problems.append(f"{name} must be >= 1")
+        if self.sample_identities is not None and self.sample_identities < 2:
+            problems.append("sample_identities must be >= 2 (bleed compares people)")
+        if self.budget_fraction is not None and self.budget_fraction <= 0:
+            problems.append("budget_fraction must be > 0 (null: no budget)")
+        if self.budget_seconds is not None and self.budget_seconds <= 0:
+            problems.append("budget_seconds must be > 0 (null: budget_fraction decides)")
+        if self.screen_checkpoints < 1:
+            problems.append("screen_checkpoints must be >= 1")
+        if self.margin_z < 0:
+            problems.append("margin_z must be >= 0")
         if not -1.0 <= self.copy_threshold <= 1.0:
             problems.append("copy_threshold is a cosine, within [-1, 1]")
         if problems:
@@ -138,7 +182,9 @@ class FidelityConfig:
             "negative_prompt",
             "width",
             "height",
+            "max_side",
             "cpu_max_side",
+            "max_inference_steps",
         )
         values = {key: self.to_dict()[key] for key in keys}
         return stable_hash({"version": EVALUATION_VERSION, **values})

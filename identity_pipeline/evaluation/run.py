@@ -1,20 +1,27 @@
-"""Score every saved checkpoint of a training run and choose one: the fidelity asset's logic.
+"""Score a run's checkpoints and choose one, on a GPU-time budget: the fidelity asset's logic.
 
     evaluate_run(run_dir, out_dir, backend)  ->  FidelityRun
 
 1. Real faces: the identity's face in every train and holdout image of the run's manifest.
-2. Per checkpoint (and the base model): K images per identity and prompt (fixed seeds), their
-   faces, stored under ``out_dir/checkpoints/<name>/`` with a key of everything they depend on;
-   a re-run with the same key reads them back and loads no model at all.
-3. Scores per checkpoint (``metrics.score_identities``), the configured rule picks one, whose
-   LoRA is written to ``out_dir/chosen/`` (diffusers + ComfyUI layouts).
-4. ``report.json``, ``scores.parquet`` (checkpoint x identity), ``checkpoints.parquet``,
-   ``curves.png``, ``confusion.png`` and ``samples.jpg``.
+2. The budget (``budget.resolve_budget``: a share of the training run's own time) and the price
+   of one image on this device (a one-image probe, ``images.ImageMaker.cost``), logged with the
+   plan's estimate before anything else is generated.
+3. The progressive choice (``plan``): one image per identity for the last and evenly spread
+   checkpoints (all of them by default), then the leader's neighbours and more prompts and seeds
+   for the checkpoints still racing, until the leader's margin is clear or the budget is spent;
+   at ~512 px and capped steps (a face needs no more). Images are stored per (checkpoint, prompt, seed, settings) under
+   ``out_dir/checkpoints/<name>/``; a re-run plans the same images and reads them all back.
+4. Scores per checkpoint (``metrics.score_identities``); the configured rule picks among the
+   checkpoints still racing, whose LoRA is written to ``out_dir/chosen/`` (diffusers + ComfyUI).
+5. ``report.json`` (with the plan: estimate, what the budget skipped), ``scores.parquet``
+   (checkpoint x identity), ``checkpoints.parquet``, ``curves.png``, ``confusion.png``,
+   ``samples.jpg``.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -27,25 +34,17 @@ import pandas as pd
 from PIL import Image
 
 from identity_pipeline.dataset.version import changed_files, manifest_version
+from identity_pipeline.evaluation.budget import Budget, resolve_budget
 from identity_pipeline.evaluation.config import (
-    EVALUATION_VERSION,
     KIND_CAPTION,
     KIND_PAIR,
     KIND_SOLO,
     FidelityConfig,
     fill_name,
 )
-from identity_pipeline.evaluation.embedding import (
-    RealFaces,
-    embeddings_of,
-    image_faces,
-    real_faces_from_manifest,
-)
+from identity_pipeline.evaluation.embedding import RealFaces, real_faces_from_manifest
 from identity_pipeline.evaluation.generate import (
-    BASE_NAME,
-    KIND_BASE,
     CheckpointRef,
-    CheckpointSampler,
     cpu_threads,
     default_device,
     export_checkpoint,
@@ -54,7 +53,24 @@ from identity_pipeline.evaluation.generate import (
     scratch_folder,
     spread,
 )
-from identity_pipeline.evaluation.metrics import FidelityScores, GeneratedImage, score_identities
+from identity_pipeline.evaluation.images import (
+    GeneratedRecord,
+    ImageMaker,
+    ImageStore,
+    PromptSpec,
+    RunOracle,
+)
+from identity_pipeline.evaluation.metrics import FidelityScores
+from identity_pipeline.evaluation.plan import (
+    BASE,
+    PROMPT_PREFERENCE,
+    Race,
+    exhaustive_images,
+    fit_screen,
+    full_grid,
+    race,
+    sample_identities,
+)
 from identity_pipeline.evaluation.report import (
     confusion_image,
     curves_image,
@@ -68,69 +84,12 @@ from identity_pipeline.storage import (
     atomic_write_bytes,
     atomic_write_table,
     atomic_write_text,
-    content_id,
 )
 
-FACES_FILE = "faces.json"
-IMAGES_DIR = "images"
-CHECKPOINTS_DIR = "checkpoints"
 CHOSEN_DIR = "chosen"
 REPORT_FILE = "report.json"
 
 Log = Callable[[str], None]
-
-
-@dataclass(frozen=True)
-class PromptSpec:
-    identity: str
-    kind: str  # caption | solo | pair
-    text: str
-
-
-@dataclass
-class GeneratedRecord:
-    """One generated image: what it was made from, where it is, the faces found in it."""
-
-    identity: str
-    kind: str
-    prompt: str
-    seed: int
-    path: str | None  # relative to the evaluation folder; None when images are not kept
-    boxes: list[list[float]]
-    embeddings: np.ndarray  # (F, D)
-
-    def as_generated(self) -> GeneratedImage:
-        return GeneratedImage(
-            identity=self.identity,
-            embeddings=self.embeddings,
-            prompt_kind=self.kind,
-            seed=self.seed,
-            image_id=self.path or f"{self.identity}/{self.kind}/seed{self.seed}",
-        )
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "identity": self.identity,
-            "kind": self.kind,
-            "prompt": self.prompt,
-            "seed": self.seed,
-            "path": self.path,
-            "boxes": self.boxes,
-            "embeddings": np.asarray(self.embeddings, dtype=np.float32).tolist(),
-        }
-
-    @classmethod
-    def from_json(cls, raw: dict[str, Any], dim: int) -> GeneratedRecord:
-        vectors = np.asarray(raw["embeddings"], dtype=np.float32).reshape(-1, dim)
-        return cls(
-            raw["identity"],
-            raw["kind"],
-            raw["prompt"],
-            int(raw["seed"]),
-            raw["path"],
-            raw["boxes"],
-            vectors,
-        )
 
 
 @dataclass
@@ -139,8 +98,10 @@ class CheckpointEvaluation:
     images: list[GeneratedRecord]
     scores: FidelityScores
     score: float  # the selection rule's value (NaN for undefined)
-    reused: bool
+    reused: bool  # every image read back, none made
     seconds: float
+    seeds: list[int] = field(default_factory=list)
+    status: str = ""  # racing (to the end) | eliminated: why | base
 
 
 @dataclass
@@ -159,6 +120,7 @@ class FidelityRun:
     evaluations: list[CheckpointEvaluation]
     choice: Choice
     chosen_dir: Path | None
+    plan: dict[str, Any] = field(default_factory=dict)  # budget, estimate, race, skipped
     files: dict[str, Path] = field(default_factory=dict)
     seconds: float = 0.0
 
@@ -180,6 +142,8 @@ class FidelityRun:
                     "kind": evaluation.ref.kind,
                     "chosen": evaluation.ref.name == self.choice.name,
                     "score": evaluation.score,
+                    "seeds": len(evaluation.seeds),
+                    "status": evaluation.status,
                     **{
                         key: value
                         for key, value in evaluation.scores.summary.items()
@@ -280,95 +244,47 @@ def evaluate_run(
     refs = spread(list_checkpoints(run_dir), config.max_checkpoints)
     if not refs:
         raise FileNotFoundError(f"{run_dir} has no saved checkpoint and no exported LoRA yet")
-    if config.include_base_model:
-        refs = [CheckpointRef(BASE_NAME, 0, KIND_BASE, None), *refs]
 
     prompts = build_prompts(identities, manifest, config)
-    settings = generation_settings(training_config, manifest, config, prompts)
     device = device or default_device()
-    longest = max(settings["width"], settings["height"])
-    explicit = config.width is not None or config.height is not None
-    cap = config.cpu_max_side if device.type == "cpu" and not explicit else None
-    if cap and longest > cap:  # a real model on a CPU would take hours: tiny models only
-        settings["width"] = round(settings["width"] * cap / longest)
-        settings["height"] = round(settings["height"] * cap / longest)
-    multiple = model_pixel_multiple(training_config)
-    settings["width"] = max(multiple, settings["width"] // multiple * multiple)
-    settings["height"] = max(multiple, settings["height"] // multiple * multiple)
-    size = (settings["width"], settings["height"])
-    evaluations: list[CheckpointEvaluation] = []
-    sampler: CheckpointSampler | None = None
+    settings = generation_settings(training_config, manifest, config, prompts)
+    settings.update(scoring_size(settings, config, device, model_pixel_multiple(training_config)))
+    budget = resolve_budget(config, run_dir)
+    store = ImageStore(out_dir, settings, backend, face_config, config.save_images)
+    maker = ImageMaker(store, training_config, prompts, settings, face_config, device, log)
     with cpu_threads(device, training_config.cpu_threads):
         try:
-            for ref in refs:
-                ref_started = time.perf_counter()
-                folder = out_dir / CHECKPOINTS_DIR / ref.name
-                key = content_id(
-                    EVALUATION_VERSION,
-                    json.dumps(settings, sort_keys=True),
-                    ref.fingerprint(),
-                    backend.name,
-                    backend.model_sha256,
-                    face_config.hash(),
-                    config.save_images,
-                )
-                records = read_records(folder / FACES_FILE, key, backend.embedding_dim)
-                reused = records is not None
-                if records is None:
-                    if sampler is None:
-                        log(f"loading {training_config.model.family} from {settings['model']}")
-                        sampler = CheckpointSampler(
-                            training_config,
-                            [spec.text for spec in prompts],
-                            settings["negative_prompt"] if settings["guidance_scale"] > 1 else None,
-                            device=device,
-                            log=log,
-                        )
-                    records = generate_records(
-                        sampler,
-                        ref,
-                        prompts,
-                        settings,
-                        size,
-                        backend,
-                        face_config,
-                        folder,
-                        out_dir,
-                        config.save_images,
-                    )
-                    write_records(folder / FACES_FILE, key, ref, records)
-                scores = score_identities(
-                    reference,
-                    [record.as_generated() for record in records],
-                    training,
-                    config.copy_threshold,
-                )
-                evaluation = CheckpointEvaluation(
-                    ref=ref,
-                    images=records,
-                    scores=scores,
-                    score=selection_score(scores.summary, config),
-                    reused=reused,
-                    seconds=round(time.perf_counter() - ref_started, 3),
-                )
-                evaluations.append(evaluation)
-                summary = scores.summary
-                log(
-                    f"{ref.name} (step {ref.step}): likeness {summary['likeness']:.3f}, "
-                    f"bleed {summary['bleed']:.3f}, images without a face "
-                    f"{summary['images_without_face']}/{summary['images']}"
-                    + (" (stored results)" if reused else "")
-                )
+            oracle, progress, plan = plan_and_race(
+                maker, refs, identities, prompts, reference, training, config, budget, log
+            )
         finally:
-            if sampler is not None:
-                sampler.close()
+            maker.close()
+    evaluations = checkpoint_evaluations(oracle, progress)
+    survivors = {oracle.ref(c).name for c in progress.survivors}
+    choice = choose_checkpoint(
+        [
+            (evaluation.ref.name, evaluation.ref.step, evaluation.scores.summary)
+            for evaluation in evaluations
+            if evaluation.ref.name in survivors
+        ],
+        config,
+    )
+    if len(refs) > 1 and choice.name is not None:
+        choice = Choice(
+            choice.index,
+            choice.name,
+            choice.step,
+            choice.score,
+            f"{choice.reason} among {len(survivors)} of {len(refs)} checkpoints ({progress.stop})",
+        )
+    plan["images_made"], plan["images_reused"] = maker.made, maker.reused
+    if maker.made:
+        plan["seconds_per_image_made"] = round(maker.seconds_making / maker.made, 4)
+    log(
+        f"chosen: {choice.name} ({choice.reason}); {maker.made} images made, "
+        f"{maker.reused} read back"
+    )
 
-    candidates = [
-        (evaluation.ref.name, evaluation.ref.step, evaluation.scores.summary)
-        for evaluation in evaluations
-        if evaluation.ref.kind != KIND_BASE
-    ]
-    choice = choose_checkpoint(candidates, config)
     chosen_dir = None
     chosen_ref = next((e.ref for e in evaluations if e.ref.name == choice.name), None)
     if chosen_ref is not None:
@@ -414,6 +330,7 @@ def evaluate_run(
         evaluations=evaluations,
         choice=choice,
         chosen_dir=chosen_dir,
+        plan=plan,
     )
     run.files = write_outputs(run)
     run.seconds = round(time.perf_counter() - started, 3)
@@ -463,7 +380,8 @@ def generation_settings(
         "revision": training_config.model.revision,
         "prompts": [[spec.identity, spec.kind, spec.text] for spec in prompts],
         "seeds": list(config.seeds),
-        "num_inference_steps": config.num_inference_steps or samples.num_inference_steps,
+        "num_inference_steps": config.num_inference_steps
+        or min(samples.num_inference_steps, config.max_inference_steps or math.inf),
         "guidance_scale": (
             config.guidance_scale if config.guidance_scale is not None else samples.guidance_scale
         ),
@@ -487,77 +405,169 @@ def model_pixel_multiple(training_config) -> int:
     return adapter.pixel_multiple()
 
 
-def generate_records(
-    sampler: CheckpointSampler,
-    ref: CheckpointRef,
-    prompts: Sequence[PromptSpec],
-    settings: dict[str, Any],
-    size: tuple[int, int],
-    backend: FaceBackend,
-    face_config: FaceConfig,
-    folder: Path,
-    out_dir: Path,
-    save_images: bool,
-) -> list[GeneratedRecord]:
-    from identity_pipeline.dataset.export import folder_safe_name
-
-    records: list[GeneratedRecord] = []
-    with scratch_folder(out_dir) as scratch:
-        sampler.use(ref, scratch)
-    for spec in prompts:
-        images = sampler.generate(
-            spec.text,
-            settings["seeds"],
-            settings["num_inference_steps"],
-            settings["guidance_scale"],
-            size,
-        )
-        for seed, image in zip(settings["seeds"], images, strict=True):
-            faces = image_faces(image, backend, face_config)
-            relative = None
-            if save_images:
-                name = f"{spec.kind}_seed{seed}.jpg"
-                path = folder / IMAGES_DIR / folder_safe_name(spec.identity) / name
-                atomic_write_bytes(path, encode_image(image, "JPEG", 92))
-                relative = str(path.relative_to(out_dir))
-            records.append(
-                GeneratedRecord(
-                    identity=spec.identity,
-                    kind=spec.kind,
-                    prompt=spec.text,
-                    seed=int(seed),
-                    path=relative,
-                    boxes=[[round(float(v), 1) for v in face.box] for face in faces],
-                    embeddings=embeddings_of(faces, backend.embedding_dim),
-                )
-            )
-    return records
-
-
-def read_records(path: Path, key: str, dim: int) -> list[GeneratedRecord] | None:
-    """The stored images' faces when they were made with exactly this key, else None."""
-    if not path.is_file():
-        return None
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-        if raw.get("key") != key:
-            return None
-        return [GeneratedRecord.from_json(item, dim) for item in raw["images"]]
-    except (ValueError, KeyError, TypeError):
-        return None
-
-
-def write_records(
-    path: Path, key: str, ref: CheckpointRef, records: Sequence[GeneratedRecord]
-) -> None:
-    payload = {
-        "key": key,
-        "name": ref.name,
-        "step": ref.step,
-        "kind": ref.kind,
-        "images": [record.to_json() for record in records],
+def scoring_size(
+    settings: dict[str, Any], config: FidelityConfig, device, multiple: int
+) -> dict[str, int]:
+    """The images' size: explicit, else the run's scaled down to ``max_side`` (a face needs no
+    more) and on a CPU to ``cpu_max_side``; sides rounded down to the model's multiple."""
+    width, height = settings["width"], settings["height"]
+    if config.width is None and config.height is None:
+        caps = [config.max_side]
+        if device.type == "cpu":  # a real model on a CPU would take hours: tiny models only
+            caps.append(config.cpu_max_side)
+        cap = min((c for c in caps if c is not None), default=None)
+        longest = max(width, height)
+        if cap and longest > cap:
+            width, height = round(width * cap / longest), round(height * cap / longest)
+    return {
+        "width": max(multiple, width // multiple * multiple),
+        "height": max(multiple, height // multiple * multiple),
     }
-    atomic_write_text(path, json.dumps(payload))
+
+
+def plan_and_race(
+    maker: ImageMaker,
+    refs: Sequence[CheckpointRef],
+    identities: Sequence[str],
+    prompts: Sequence[PromptSpec],
+    reference: dict[str, np.ndarray],
+    training: dict[str, np.ndarray],
+    config: FidelityConfig,
+    budget: Budget,
+    log: Log,
+) -> tuple[RunOracle, Race, dict[str, Any]]:
+    """Price an image (probe), fit the plan to the budget, log the estimate, run the choice."""
+    seeds = list(config.seeds)
+    kinds_of = {name: [s.kind for s in prompts if s.identity == name] for name in identities}
+    sampled = (
+        list(identities)
+        if config.exhaustive
+        else sample_identities(identities, config.sample_identities)
+    )
+    maker.prompts = [s for s in prompts if s.identity in sampled]  # encoded when loading
+    first = [s for s in prompts if s.identity == sampled[0]]
+    probe = min(first, key=lambda s: PROMPT_PREFERENCE.index(s.kind))
+    measured, probed = maker.cost(refs[-1], probe, seeds[0])
+    cost = measured.model
+    screen = fit_screen(
+        len(refs),
+        sampled,
+        kinds_of,
+        seeds,
+        cost,
+        None if config.exhaustive else budget.seconds,
+        len(refs) if config.exhaustive else config.screen_checkpoints,
+    )
+    specs = [s for s in prompts if s.identity in screen.identities and s.kind in screen.kinds]
+    oracle = RunOracle(maker, refs, specs, reference, training, config)
+    base = int(config.include_base_model)
+    grid = exhaustive_images(len(refs), len(prompts), len(seeds), config.include_base_model)
+    grid_seconds = cost.seconds(grid, len(refs) + base)
+    screen_seconds = cost.seconds(screen.images, len(screen.checkpoints))
+    log(
+        f"{'probed' if probed else 'stored probe'}: {cost.seconds_per_image:.3f} s per image "
+        f"({cost.seconds_per_step:.4f} s per step x {cost.steps} steps, "
+        f"{settings_text(maker.settings)}) on {measured.device}; budget: "
+        + (f"{budget.seconds:.1f} s ({budget.source})" if budget.seconds else budget.source)
+    )
+    log(
+        f"estimate: the full grid is {grid} images x {cost.steps} steps x "
+        f"{cost.seconds_per_step:.4f} s = {grid_seconds:.1f} s; the plan starts with "
+        f"{screen.images} images ({screen_seconds:.1f} s)"
+        + (f", cut: {'; '.join(screen.cuts)}" if screen.cuts else "")
+        + (
+            " (over the budget: the smallest useful screen is run anyway)"
+            if screen.over_budget
+            else ""
+        )
+        + (
+            f", and stays within the budget: at most {int(budget.seconds // cost.seconds_per_image)}"
+            " images"
+            if budget.seconds and not config.exhaustive
+            else ""
+        )
+    )
+    if config.exhaustive:
+        progress = full_grid(oracle, len(refs), screen, cost, config.include_base_model)
+    else:
+        progress = race(
+            oracle,
+            len(refs),
+            screen,
+            cost,
+            budget.seconds,
+            config.margin_z,
+            config.include_base_model,
+        )
+    names = [ref.name for ref in refs]
+    skipped = [f"screen: {cut}" for cut in screen.cuts]
+    for step in progress.skipped:
+        shown = ", ".join("base model" if c == BASE else names[c] for c in step.checkpoints)
+        shown_step = step.to_json()
+        skipped.append(
+            f"{step.stage}: {shown} with {'+'.join(shown_step['prompts'])} seed(s) "
+            f"{shown_step['seeds']} ({step.images} images, {step.seconds:.1f} s)"
+        )
+    not_sampled = [name for name in identities if name not in sampled]
+    plan = {
+        "budget": budget.to_json(),
+        "cost": {**measured.to_json(), "probed_now": probed},
+        "full_grid": {
+            "checkpoints": len(refs) + base,
+            "identities": len(identities),
+            "images": grid,
+            "seconds_estimate": round(grid_seconds, 3),
+        },
+        "exhaustive": config.exhaustive,
+        "images_planned": progress.images,
+        "estimate_seconds": round(progress.spent, 3),
+        "identities_scored": screen.identities,
+        "identities_not_sampled": not_sampled,
+        "identities_cut_by_budget": [n for n in sampled if n not in screen.identities],
+        "prompt_kinds": screen.kinds,
+        "screen": [names[c] for c in screen.checkpoints],
+        "over_budget": screen.over_budget,
+        "race": progress.to_json(names),
+        "skipped_for_budget": skipped,
+    }
+    log(
+        f"plan: {progress.images} of {grid} images, estimate {progress.spent:.1f} s; "
+        f"{progress.stop}" + (f"; skipped for the budget: {'; '.join(skipped)}" if skipped else "")
+    )
+    return oracle, progress, plan
+
+
+def settings_text(settings: dict[str, Any]) -> str:
+    return (
+        f"{settings['width']}x{settings['height']}, {settings['num_inference_steps']} steps, "
+        f"guidance {settings['guidance_scale']:g}"
+    )
+
+
+def checkpoint_evaluations(oracle: RunOracle, progress: Race) -> list[CheckpointEvaluation]:
+    """One evaluation per checkpoint the plan scored (the base model first), on all its images."""
+    evaluations = []
+    for checkpoint in sorted(progress.cells_of):
+        scores = oracle.scores(checkpoint)
+        if checkpoint == BASE:
+            status = "base"
+        elif checkpoint in progress.survivors:
+            status = "racing"
+        else:
+            status = f"eliminated: {progress.eliminated.get(checkpoint, '')}"
+        evaluations.append(
+            CheckpointEvaluation(
+                ref=oracle.ref(checkpoint),
+                images=oracle.records.get(checkpoint, []),
+                scores=scores,
+                score=selection_score(scores.summary, oracle.config),
+                reused=oracle.made.get(checkpoint, 0) == 0,
+                seconds=round(oracle.seconds.get(checkpoint, 0.0), 3),
+                seeds=sorted({seed for _, seed in progress.cells_of[checkpoint]}),
+                status=status,
+            )
+        )
+    return evaluations
 
 
 def _replace_folder(source: Path, destination: Path) -> None:
@@ -672,12 +682,15 @@ def report_dict(run: FidelityRun) -> dict[str, Any]:
                 "rule": run.config.best_rule,
                 "lora_dir": str(run.chosen_dir) if run.chosen_dir else None,
             },
+            "plan": run.plan,
             "checkpoints": [
                 {
                     "name": e.ref.name,
                     "step": e.ref.step,
                     "kind": e.ref.kind,
                     "score": e.score,
+                    "seeds": e.seeds,
+                    "status": e.status,
                     "reused": e.reused,
                     "seconds": e.seconds,
                     **scores_json(e.scores),

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from identity_pipeline.evaluation.config import FidelityConfig
+from identity_pipeline.evaluation.metrics import FidelityScores, GeneratedImage, score_identities
 
 
 @dataclass(frozen=True)
@@ -65,3 +66,63 @@ def choose_checkpoint(
     best = max(finite, key=lambda i: (scores[i], -candidates[i][1]))
     name, step, _ = candidates[best]
     return Choice(best, name, step, scores[best], f"highest {config.best_rule} score")
+
+
+class ScoredImages:
+    """The rule's scores of any subset of each checkpoint's generated images (memoised).
+
+    ``pooled(checkpoint, cells)``: the rule on the images of those (prompt kind, seed) cells, as
+    ``choose_checkpoint`` sees a checkpoint; ``units(checkpoint, cells)``: per identity, the rule
+    on that identity's images of the cells, whose mean over identities is the pooled score (the
+    paired units of the progressive choice's margin). Every identity's reference photos take
+    part, sampled or not: a face that looks like someone outside the sample is bleed all the same.
+    """
+
+    def __init__(
+        self,
+        reference: Mapping[str, Any],
+        training: Mapping[str, Any],
+        config: FidelityConfig,
+        images: Mapping[int, Sequence[GeneratedImage]] | None = None,
+    ) -> None:
+        self.reference = reference
+        self.training = training
+        self.config = config
+        self.images: dict[int, list[GeneratedImage]] = {
+            key: list(value) for key, value in (images or {}).items()
+        }
+        self._memo: dict[tuple[int, frozenset], tuple[float, dict[str, float]]] = {}
+
+    def add(self, checkpoint: int, images: Sequence[GeneratedImage]) -> None:
+        self.images.setdefault(checkpoint, []).extend(images)
+
+    def scores(
+        self, checkpoint: int, cells: Sequence[tuple[str, int]] | None = None
+    ) -> FidelityScores:
+        wanted = None if cells is None else set(cells)
+        subset = [
+            image
+            for image in self.images.get(checkpoint, [])
+            if wanted is None or (image.prompt_kind, image.seed) in wanted
+        ]
+        return score_identities(self.reference, subset, self.training, self.config.copy_threshold)
+
+    def _scored(self, checkpoint: int, cells: Sequence[tuple[str, int]]):
+        key = (checkpoint, frozenset(cells))
+        if key not in self._memo:
+            scores = self.scores(checkpoint, cells)
+            units = {
+                str(row["identity"]): selection_score(
+                    {**row, "identification": row["identified"]}, self.config
+                )
+                for row in scores.table.to_dict("records")
+                if row["images"] > 0
+            }
+            self._memo[key] = (selection_score(scores.summary, self.config), units)
+        return self._memo[key]
+
+    def pooled(self, checkpoint: int, cells: Sequence[tuple[str, int]]) -> float:
+        return self._scored(checkpoint, cells)[0]
+
+    def units(self, checkpoint: int, cells: Sequence[tuple[str, int]]) -> dict[str, float]:
+        return self._scored(checkpoint, cells)[1]
