@@ -50,8 +50,11 @@ demo: install $(DAGSTER_HOME)/dagster.yaml $(TINY_MODEL)/model_index.json
 label: install
 	$(VENV)/bin/identity-pipeline label
 
+# One pytest worker per core, whole test files per worker (module fixtures built once);
+# TEST_WORKERS=0 runs in one process (for --pdb).
+TEST_WORKERS ?= auto
 test: install
-	@$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
+	@$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 0; fi; exit $$rc
 
 ui: install $(DAGSTER_HOME)/dagster.yaml

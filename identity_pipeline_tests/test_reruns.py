@@ -83,18 +83,25 @@ class DemoState:
 
 def prepare_demo_state(root: Path) -> DemoState:
     """The repo's demo album and CPU settings, with a tiny model built under ``root``."""
-    from identity_pipeline.training.tiny_models import save_tiny_model
 
     state = DemoState(root)
     shutil.copytree(REPO_ROOT / "data" / "albums" / DEMO, state.layout.album_dir(DEMO))
     shutil.copy(REPO_ROOT / "data" / "demo_people.csv", state.data / "demo_people.csv")
+    use_demo_settings(state)
+    return state
+
+
+def use_demo_settings(state: DemoState) -> None:
+    """The CPU demo's settings with a tiny model built under the root, and a Dagster home."""
+    from identity_pipeline.training.tiny_models import save_tiny_model
+
     settings = yaml.safe_load((REPO_ROOT / "data" / "pipeline.yaml").read_text())
-    model = save_tiny_model("qwen-image", root / "models" / "tiny-qwen-image", 0)
+    model = save_tiny_model("qwen-image", state.root / "models" / "tiny-qwen-image", 0)
     settings["training"]["model"]["source"] = str(model)
+    state.data.mkdir(parents=True, exist_ok=True)
     (state.data / "pipeline.yaml").write_text(yaml.safe_dump(settings))
     state.home.mkdir(parents=True)
     shutil.copyfile(REPO_ROOT / "dagster.yaml", state.home / "dagster.yaml")
-    return state
 
 
 def materialize_demo(state: DemoState, on_run: Callable | None = None) -> None:

@@ -30,8 +30,6 @@ pipeline.
 from __future__ import annotations
 
 import itertools
-import subprocess
-import sys
 import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -42,6 +40,7 @@ import numpy as np
 from PIL import Image
 
 from identity_pipeline.masks.records import FaceInTile
+from identity_pipeline.wheel_files import download_wheel
 
 SCENE_PEOPLE_DIR = Path(__file__).resolve().parent / "scene_people"
 PERSON = 255
@@ -190,27 +189,8 @@ def fetch_grace_hopper(cache_dir: Path) -> Path:
     target = Path(cache_dir) / "grace_hopper.jpg"
     if target.is_file():
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    wheels = list(target.parent.glob("matplotlib-*.whl"))
-    if not wheels:
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "pip",
-                "download",
-                "--quiet",
-                "--no-deps",
-                "--only-binary",
-                ":all:",
-                "-d",
-                str(target.parent),
-                MATPLOTLIB_WHEEL,
-            ],
-            check=True,
-        )
-        wheels = list(target.parent.glob("matplotlib-*.whl"))
-    with zipfile.ZipFile(wheels[0]) as wheel:
+    wheel_path = download_wheel(MATPLOTLIB_WHEEL, target.parent)
+    with zipfile.ZipFile(wheel_path) as wheel:
         target.write_bytes(wheel.read(GRACE_HOPPER_IN_WHEEL))
     return target
 
