@@ -35,7 +35,7 @@ sys.path.insert(0, str(REPO_ROOT))
 
 FAMILIES = ("qwen-image", "flux", "sd3", "sdxl")
 # Steps each family's tiny model needs to memorise the two photos (measured on this CPU).
-STEPS = {"qwen-image": 300, "flux": 500, "sd3": 700, "sdxl": 1200}
+STEPS = {"qwen-image": 300, "flux": 500, "sd3": 700, "sdxl": 2400}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
