@@ -546,7 +546,9 @@ def test_the_benchmark_builds_cases_from_a_folder_and_reports_reliability(
     assert benchmark.main(args) == 0
     out = capsys.readouterr().out
     assert "source photos from" in out and "pool faces-dev" in out
-    assert "ALL collages" in out and "single photos cut: rules" in out
-    assert "reliability of the shipped confidence" in out
+    assert "ALL collages" in out and "single photos cut: main" in out
+    assert "reliability of main's confidence (the shipped one)" in out
+    assert "reliability of line model's confidence" in out
+    assert "main's flag or the two disagree" in out
     assert "review flag (confidence < 0.9)" in out
     assert "split as they are (3 single photos)" in out
