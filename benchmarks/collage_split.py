@@ -1,4 +1,4 @@
-"""Benchmark the collage splitter beside main's, same cases, same run.
+"""Benchmark the shipped collage splitter beside the learned line model, same cases, same run.
 
     .venv/bin/python benchmarks/collage_split.py [--quick] [--cases N] [--seed S] [--pool P ...]
         [--family F ...] [--photos DIR] [--failures DIR] [--timing-cases N] [--frac F]
@@ -16,29 +16,32 @@ downscaled and re-compressed as JPEG 60-95. Three pools of source photos:
   repository, or under $IDENTITY_PIPELINE_SHARED), read in place,
   never copied; portraits with a border of their own and the folder's known collages left out.
 
-Two splitters, same cases, same run: "main" is photo_tiles' splitter (``split.split_image``:
-the rule-based cuts of rules.py with round 1's confidence, the learned CNN of learned.py as a
-second opinion) and "line model" is the experiment of this branch (``line_split.split_image``:
-per-line evidence read by a small 1D network, lines.py, decoded by recursive cuts, decoder.py).
+Three splitters, same cases, same run: "main" is photo_tiles' splitter (``split.split_image``:
+the rule-based cuts of rules.py; its confidence reads two learned second opinions, round 1's
+seam CNN of learned.py and the line model); "line model" is round 2's learned splitter alone
+(``line_split.split_image``: per-line evidence read by a small 1D network, lines.py, decoded by
+recursive cuts, decoder.py); "main+override" is main with ``line_model_overrides`` (the line
+model's tiles where the fitted model says they are likelier right than the rules').
 Per pool and family: exact % (tile count equal and every true tile matched one-to-one at IoU >=
 0.95), over- and under-splits, ms per image (one thread). Then, on the pools no model or
 threshold was fitted on (held-back, faces-dev): each splitter's reliability table (confidence
-bins -> observed exact rate), how right the photos it is >= 90 % sure of are, what its review
-flag catches, and what main's flag catches with the line model as one more second opinion
-(flag where main is unsure or the two disagree). A last line times both at a 1600 px longer
-side. With --photos pointing at faces-dev, its photos are also split as they are: single
+bins -> observed exact rate), how right the photos it is >= 90 % sure of are, how many wrong
+ones its 5 / 10 / 15 % least sure photos hold, what its review flag catches, and, for main's
+tiles, flagging every photo where the line model disagrees. A last line times them at a 1600 px
+longer side. With --photos pointing at faces-dev, its photos are also split as they are: single
 photos cut.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import statistics
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -84,10 +87,11 @@ REAL_COLLAGE_TILES = {
     "images/Andrea_Yates/Andrea_Yates_0001.jpg": 3,
     "images/Keith_Foulke/Keith_Foulke_0001.jpg": 3,
 }
+FLAG_SHARES = (0.05, 0.10, 0.15)  # flag rates at which rankings are compared
 RELIABILITY_BINS = (0.0, 0.5, 0.7, 0.8, 0.9, 0.95, 1.0001)
 
 Splitter = Callable[[np.ndarray], SplitResult]
-MAIN, NEW = "main", "line model"
+MAIN, NEW, OVERRIDE = "main", "line model", "main+override"
 
 
 @dataclass
@@ -153,7 +157,7 @@ def summary_rows(outcomes: list[Outcome]) -> list[tuple[str, list[Outcome]]]:
 def print_side_by_side(pool_name: str, outcomes: list[Outcome], names: list[str]) -> None:
     print(f"\npool {pool_name}: exact % / over / under / ms per image, " + " vs ".join(names))
     header = f"{'family':<22}{'cases':>6}" + "".join(
-        f"{n + ' exact':>18}{'over':>6}{'under':>6}{'ms':>7}" for n in names
+        f"{n + ' exact':>21}{'over':>6}{'under':>6}{'ms':>7}" for n in names
     )
     print(header)
     print("-" * len(header))
@@ -166,7 +170,7 @@ def print_side_by_side(pool_name: str, outcomes: list[Outcome], names: list[str]
             over = sum(o.found[name] > o.true_count for o in group)
             under = sum(o.found[name] < o.true_count for o in group)
             ms = statistics.fmean(o.ms[name] for o in group)
-            line += f"{exact:>18.1f}{over:>6}{under:>6}{ms:>7.0f}"
+            line += f"{exact:>21.1f}{over:>6}{under:>6}{ms:>7.0f}"
         print(line)
     singles = [o for o in outcomes if o.family in SINGLE_FAMILIES]
     print(
@@ -197,6 +201,16 @@ def print_reliability(outcomes: list[Outcome], name: str, review_below: float) -
         right = 100 * sum(o.exact[name] for o in sure) / len(sure)
         print(f"photos >= 90 % sure: {len(sure)}, exactly right {right:.1f} %")
     caught = sum(o.review[name] for o in wrong)
+    by_confidence = sorted(outcomes, key=lambda o: o.confidence[name])
+    print(
+        "the least sure photos, ranked by this confidence: "
+        + ", ".join(
+            f"{share:.0%} of them catch {sum(not o.exact[name] for o in by_confidence[:k])}"
+            for share in FLAG_SHARES
+            for k in [round(share * len(outcomes))]
+        )
+        + f" of {len(wrong)} wrong"
+    )
     print(
         f"review flag (confidence < {review_below}): flags {len(flagged)} of {len(outcomes)} "
         f"photos ({100 * len(flagged) / max(1, len(outcomes)):.1f} %), catches {caught} "
@@ -308,7 +322,12 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     from identity_pipeline.collage.split import DEFAULT_SETTINGS
 
-    splitters: dict[str, Splitter] = {MAIN: split.split_image, NEW: line_split.split_image}
+    override = replace(split.DEFAULT_SETTINGS, line_model_overrides=True)
+    splitters: dict[str, Splitter] = {
+        MAIN: split.split_image,
+        NEW: line_split.split_image,
+        OVERRIDE: functools.partial(split.split_image, settings=override),
+    }
     names = list(splitters)
     pools = args.pool or list(POOLS)
     started = time.perf_counter()
@@ -350,7 +369,7 @@ def main(argv: list[str] | None = None) -> int:
         for name in names:
             print_reliability(group, name, DEFAULT_SETTINGS.review_below)
         print(
-            f"\nthe line model as a second opinion on main's tiles, pool {group[0].pool}"
+            f"\nmain's tiles, its flag against flagging every disagreement, pool {group[0].pool}"
             + (" and more" if len({o.pool for o in group}) > 1 else "")
             + ":"
         )

@@ -100,6 +100,9 @@ class SplitSettings:
     face_margin: float = 0.2
     # Photos whose calibrated confidence is under this are flagged for review.
     review_below: float = 0.9
+    # Take the line model's tiles where the fitted model says they are likelier right than the
+    # rules' (split.py). Off: it beats the rules on the benchmark by a few cases only so far.
+    line_model_overrides: bool = False
     # The rule-based splitter's thresholds (it makes the cuts while it wins; see split.py).
     rules: SplitConfig = DEFAULT_CONFIG
 

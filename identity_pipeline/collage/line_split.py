@@ -1,7 +1,9 @@
 """An experimental collage splitter: the line model's cuts, a calibrated confidence, a review flag.
 
-Not what photo_tiles ships (that is ``split.split_image``: the rule-based cuts, which still win
-on the benchmark; see ``benchmarks/collage_split.py``, which runs both on the same cases). Here
+Not what cuts photo_tiles' photos (``split.split_image``: the rule-based cuts, which still win
+on the benchmark overall; ``benchmarks/collage_split.py`` runs both on the same cases); there it
+is a second opinion read by the shipped confidence, and with ``line_model_overrides`` may take
+over a photo. Here
 every cut comes from the line model (``lines.py``: per-line evidence read by a small 1D network)
 decoded by recursive cuts (``decoder.py``; flat gutters and margins placed to the exact pixel, no
 cut through a face box). ``confidence`` is a logistic model (fitted by
