@@ -1,7 +1,7 @@
-"""Benchmark the rule-based and the learned collage splitters, same cases, same run.
+"""Benchmark the shipped collage splitter beside the learned line model, same cases, same run.
 
     .venv/bin/python benchmarks/collage_split.py [--quick] [--cases N] [--seed S] [--pool P ...]
-        [--family F ...] [--photos DIR] [--failures DIR] [--timing-cases N]
+        [--family F ...] [--photos DIR] [--failures DIR] [--timing-cases N] [--frac F]
 
 Cases are synthetic, degraded collages with known tiles (identity_pipeline.collage.synthetic
 ``random_case``): grids, phone stacks and irregular layouts, each with gutters (2-20 px,
@@ -10,31 +10,39 @@ and letterboxes; plain single photos; single scenes with strong straight edges. 
 downscaled and re-compressed as JPEG 60-95. Three pools of source photos:
 
 - ``in-repo``: the photos bundled with scikit-image / scikit-learn: the cases of earlier versions
-  of this benchmark (the model trained on these photos, on other seeds);
+  of this benchmark (the line model trained on these photos, on other seeds);
 - ``held-back``: photos of packages the training script never reads (benchmarks/collage_photos.py);
 - ``faces-dev``: real people, ``--photos`` (default ../shared/data/faces-dev beside the
   repository, or under $IDENTITY_PIPELINE_SHARED), read in place,
   never copied; portraits with a border of their own and the folder's known collages left out.
 
-Per pool and family, for the rule-based splitter ("rules", rules.py: the previous version, whose
-tiles photo_tiles ships while it wins) and the learned one ("learned", learned.py): exact % (tile
-count equal and every true tile matched one-to-one at IoU >= 0.95), over- and under-splits, ms
-per image (one thread). Then, on the pools the models never saw: a reliability table of the
-shipped confidence (split.py: both splitters' results -> P(the rules' tiles are exactly right);
-confidence bins -> observed exact rate), how right the photos it is >= 90 % sure of are, and
-what the review flag catches. A last line times both at a 1600 px longer side. With --photos pointing at faces-dev, its photos are also split as
-they are: single photos cut.
+Three splitters, same cases, same run: "shipped" is photo_tiles' splitter (``split.split_image``
+with its defaults: the rule-based cuts of rules.py, except where a model fitted on the training
+pool says the line model's tiles are likelier right, ``line_model_overrides``; its confidence
+reads two learned second opinions, round 1's seam CNN of learned.py and the line model); "line
+model" is round 2's learned splitter alone (``line_split.split_image``: per-line evidence read by
+a small 1D network, lines.py, decoded by recursive cuts, decoder.py); "rules" is the baseline,
+the previous version: the shipped splitter with the override off (the rules' tiles everywhere).
+Per pool and family: exact % (tile count equal and every true tile matched one-to-one at IoU >=
+0.95), over- and under-splits, ms per image (one thread). Then, on the pools no model or
+threshold was fitted on (held-back, faces-dev): each splitter's reliability table (confidence
+bins -> observed exact rate), how right the photos it is >= 90 % sure of are, how many wrong
+ones its 5 / 10 / 15 % least sure photos hold, what its review flag catches, and, for the shipped
+tiles, flagging every photo where the line model disagrees. A last line times them at a 1600 px
+longer side. With --photos pointing at faces-dev, its photos are also split as they are: single
+photos cut.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import statistics
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -46,9 +54,8 @@ import numpy as np  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.collage_photos import pool  # noqa: E402
 from benchmarks.shared_data import FACES_DEV  # noqa: E402
-from identity_pipeline.collage import Box, SplitResult, draw_cuts, rules  # noqa: E402
-from identity_pipeline.collage.learned import learned_split  # noqa: E402
-from identity_pipeline.collage.split import combined_confidence  # noqa: E402
+from identity_pipeline.collage import Box, SplitResult, draw_cuts, line_split, split  # noqa: E402
+from identity_pipeline.collage.boxes import same_tiles  # noqa: E402
 from identity_pipeline.collage.synthetic import (  # noqa: E402
     FAMILIES,
     Collage,
@@ -81,9 +88,11 @@ REAL_COLLAGE_TILES = {
     "images/Andrea_Yates/Andrea_Yates_0001.jpg": 3,
     "images/Keith_Foulke/Keith_Foulke_0001.jpg": 3,
 }
+FLAG_SHARES = (0.05, 0.10, 0.15)  # flag rates at which rankings are compared
 RELIABILITY_BINS = (0.0, 0.5, 0.7, 0.8, 0.9, 0.95, 1.0001)
 
 Splitter = Callable[[np.ndarray], SplitResult]
+MAIN, NEW, RULES = "shipped", "line model", "rules"
 
 
 @dataclass
@@ -95,8 +104,9 @@ class Outcome:
     found: dict[str, int]  # splitter -> tiles found
     exact: dict[str, bool]
     ms: dict[str, float]
-    confidence: float  # the shipped one (split.py)
-    review: bool
+    confidence: dict[str, float]
+    review: dict[str, bool]
+    agree: bool = True  # the two splitters found the same tiles
 
 
 def exact_match(
@@ -120,20 +130,17 @@ def timed(splitter: Splitter, pixels: np.ndarray) -> tuple[SplitResult, float]:
     return result, (time.perf_counter() - start) * 1000
 
 
-def run_case(
-    pool_name: str, collage: Collage, family: str, seed: int, splitters, review_below: float
-) -> Outcome:
-    """Both splitters on one case; the shipped confidence (split.py) from their two results:
-    the shipped tiles are the rules' ones."""
+def run_case(pool_name: str, collage: Collage, family: str, seed: int, splitters) -> Outcome:
     pixels = np.asarray(collage.image)
-    outcome = Outcome(pool_name, family, seed, len(collage.boxes), {}, {}, {}, 1.0, False)
-    results = {}
+    outcome = Outcome(pool_name, family, seed, len(collage.boxes), {}, {}, {}, {}, {})
+    results = []
     for name, splitter in splitters.items():
-        results[name], ms = timed(splitter, pixels)
-        outcome.found[name], outcome.ms[name] = len(results[name].boxes), ms
-        outcome.exact[name] = exact_match(results[name].boxes, collage.boxes)
-    outcome.confidence = combined_confidence(results["rules"], results["learned"])
-    outcome.review = outcome.confidence < review_below
+        result, ms = timed(splitter, pixels)
+        outcome.found[name], outcome.ms[name] = len(result.boxes), ms
+        outcome.exact[name] = exact_match(result.boxes, collage.boxes)
+        outcome.confidence[name], outcome.review[name] = result.confidence, result.review
+        results.append(result.boxes)
+    outcome.agree = all(same_tiles(results[0], boxes) for boxes in results[1:])
     return outcome
 
 
@@ -151,7 +158,7 @@ def summary_rows(outcomes: list[Outcome]) -> list[tuple[str, list[Outcome]]]:
 def print_side_by_side(pool_name: str, outcomes: list[Outcome], names: list[str]) -> None:
     print(f"\npool {pool_name}: exact % / over / under / ms per image, " + " vs ".join(names))
     header = f"{'family':<22}{'cases':>6}" + "".join(
-        f"{n + ' exact':>15}{'over':>6}{'under':>6}{'ms':>7}" for n in names
+        f"{n + ' exact':>21}{'over':>6}{'under':>6}{'ms':>7}" for n in names
     )
     print(header)
     print("-" * len(header))
@@ -164,7 +171,7 @@ def print_side_by_side(pool_name: str, outcomes: list[Outcome], names: list[str]
             over = sum(o.found[name] > o.true_count for o in group)
             under = sum(o.found[name] < o.true_count for o in group)
             ms = statistics.fmean(o.ms[name] for o in group)
-            line += f"{exact:>15.1f}{over:>6}{under:>6}{ms:>7.0f}"
+            line += f"{exact:>21.1f}{over:>6}{under:>6}{ms:>7.0f}"
         print(line)
     singles = [o for o in outcomes if o.family in SINGLE_FAMILIES]
     print(
@@ -174,31 +181,59 @@ def print_side_by_side(pool_name: str, outcomes: list[Outcome], names: list[str]
     )
 
 
-def print_reliability(outcomes: list[Outcome], review_below: float) -> None:
+def print_reliability(outcomes: list[Outcome], name: str, review_below: float) -> None:
     pools = ", ".join(sorted({o.pool for o in outcomes}))
-    print(f"\nreliability of the shipped confidence (rules' tiles), pool {pools}:")
+    label = "the shipped splitter" if name == MAIN else name
+    print(f"\nreliability of {label}'s confidence, pool {pools}:")
     print(f"{'confidence':<14}{'photos':>8}{'mean conf':>11}{'exact %':>9}")
     for lo, hi in zip(RELIABILITY_BINS, RELIABILITY_BINS[1:], strict=False):
-        group = [o for o in outcomes if lo <= o.confidence < hi]
+        group = [o for o in outcomes if lo <= o.confidence[name] < hi]
         if group:
-            mean = statistics.fmean(o.confidence for o in group)
-            exact = 100.0 * sum(o.exact["rules"] for o in group) / len(group)
+            mean = statistics.fmean(o.confidence[name] for o in group)
+            exact = 100.0 * sum(o.exact[name] for o in group) / len(group)
             print(
                 f"[{lo:.2f}, {min(hi, 1):.2f}]".ljust(14)
                 + f"{len(group):>8}{mean:>11.3f}{exact:>9.1f}"
             )
-    sure = [o for o in outcomes if o.confidence >= 0.9]
-    wrong = [o for o in outcomes if not o.exact["rules"]]
-    flagged = [o for o in outcomes if o.review]
+    sure = [o for o in outcomes if o.confidence[name] >= 0.9]
+    wrong = [o for o in outcomes if not o.exact[name]]
+    flagged = [o for o in outcomes if o.review[name]]
     if sure:
-        print(
-            f"photos >= 90 % sure: {len(sure)}, exactly right {100 * sum(o.exact['rules'] for o in sure) / len(sure):.1f} %"
-        )
+        right = 100 * sum(o.exact[name] for o in sure) / len(sure)
+        print(f"photos >= 90 % sure: {len(sure)}, exactly right {right:.1f} %")
+    caught = sum(o.review[name] for o in wrong)
+    by_confidence = sorted(outcomes, key=lambda o: o.confidence[name])
     print(
-        f"review flag (confidence < {review_below}): flags {len(flagged)} of {len(outcomes)} photos "
-        f"({100 * len(flagged) / max(1, len(outcomes)):.1f} %), catches {sum(o.review for o in wrong)} "
-        f"of {len(wrong)} wrong ({100 * sum(o.review for o in wrong) / max(1, len(wrong)):.1f} %)"
+        "the least sure photos, ranked by this confidence: "
+        + ", ".join(
+            f"{share:.0%} of them catch {sum(not o.exact[name] for o in by_confidence[:k])}"
+            for share in FLAG_SHARES
+            for k in [round(share * len(outcomes))]
+        )
+        + f" of {len(wrong)} wrong"
     )
+    print(
+        f"review flag (confidence < {review_below}): flags {len(flagged)} of {len(outcomes)} "
+        f"photos ({100 * len(flagged) / max(1, len(outcomes)):.1f} %), catches {caught} "
+        f"of {len(wrong)} wrong ({100 * caught / max(1, len(wrong)):.1f} %)"
+    )
+
+
+def print_second_opinion(outcomes: list[Outcome]) -> None:
+    """The shipped tiles, flagged where their confidence is under the bar or the splitters find
+    other tiles: does disagreement catch wrong splits the shipped flag misses?"""
+    wrong = [o for o in outcomes if not o.exact[MAIN]]
+    for label, flag in (
+        ("its flag", lambda o: o.review[MAIN]),
+        ("its flag or the splitters disagree", lambda o: o.review[MAIN] or not o.agree),
+    ):
+        flagged = sum(flag(o) for o in outcomes)
+        caught = sum(flag(o) for o in wrong)
+        print(
+            f"  shipped tiles, {label}: flags {flagged} of {len(outcomes)} "
+            f"({100 * flagged / max(1, len(outcomes)):.1f} %), catches {caught} of {len(wrong)} "
+            f"wrong ({100 * caught / max(1, len(wrong)):.1f} %)"
+        )
 
 
 def folder_photos(folder: Path, flat_std: float = 2.0, step: float = 30.0) -> list:
@@ -272,13 +307,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a quarter of the cases")
     parser.add_argument("--cases", type=int, help="cases per family (instead of the table's)")
+    parser.add_argument("--frac", type=float, help="this share of the table's cases per family")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--pool", action="append", choices=POOLS, help="only these pools")
     parser.add_argument("--family", action="append", help="only these families (repeatable)")
     parser.add_argument(
         "--photos", type=Path, default=DEFAULT_REAL_PHOTOS, help="real people photos"
     )
-    parser.add_argument("--failures", type=Path, help="write the learned splitter's failures here")
+    parser.add_argument("--failures", type=Path, help="write the new splitter's failures here")
     parser.add_argument("--timing-cases", type=int, default=18)
     args = parser.parse_args(argv)
     cv2.setNumThreads(1)
@@ -287,7 +323,12 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     from identity_pipeline.collage.split import DEFAULT_SETTINGS
 
-    splitters: dict[str, Splitter] = {"rules": rules.split_image, "learned": learned_split}
+    rules_only = replace(split.DEFAULT_SETTINGS, line_model_overrides=False)
+    splitters: dict[str, Splitter] = {
+        MAIN: split.split_image,
+        NEW: line_split.split_image,
+        RULES: functools.partial(split.split_image, settings=rules_only),
+    }
     names = list(splitters)
     pools = args.pool or list(POOLS)
     started = time.perf_counter()
@@ -308,27 +349,32 @@ def main(argv: list[str] | None = None) -> int:
         for family, count in CASES_PER_FAMILY.items():
             if args.family and family not in args.family:
                 continue
+            if args.frac:
+                count = max(2, round(count * args.frac))
             count = args.cases or (max(2, count // 4) if args.quick else count)
             for index in range(count):
                 seed = args.seed * 100_000 + index
                 collage = random_case(family, photos, seed)
-                outcome = run_case(
-                    pool_name, collage, family, seed, splitters, DEFAULT_SETTINGS.review_below
-                )
+                outcome = run_case(pool_name, collage, family, seed, splitters)
                 pool_outcomes.append(outcome)
-                if args.failures and not outcome.exact["learned"]:
+                if args.failures and not outcome.exact[NEW]:
                     save_failure(args.failures, pool_name, collage, outcome)
         print_side_by_side(pool_name, pool_outcomes, names)
         outcomes += pool_outcomes
     print(f"\n{len(outcomes)} cases in {time.perf_counter() - started:.0f} s")
-    for pool_name in pools:
-        if pool_name in UNSEEN_POOLS and any(o.pool == pool_name for o in outcomes):
-            print_reliability(
-                [o for o in outcomes if o.pool == pool_name], DEFAULT_SETTINGS.review_below
-            )
     unseen = [o for o in outcomes if o.pool in UNSEEN_POOLS]
+    groups = [[o for o in outcomes if o.pool == p] for p in pools if p in UNSEEN_POOLS]
     if len({o.pool for o in unseen}) > 1:
-        print_reliability(unseen, DEFAULT_SETTINGS.review_below)
+        groups.append(unseen)
+    for group in (g for g in groups if g):
+        for name in names:
+            print_reliability(group, name, DEFAULT_SETTINGS.review_below)
+        print(
+            f"\nshipped tiles, its flag against flagging every disagreement, pool {group[0].pool}"
+            + (" and more" if len({o.pool for o in group}) > 1 else "")
+            + ":"
+        )
+        print_second_opinion(group)
     if args.timing_cases:
         photos = next(iter(photos_by_pool.values()), [p for _, p in sample_photos()])
         timings = time_at_1600(photos, splitters, args.timing_cases)
@@ -347,10 +393,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def save_failure(folder: Path, pool_name: str, collage: Collage, outcome: Outcome) -> None:
     folder.mkdir(parents=True, exist_ok=True)
-    result = learned_split(np.asarray(collage.image))
+    result = line_split.split_image(np.asarray(collage.image))
     name = (
         f"{pool_name}_{outcome.family.replace(' ', '_')}_{outcome.seed}_t{outcome.true_count}"
-        f"_f{outcome.found['learned']}_c{result.confidence:.2f}.jpg"
+        f"_f{outcome.found[NEW]}_c{result.confidence:.2f}.jpg"
     )
     draw_cuts(collage.image, result).save(folder / name, quality=85)
 

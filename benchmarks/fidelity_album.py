@@ -95,6 +95,9 @@ def main(argv=None) -> int:
     parser.add_argument("--data", type=Path, default=FACES_DEV)
     parser.add_argument("--min-photos", type=int, default=3)
     parser.add_argument("--work", type=Path, help="work folder (default: a temporary one)")
+    parser.add_argument(
+        "--no-baseline", action="store_true", help="skip the exhaustive grid (the slow part)"
+    )
     args = parser.parse_args(argv)
     work = args.work or Path(tempfile.mkdtemp(prefix="fidelity-album-"))
     try:
@@ -113,7 +116,6 @@ def main(argv=None) -> int:
             per_asset[step.split("[")[0]] += value
         fidelity = per_asset.pop(IDENTITY_FIDELITY, 0.0)
         others = sum(per_asset.values())
-        exhaustive, baseline = exhaustive_fidelity(state)
 
         print(f"\nfull run: {wall:.0f} s wall clock")
         print(f"{'asset step':28} {'seconds':>9}")
@@ -128,15 +130,16 @@ def main(argv=None) -> int:
             f"{'identity_fidelity':28} {'seconds':>9} {'x others':>9} {'images':>7} "
             f"{'people':>7} {'checkpoint':>14}"
         )
-        for label, value, metadata in (
-            ("budgeted (this version)", fidelity, budgeted),
-            ("exhaustive (baseline)", exhaustive, baseline),
-        ):
+
+        def row(label: str, value: float, metadata: dict) -> None:
             print(
                 f"{label:28} {value:9.1f} {value / others:9.2f} "
                 f"{metadata['images_generated']:7} {metadata['identities']:7} "
-                f"{metadata['chosen_checkpoint']:>14}"
+                f"{metadata['chosen_checkpoint']:>14}",
+                flush=True,
             )
+
+        row("budgeted (this version)", fidelity, budgeted)
         print(
             f"\nbudgeted plan: budget {budgeted['budget_seconds']} s ({budgeted['budget_source']}), "
             f"estimate {budgeted['estimate_seconds']} s, {budgeted['images_planned']} of "
@@ -144,6 +147,8 @@ def main(argv=None) -> int:
         )
         print(f"skipped for the budget: {budgeted['skipped_for_budget']}")
         print(f"identities not sampled: {len(budgeted['identities_not_sampled'])}")
+        if not args.no_baseline:  # the exhaustive grid is the slow part: printed last
+            row("exhaustive (baseline)", *exhaustive_fidelity(state))
     finally:
         if not args.work:
             shutil.rmtree(work, ignore_errors=True)

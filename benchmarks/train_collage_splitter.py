@@ -246,8 +246,9 @@ def _case_confidence(seed: int):
 
 
 def _case_both(seed: int):
-    """Features of the combined confidence and whether the rules' tiles are exactly right."""
-    from identity_pipeline.collage import rules
+    """Features of the combined confidence, and whether the rules' and the line model's tiles
+    are exactly right."""
+    from identity_pipeline.collage import line_split, rules
     from identity_pipeline.collage.split import confidence_features
 
     # Fitted on collages as apps make them (the benchmark's generator, far seeds, train pool):
@@ -257,11 +258,17 @@ def _case_both(seed: int):
     pixels = np.asarray(case.image)
     by_rules = rules.split_image(pixels)
     by_learned = split_image(pixels, model=_MODEL[0])
-    return confidence_features(by_rules, by_learned), exact_match(by_rules.boxes, case.boxes)
+    by_lines = line_split.split_image(pixels)
+    return (
+        confidence_features(by_rules, by_learned, by_lines),
+        exact_match(by_rules.boxes, case.boxes),
+        exact_match(by_lines.boxes, case.boxes),
+    )
 
 
 def fit_confidence(args, photos, workers: int) -> None:
-    """Stage 4: the combined confidence (split.py), added to the weights file."""
+    """Stage 4: the combined confidence (split.py: P(the rules' tiles are exactly right)) and
+    P(the line model's are), added to the weights file; both logistic over the same features."""
     import torch
     from safetensors import safe_open
     from safetensors.torch import save_file
@@ -272,23 +279,25 @@ def fit_confidence(args, photos, workers: int) -> None:
 
     model = _model(args.out)
     base = args.seed * 100_000_000 + CONFIDENCE_SEED
-    pairs = in_workers(
+    cases = in_workers(
         _case_both, list(range(base, base + args.confidence_cases)), photos, model, workers
     )
-    x, y = np.array([p[0] for p in pairs]), np.array([p[1] for p in pairs])
-    fit = LogisticRegression(C=1.0, max_iter=2000).fit(x, y)
-    weights = np.concatenate([fit.coef_[0], fit.intercept_])
-    print(
-        f"confidence: {len(y)} cases, rules exactly right {y.mean():.3f}, learned agrees "
-        f"{x[:, 2].mean():.3f}; weights "
-        + ", ".join(
-            f"{n}={w:+.2f}" for n, w in zip(CONFIDENCE_FEATURES + ("bias",), weights, strict=True)
-        )
-    )
+    x = np.array([case[0] for case in cases])
     with safe_open(str(args.out), "pt") as handle:
         tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118
         metadata = handle.metadata()
-    tensors["confidence_model"] = torch.tensor(weights, dtype=torch.float64)
+    for key, column, label in (("confidence_model", 1, "rules"), ("lines_right", 2, "line model")):
+        y = np.array([case[column] for case in cases])
+        fit = LogisticRegression(C=1.0, max_iter=5000).fit(x, y)
+        weights = np.concatenate([fit.coef_[0], fit.intercept_])
+        print(
+            f"{key}: {len(y)} cases, {label} exactly right {y.mean():.3f}; weights "
+            + ", ".join(
+                f"{n}={w:+.2f}"
+                for n, w in zip(CONFIDENCE_FEATURES + ("bias",), weights, strict=True)
+            )
+        )
+        tensors[key] = torch.tensor(weights, dtype=torch.float64)
     metadata["confidence_features"] = json.dumps(CONFIDENCE_FEATURES)
     temporary = args.out.with_suffix(".tmp")
     save_file(tensors, str(temporary), metadata=metadata)
@@ -335,7 +344,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=700)
     parser.add_argument("--scorer-cases", type=int, default=240)
     parser.add_argument("--calibration-cases", type=int, default=400)
-    parser.add_argument("--confidence-cases", type=int, default=400)
+    parser.add_argument("--confidence-cases", type=int, default=1200)
     parser.add_argument(
         "--confidence-only", action="store_true", help="stage 4 alone, on the --out weights"
     )

@@ -266,6 +266,32 @@ def test_the_learned_splitter_finds_a_gutter_and_obeys_its_bar(photos) -> None:
     assert len(learned_split(image, SplitSettings(cut_probability=1.01)).boxes) == 1
 
 
+def test_the_line_model_overrides_the_rules_only_when_on_and_likelier_right(
+    photos, monkeypatch
+) -> None:
+    from identity_pipeline.collage import line_split, rules
+    from identity_pipeline.collage import split as split_module
+
+    collage = compose_collage(
+        pick(photos, "astronaut", "coffee"), stack_layout((1.0, 1.0)), (700, 1100), seed=12
+    )
+    image = np.asarray(degrade(collage, 1.0, 85, seed=12).image)
+    bias_only = len(split_module.CONFIDENCE_FEATURES) * [0.0]
+    unsure_rules = {  # the rules' tiles 0.7 % likely right, the line model's 99.3 %
+        "confidence_model": np.array([*bias_only, -5.0]),
+        "lines_right": np.array([*bias_only, 5.0]),
+    }
+    monkeypatch.setattr(split_module, "_logistic_models", lambda: unsure_rules)
+    kept = split_image(image, SplitSettings(line_model_overrides=False))
+    assert kept.boxes == rules.split_image(image).boxes
+    assert kept.confidence == pytest.approx(0.007, abs=1e-3) and kept.review
+    overridden = split_image(image, SplitSettings(line_model_overrides=True))
+    assert overridden.boxes == line_split.split_image(image).boxes
+    assert overridden.confidence == pytest.approx(0.993, abs=1e-3) and not overridden.review
+    unsure_rules["lines_right"] = np.array([*bias_only, -6.0])  # less likely than the rules'
+    assert split_image(image, SplitSettings(line_model_overrides=True)).boxes == kept.boxes
+
+
 def test_every_setting_is_a_named_number() -> None:
     settings = SplitSettings()
     values = [getattr(settings, f.name) for f in fields(settings) if f.name != "rules"]
@@ -278,11 +304,15 @@ def test_every_setting_is_a_named_number() -> None:
 def test_weights_are_small_safetensors_with_the_scorer_and_calibration() -> None:
     from safetensors import safe_open
 
+    from identity_pipeline.collage.split import CONFIDENCE_FEATURES
+
     path = learned_module.WEIGHTS_FILE
     assert path.stat().st_size < 5_000_000
     with safe_open(str(path), "pt") as handle:
         keys = set(handle.keys())
         assert {"line_scorer", "calibration_x", "calibration_y", "confidence_model"} <= keys
+        for name in ("confidence_model", "lines_right"):
+            assert handle.get_tensor(name).numel() == len(CONFIDENCE_FEATURES) + 1
         assert handle.get_tensor("line_scorer").numel() == len(learned_module.LINE_FEATURES) + 1
         assert handle.metadata()["trained_by"] == "benchmarks/train_collage_splitter.py"
         calibration = handle.get_tensor("calibration_y")
@@ -546,7 +576,9 @@ def test_the_benchmark_builds_cases_from_a_folder_and_reports_reliability(
     assert benchmark.main(args) == 0
     out = capsys.readouterr().out
     assert "source photos from" in out and "pool faces-dev" in out
-    assert "ALL collages" in out and "single photos cut: rules" in out
-    assert "reliability of the shipped confidence" in out
+    assert "ALL collages" in out and "single photos cut: shipped" in out
+    assert "reliability of the shipped splitter's confidence" in out
+    assert "reliability of line model's confidence" in out and "rules" in out
+    assert "its flag or the splitters disagree" in out
     assert "review flag (confidence < 0.9)" in out
     assert "split as they are (3 single photos)" in out

@@ -22,6 +22,7 @@ from PIL import Image
 from identity_pipeline.collage.boxes import Box, SplitResult
 from identity_pipeline.collage.draw import draw_cuts
 from identity_pipeline.collage.hints import Hint, apply_hint, hint_for
+from identity_pipeline.collage.lines import WEIGHTS_FILE as LINE_WEIGHTS_FILE
 from identity_pipeline.collage.split import (
     DEFAULT_SETTINGS,
     WEIGHTS_FILE,
@@ -31,9 +32,9 @@ from identity_pipeline.collage.split import (
 from identity_pipeline.photos import load_photo
 from identity_pipeline.storage import content_id, write_file_once
 
-# Bump when the splitter's behaviour changes, so cached splits are recomputed (its weights file
-# is part of the key too).
-SPLITTER_VERSION = "22"
+# Bump when the splitter's behaviour changes, so cached splits are recomputed (its weights files
+# are part of the key too).
+SPLITTER_VERSION = "23"
 TILE_JPEG_QUALITY = 95
 PREVIEW_SIZE = 256
 
@@ -122,7 +123,10 @@ def split_key(config: SplitSettings, hint: Hint | None, face_evidence: str = "")
 
 @functools.cache
 def _weights_id() -> str:
-    return hashlib.sha256(WEIGHTS_FILE.read_bytes()).hexdigest()[:16]
+    digest = hashlib.sha256()
+    for path in (WEIGHTS_FILE, LINE_WEIGHTS_FILE):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def tile_id_for(photo_id: str, box: Box) -> str:

@@ -100,6 +100,10 @@ class SplitSettings:
     face_margin: float = 0.2
     # Photos whose calibrated confidence is under this are flagged for review.
     review_below: float = 0.9
+    # Take the line model's tiles where the fitted model (training pool only) says they are
+    # likelier right than the rules' (split.py): on the benchmark's unseen pools it gains
+    # held-back 94.9 -> 97.1 % exact, faces-dev 80.7 -> 81.5 %, and cuts no real single photo.
+    line_model_overrides: bool = True
     # The rule-based splitter's thresholds (it makes the cuts while it wins; see split.py).
     rules: SplitConfig = DEFAULT_CONFIG
 

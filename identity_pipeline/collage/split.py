@@ -1,14 +1,18 @@
-"""Split a collage into its photos: the rule-based cuts, checked by the learned splitter.
+"""Split a collage into its photos: the rule-based cuts, checked by two learned second opinions.
 
 The cuts come from the rule-based splitter (``rules.py``): on the benchmark it is still more often
-exactly right than the learned one (``learned.py``) on every family of every pool but one
-(plain singles built from faces-dev: 96.7 % against 100 %; see ``benchmarks/collage_split.py``),
-so it stays where it wins. The learned splitter runs beside
-it as a second opinion: the photo's ``confidence`` is a logistic model (fitted by
-``benchmarks/train_collage_splitter.py`` on synthetic collages of the training pool) over the
-rules' own margin, the learned splitter's calibrated confidence and whether the two agree tile
-for tile - two different methods landing on the same tiles is strong evidence. A photo under
-``settings.review_below`` is flagged ``review``.
+exactly right than either learned splitter (round 1's seam CNN, ``learned.py``; round 2's line
+model, ``line_split.py``) on the held-back and faces-dev pools (see
+``benchmarks/collage_split.py``, which runs them on the same cases), so it stays where it wins.
+Both learned splitters run beside it as second opinions: the photo's ``confidence`` is a
+logistic model (fitted by ``benchmarks/train_collage_splitter.py --confidence-only`` on synthetic
+collages of the training pool) over the rules' own margin, each learned splitter's confidence
+and whether it lands on the same tiles - two different methods agreeing is strong evidence.
+A photo under ``settings.review_below`` is flagged ``review``.
+
+``settings.line_model_overrides`` (on by default; off ships the rules' tiles everywhere) takes the
+line model's tiles where a second logistic model over the same features (fitted on the same cases)
+says they are likelier exactly right than the rules'; the benchmark prints it as its own column.
 """
 
 from __future__ import annotations
@@ -20,39 +24,48 @@ from dataclasses import replace
 
 import numpy as np
 
-from identity_pipeline.collage import learned, rules
+from identity_pipeline.collage import learned, line_split, rules
 from identity_pipeline.collage.boxes import Box, SplitResult, same_tiles
 from identity_pipeline.collage.learned import DEFAULT_SETTINGS, WEIGHTS_FILE, SplitSettings
 
-CONFIDENCE_FEATURES = ("rules margin", "learned confidence", "tiles agree", "log tiles")
+CONFIDENCE_FEATURES = (
+    "rules margin",
+    "learned confidence",
+    "tiles agree",
+    "log tiles",
+    "line model confidence",
+    "line model agrees",
+)
 
 __all__ = ["DEFAULT_SETTINGS", "WEIGHTS_FILE", "SplitSettings", "split_image"]
 
 
-def confidence_features(by_rules: SplitResult, by_learned: SplitResult) -> np.ndarray:
+def confidence_features(
+    by_rules: SplitResult, by_learned: SplitResult, by_lines: SplitResult
+) -> np.ndarray:
     return np.array(
         [
             by_rules.confidence,
             by_learned.confidence,
             float(same_tiles(by_rules.boxes, by_learned.boxes)),
             math.log(len(by_rules.boxes)),
+            by_lines.confidence,
+            float(same_tiles(by_rules.boxes, by_lines.boxes)),
         ]
     )
 
 
 @functools.cache
-def _confidence_weights() -> np.ndarray:
-    from safetensors.torch import load_file
+def _logistic_models() -> dict[str, np.ndarray]:
+    """P(the rules' tiles are exactly right) and P(the line model's are), weights then bias."""
+    from safetensors.numpy import load_file
 
-    return load_file(str(WEIGHTS_FILE))["confidence_model"].double().numpy()
+    tensors = load_file(str(WEIGHTS_FILE))
+    return {name: tensors[name].astype(np.float64) for name in ("confidence_model", "lines_right")}
 
 
-def combined_confidence(
-    by_rules: SplitResult, by_learned: SplitResult, weights: np.ndarray | None = None
-) -> float:
-    """P(the rules' tiles are exactly right), from both splitters' results."""
-    weights = _confidence_weights() if weights is None else weights
-    z = float(confidence_features(by_rules, by_learned) @ weights[:-1] + weights[-1])
+def logistic(features: np.ndarray, weights: np.ndarray) -> float:
+    z = float(features @ weights[:-1] + weights[-1])
     return round(1.0 / (1.0 + math.exp(-max(-40.0, min(40.0, z)))), 3)
 
 
@@ -71,5 +84,12 @@ def split_image(
     if min(np.asarray(image).shape[:2]) < 16:
         return by_rules
     by_learned = learned.learned_split(image, settings, face_boxes)
-    confidence = combined_confidence(by_rules, by_learned)
-    return replace(by_rules, confidence=confidence, review=confidence < settings.review_below)
+    by_lines = line_split.split_image(image, face_boxes=face_boxes)
+    features = confidence_features(by_rules, by_learned, by_lines)
+    models = _logistic_models()
+    chosen, confidence = by_rules, logistic(features, models["confidence_model"])
+    if settings.line_model_overrides:
+        lines_right = logistic(features, models["lines_right"])
+        if lines_right > confidence:
+            chosen, confidence = by_lines, lines_right
+    return replace(chosen, confidence=confidence, review=confidence < settings.review_below)
