@@ -41,6 +41,7 @@ from identity_pipeline.collage.boxes import (
     classify_layout,
     sort_boxes,
 )
+from identity_pipeline.collage.flat_rows import FlatRows
 from identity_pipeline.collage.rules import DEFAULT_CONFIG, SplitConfig
 
 WEIGHTS_FILE = Path(__file__).with_name("splitter.safetensors")
@@ -237,7 +238,7 @@ Recorder = Callable[[Box, str, list[Candidate]], None]
 
 
 @dataclass
-class _Decoder:
+class _Decoder(FlatRows):
     image: np.ndarray
     analysis: np.ndarray  # what the network saw
     maps: np.ndarray  # 2 x mh x mw, dilated across the line by one map pixel
@@ -364,20 +365,6 @@ class _Decoder:
             found.append(Candidate(name, lo, hi, features, self.score(features)))
         return found
 
-    def rows(self, region: Box, name: str, lo: int, hi: int) -> np.ndarray:
-        """Full-size rows lo..hi of the region (columns for "v"), sampled along: n x m x 3."""
-        if name == "h":
-            return self.image[lo:hi, region.x0 : region.x1 : self.step].astype(np.float32)
-        return (
-            self.image[region.y0 : region.y1 : self.step, lo:hi]
-            .transpose(1, 0, 2)
-            .astype(np.float32)
-        )
-
-    def flat_rows(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Per row: digitally flat? and its mean colour."""
-        return rows.std(axis=1).mean(axis=1) <= self.settings.flat_std, rows.mean(axis=1)
-
     def refine(self, region: Box, name: str, centre: int, pixel: float) -> tuple[int, int, bool]:
         """Place a line at full size near ``centre``: a digitally flat band there (extended as far
         as it goes), else the largest row-to-row step. Returns (start, end, flat)."""
@@ -397,42 +384,6 @@ class _Decoder:
         at = lo + 1 + int(np.argmax(steps))
         return at, at, False
 
-    def extend_band(self, region: Box, name: str, seed: int, a0: int, a1: int) -> tuple[int, int]:
-        """The run of flat rows of the seed row's colour around it (at most a margin's share)."""
-        limit = round(self.settings.max_margin_share * (a1 - a0))
-        colour = self.rows(region, name, seed, seed + 1).mean(axis=1)[0]
-        start = seed - self.run_length(
-            region, name, seed - 1, -1, colour, seed - max(a0, seed - limit)
-        )
-        end = (
-            seed
-            + 1
-            + self.run_length(region, name, seed + 1, 1, colour, min(a1, seed + limit) - seed - 1)
-        )
-        return start, end
-
-    def run_length(
-        self, region: Box, name: str, first: int, sign: int, colour: np.ndarray, limit: int
-    ) -> int:
-        """How many rows from ``first`` on (``sign``: +1 onwards, -1 backwards), at most
-        ``limit``, are flat and of ``colour``: read in growing chunks, most runs are short."""
-        count, chunk = 0, 8
-        while count < limit:
-            take = min(chunk, limit - count)
-            lo = first + sign * count
-            hi = lo + sign * take
-            rows = self.rows(region, name, min(lo, hi + 1), max(lo + 1, hi))
-            if sign < 0:
-                rows = rows[::-1]
-            flat, means = self.flat_rows(rows)
-            same = flat & (
-                np.abs(means - colour).sum(axis=1) <= self.settings.flat_colour_tolerance
-            )
-            if not same.all():
-                return count + int(np.argmin(same))
-            count, chunk = count + take, chunk * 2
-        return count
-
     def crosses_face(self, region: Box, name: str, lo: int, hi: int) -> bool:
         m = self.settings.face_margin
         for face in self.faces:
@@ -446,40 +397,7 @@ class _Decoder:
                 return True
         return False
 
-    # --- margins and blank pieces ---
-
-    def trim_margins(self, region: Box) -> Box:
-        """Cut off digitally flat bands at the region's border that end in a clear step."""
-        for _ in range(2):
-            for name in ("h", "v"):
-                region = self.trim_direction(region, name)
-        return region
-
-    def trim_direction(self, region: Box, name: str) -> Box:
-        a0, a1 = (region.y0, region.y1) if name == "h" else (region.x0, region.x1)
-        if a1 - a0 < 4:
-            return region
-        limit = max(1, round(self.settings.max_margin_share * (a1 - a0)))
-        depths = []
-        for edge, sign in ((a0, 1), (a1 - 1, -1)):
-            border = self.rows(region, name, edge, edge + 1)
-            flat, colour = self.flat_rows(border)
-            depth = 0
-            if flat[0]:
-                depth = 1 + self.run_length(region, name, edge + sign, sign, colour[0], limit)
-            if 0 < depth <= limit:
-                inner = self.rows(region, name, edge + sign * depth, edge + sign * depth + 1)[0]
-                step = np.abs(inner - colour[0]).sum(axis=1) >= self.settings.edge_step
-                depth = depth if step.mean() >= self.settings.edge_share else 0
-            else:
-                depth = 0
-            depths.append(depth)
-        lo, hi = a0 + depths[0], a1 - depths[1]
-        if hi - lo < self.min_tile:
-            return region
-        return (
-            Box(region.x0, lo, region.x1, hi) if name == "h" else Box(lo, region.y0, hi, region.y1)
-        )
+    # --- blank pieces (flat rows and margins come from FlatRows) ---
 
     def blank(self, piece: Box) -> bool:
         """A piece with no detail at all (a gutter, a margin): flat all over (as the network saw
