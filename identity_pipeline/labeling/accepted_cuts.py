@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from identity_pipeline.collage.boxes import Box, sort_boxes
+from identity_pipeline.labeling.csv_file import read_text, table_rows
 from identity_pipeline.labeling.labels import backup_path, locked
 from identity_pipeline.storage import DataLayout, atomic_write_bytes, atomic_write_text
 
@@ -65,54 +66,30 @@ def parse_tiles(text: str) -> tuple[Box, ...]:
 
 def parse_accepted_cuts(text: str, path: Path | str = ACCEPTED_CUTS_FILE) -> dict[str, AcceptedCut]:
     """Photo id -> what was accepted; any problem raises ``AcceptedCutsError`` with its line."""
-    reader = csv.reader(io.StringIO(text.removeprefix("\ufeff"), newline=""), strict=True)
     accepted: dict[str, AcceptedCut] = {}
-    header_seen = False
-    try:
-        for row in reader:
-            line = reader.line_num
-            if not row or (len(row) == 1 and not row[0].strip()) or row[0].lstrip().startswith("#"):
-                continue
-            cells = [cell.strip() for cell in row]
-            if not header_seen:
-                if tuple(cell.lower() for cell in cells) != HEADER:
-                    raise AcceptedCutsError(path, line, f"expected the header {','.join(HEADER)!r}")
-                header_seen = True
-                continue
-            if len(cells) != len(HEADER):
-                raise AcceptedCutsError(
-                    path, line, f"expected {len(HEADER)} fields ({','.join(HEADER)})"
-                )
-            photo_id, album, photo_path, tiles = cells
-            if not _PHOTO_ID.match(photo_id):
-                raise AcceptedCutsError(path, line, f"{photo_id!r} is not a photo id")
-            try:
-                boxes = parse_tiles(tiles)
-            except ValueError as error:
-                raise AcceptedCutsError(path, line, str(error)) from None
-            previous = accepted.get(photo_id)
-            if previous is not None and previous.boxes != boxes:
-                raise AcceptedCutsError(
-                    path, line, f"photo {photo_id} is accepted twice, differently"
-                )
-            accepted[photo_id] = AcceptedCut(photo_id, album, photo_path, boxes)
-    except csv.Error as error:
-        raise AcceptedCutsError(path, reader.line_num or 1, f"not valid CSV ({error})") from None
+    for line, cells in table_rows(text, HEADER, path, AcceptedCutsError):
+        if len(cells) != len(HEADER):
+            raise AcceptedCutsError(
+                path, line, f"expected {len(HEADER)} fields ({','.join(HEADER)})"
+            )
+        photo_id, album, photo_path, tiles = cells
+        if not _PHOTO_ID.match(photo_id):
+            raise AcceptedCutsError(path, line, f"{photo_id!r} is not a photo id")
+        try:
+            boxes = parse_tiles(tiles)
+        except ValueError as error:
+            raise AcceptedCutsError(path, line, str(error)) from None
+        previous = accepted.get(photo_id)
+        if previous is not None and previous.boxes != boxes:
+            raise AcceptedCutsError(path, line, f"photo {photo_id} is accepted twice, differently")
+        accepted[photo_id] = AcceptedCut(photo_id, album, photo_path, boxes)
     return accepted
 
 
 def read_accepted_cuts(path: Path) -> dict[str, AcceptedCut]:
     """What ``path`` holds; a missing file is nothing accepted yet."""
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        return {}
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as error:
-        line = data[: error.start].count(b"\n") + 1
-        raise AcceptedCutsError(path, line, "not valid UTF-8 text") from None
-    return parse_accepted_cuts(text, path)
+    text = read_text(path, AcceptedCutsError)
+    return {} if text is None else parse_accepted_cuts(text, path)
 
 
 def format_accepted_cuts(accepted: Mapping[str, AcceptedCut]) -> str:

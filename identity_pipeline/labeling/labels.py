@@ -22,6 +22,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from identity_pipeline.labeling.csv_file import read_text, table_rows
 from identity_pipeline.storage import atomic_write_bytes, atomic_write_text
 
 IGNORE = "ignore"
@@ -98,62 +99,33 @@ class Labels:
         return Labels({f: n for f, n in self.names.items() if f not in drop})
 
 
-def _decode(data: bytes, path: Path | str) -> str:
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as error:
-        line = data[: error.start].count(b"\n") + 1
-        raise LabelsFileError(path, line, "not valid UTF-8 text") from error
-
-
 def parse_labels(text: str, path: Path | str = "labels.csv") -> Labels:
     """Parse the file's text; any problem raises ``LabelsFileError`` with its line number."""
-    reader = csv.reader(io.StringIO(text.removeprefix("\ufeff"), newline=""), strict=True)
     names: dict[str, str] = {}
     first_line: dict[str, int] = {}
-    header_seen = False
-    try:
-        for row in reader:
-            line = reader.line_num
-            if not row or (len(row) == 1 and not row[0].strip()) or row[0].lstrip().startswith("#"):
-                continue
-            cells = [cell.strip() for cell in row]
-            if not header_seen:
-                if tuple(c.lower() for c in cells) != HEADER:
-                    raise LabelsFileError(
-                        path, line, f"expected the header 'face_id,name', got {','.join(row)!r}"
-                    )
-                header_seen = True
-                continue
-            if len(cells) != 2:
-                raise LabelsFileError(
-                    path, line, f"expected 2 fields (face_id,name), got {len(cells)}"
-                )
-            try:
-                face_id, name = check_face_id(cells[0]), normalise_name(cells[1])
-            except LabelError as error:
-                raise LabelsFileError(path, line, str(error)) from error
-            if face_id in names and names[face_id] != name:
-                raise LabelsFileError(
-                    path,
-                    line,
-                    f"face {face_id} is named {name!r} here but {names[face_id]!r} on line "
-                    f"{first_line[face_id]}",
-                )
-            names.setdefault(face_id, name)
-            first_line.setdefault(face_id, line)
-    except csv.Error as error:
-        raise LabelsFileError(path, reader.line_num or 1, f"not valid CSV ({error})") from error
+    for line, cells in table_rows(text, HEADER, path, LabelsFileError):
+        if len(cells) != 2:
+            raise LabelsFileError(path, line, f"expected 2 fields (face_id,name), got {len(cells)}")
+        try:
+            face_id, name = check_face_id(cells[0]), normalise_name(cells[1])
+        except LabelError as error:
+            raise LabelsFileError(path, line, str(error)) from error
+        if face_id in names and names[face_id] != name:
+            raise LabelsFileError(
+                path,
+                line,
+                f"face {face_id} is named {name!r} here but {names[face_id]!r} on line "
+                f"{first_line[face_id]}",
+            )
+        names.setdefault(face_id, name)
+        first_line.setdefault(face_id, line)
     return Labels(names)
 
 
 def read_labels(path: Path) -> Labels:
     """The labels in ``path``; a missing file is no labels yet."""
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        return Labels({})
-    return parse_labels(_decode(data, path), path)
+    text = read_text(path, LabelsFileError)
+    return Labels({}) if text is None else parse_labels(text, path)
 
 
 def format_labels(labels: Labels) -> str:

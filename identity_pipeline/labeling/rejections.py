@@ -21,6 +21,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from identity_pipeline.labeling.csv_file import read_text, table_rows
 from identity_pipeline.labeling.labels import (
     LabelError,
     LabelsFileError,
@@ -65,50 +66,28 @@ def _pair(a: str, b: str) -> tuple[str, str]:
 
 def parse_rejections(text: str, path: Path | str = REJECTIONS_FILE) -> Rejections:
     """Parse the file's text; a problem raises ``LabelsFileError`` naming the line."""
-    reader = csv.reader(io.StringIO(text.removeprefix("\ufeff"), newline=""), strict=True)
     not_person: dict[str, set[str]] = {}
     not_same: set[tuple[str, str]] = set()
-    header_seen = False
-    try:
-        for row in reader:
-            line = reader.line_num
-            if not row or (len(row) == 1 and not row[0].strip()) or row[0].lstrip().startswith("#"):
-                continue
-            cells = [cell.strip() for cell in row]
-            if not header_seen:
-                if tuple(c.lower() for c in cells) != HEADER:
-                    raise LabelsFileError(path, line, f"expected the header {','.join(HEADER)!r}")
-                header_seen = True
-                continue
-            if len(cells) != 3 or bool(cells[1]) == bool(cells[2]):
-                raise LabelsFileError(
-                    path, line, "expected face_id, then a person's name or another face id"
-                )
-            try:
-                face = check_face_id(cells[0])
-                if cells[1]:
-                    not_person.setdefault(face, set()).add(normalise_name(cells[1]))
-                else:
-                    not_same.add(_pair(face, check_face_id(cells[2])))
-            except LabelError as error:
-                raise LabelsFileError(path, line, str(error)) from error
-    except csv.Error as error:
-        raise LabelsFileError(path, reader.line_num or 1, f"not valid CSV ({error})") from error
+    for line, cells in table_rows(text, HEADER, path, LabelsFileError):
+        if len(cells) != 3 or bool(cells[1]) == bool(cells[2]):
+            raise LabelsFileError(
+                path, line, "expected face_id, then a person's name or another face id"
+            )
+        try:
+            face = check_face_id(cells[0])
+            if cells[1]:
+                not_person.setdefault(face, set()).add(normalise_name(cells[1]))
+            else:
+                not_same.add(_pair(face, check_face_id(cells[2])))
+        except LabelError as error:
+            raise LabelsFileError(path, line, str(error)) from error
     return Rejections({f: frozenset(n) for f, n in not_person.items()}, frozenset(not_same))
 
 
 def read_rejections(path: Path) -> Rejections:
     """The rejections in ``path``; a missing file is none yet."""
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        return Rejections()
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as error:
-        line = data[: error.start].count(b"\n") + 1
-        raise LabelsFileError(path, line, "not valid UTF-8 text") from error
-    return parse_rejections(text, path)
+    text = read_text(path, LabelsFileError)
+    return Rejections() if text is None else parse_rejections(text, path)
 
 
 def format_rejections(rejections: Rejections) -> str:
