@@ -28,14 +28,11 @@ from identity_pipeline.labeling.cuts import (
 )
 from identity_pipeline.labeling.cuts_page import CUTS_PAGE_HTML
 from identity_pipeline.labeling.hint_edits import CutsError, HintsFileError
+from identity_pipeline.labeling.http import json_error, json_object
 from identity_pipeline.storage import DataLayout
 
 PHOTO_SIDES = (160, 1600)  # the queue's thumbnails, the editor's photo
 PHOTO_CACHE_SIZE = 256
-
-
-def _error(message: str, status: int) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status)
 
 
 class _PhotoCache:
@@ -79,41 +76,35 @@ def cuts_routes(layout: DataLayout) -> list[Route]:
         try:
             cuts = album_cuts(layout, album)
         except CutsError as error:
-            return _error(str(error), 404)
+            return json_error(str(error), 404)
         return JSONResponse({"albums": albums, **cuts.to_json()})
 
     def photo(request: Request) -> Response:
         try:
             side = int(request.query_params.get("side", PHOTO_SIDES[-1]))
         except ValueError:
-            return _error("side must be a whole number", 400)
+            return json_error("side must be a whole number", 400)
         side = min(PHOTO_SIDES, key=lambda allowed: abs(allowed - side))
         album, photo_id = request.path_params["album"], request.path_params["photo_id"]
         try:
             data = photos.jpeg(album, photo_id, side)
         except CutsError as error:
-            return _error(str(error), 404)
+            return json_error(str(error), 404)
         except OSError as error:
-            return _error(f"cannot read the photo: {error}", 404)
+            return json_error(f"cannot read the photo: {error}", 404)
         return Response(data, media_type="image/jpeg", headers={"Cache-Control": "max-age=3600"})
 
     def edit(action: Callable[[dict[str, Any]], Any]) -> Callable[[Request], Any]:
         async def endpoint(request: Request) -> Response:
-            # JSON only: a cross-site form or no-cors fetch cannot send this content type.
-            if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
-                return _error("send JSON (Content-Type: application/json)", 415)
-            try:
-                body = await request.json()
-            except ValueError:
-                return _error("the request body must be JSON", 400)
-            if not isinstance(body, dict):
-                return _error("the request body must be a JSON object", 400)
+            body = await json_object(request)
+            if isinstance(body, Response):
+                return body
             try:
                 decision = await run_in_threadpool(action, body)
             except (HintsFileError, AcceptedCutsError) as error:
-                return _error(f"{error}. Nothing was written; fix the file by hand.", 409)
+                return json_error(f"{error}. Nothing was written; fix the file by hand.", 409)
             except CutsError as error:
-                return _error(str(error), 400)
+                return json_error(str(error), 400)
             return JSONResponse({"ok": True, **decision.to_json()})
 
         return endpoint

@@ -30,6 +30,7 @@ from identity_pipeline.labeling.crops import (
     tile_paths_from_assets,
 )
 from identity_pipeline.labeling.cuts_routes import cuts_routes
+from identity_pipeline.labeling.http import json_error, json_object
 from identity_pipeline.labeling.labels import LabelError, LabelsFileError
 from identity_pipeline.labeling.page import PAGE_HTML
 from identity_pipeline.labeling.state import (
@@ -90,10 +91,6 @@ class _Crops:
         return data
 
 
-def _error(message: str, status: int, **extra: Any) -> JSONResponse:
-    return JSONResponse({"error": message, **extra}, status_code=status)
-
-
 def create_app(
     data_root: Path | str,
     *,
@@ -116,44 +113,40 @@ def create_app(
         try:
             return JSONResponse(state_json(book.state()))
         except FileNotFoundError:
-            return _error(
+            return json_error(
                 f"no face clusters yet ({book.clusters_path} is missing): materialize the "
                 "face_clusters asset, or run `identity-pipeline cluster`",
                 503,
             )
         except LabelsFileError as error:
-            return _error(f"{error}. Fix the file by hand; the page will not overwrite it.", 409)
+            return json_error(
+                f"{error}. Fix the file by hand; the page will not overwrite it.", 409
+            )
 
     def crop(request: Request) -> Response:
         face_id = request.path_params["face_id"]
         try:
             data = crops.jpeg(face_id)
         except FileNotFoundError:
-            return _error("no face clusters yet", 503)
+            return json_error("no face clusters yet", 503)
         return Response(data, media_type="image/jpeg", headers={"Cache-Control": "max-age=3600"})
 
     def edit(action: Callable[[dict[str, Any]], object]) -> Callable[[Request], Any]:
         async def endpoint(request: Request) -> Response:
-            # JSON only: a cross-site form or no-cors fetch cannot send this content type.
-            if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
-                return _error("send JSON (Content-Type: application/json)", 415)
-            try:
-                body = await request.json()
-            except ValueError:
-                return _error("the request body must be JSON", 400)
-            if not isinstance(body, dict):
-                return _error("the request body must be a JSON object", 400)
+            body = await json_object(request)
+            if isinstance(body, Response):
+                return body
             try:
                 # File reads and writes happen in a worker thread, not on the event loop.
                 labels = await run_in_threadpool(action, body)
             except NeedsNameError as error:
-                return _error(str(error), 409, needs_name=True)
+                return json_error(str(error), 409, needs_name=True)
             except LabelsFileError as error:
-                return _error(f"{error}. Nothing was written; fix the file by hand.", 409)
+                return json_error(f"{error}. Nothing was written; fix the file by hand.", 409)
             except LabelError as error:
-                return _error(str(error), 400)
+                return json_error(str(error), 400)
             except FileNotFoundError:
-                return _error("no face clusters yet", 503)
+                return json_error("no face clusters yet", 503)
             return JSONResponse({"ok": True, "labels": len(labels)})  # type: ignore[arg-type]
 
         return endpoint

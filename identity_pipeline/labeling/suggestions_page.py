@@ -17,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
+from identity_pipeline.labeling.http import json_error, json_object
 from identity_pipeline.labeling.labels import LabelError, LabelsFileError, update_labels
 from identity_pipeline.labeling.rejections import add_rejections, read_rejections, rejections_path
 from identity_pipeline.labeling.state import LabelingBook
@@ -26,10 +27,6 @@ from identity_pipeline.labeling.suggestions import (
     suggest,
     suggestions_json,
 )
-
-
-def _error(message: str, status: int) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status)
 
 
 def _face_list(body: dict[str, Any], key: str) -> list[str]:
@@ -87,15 +84,9 @@ def suggestion_routes(
         return await _guarded(compute)
 
     async def answer_endpoint(request: Request) -> Response:
-        # JSON only: a cross-site form or no-cors fetch cannot send this content type.
-        if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
-            return _error("send JSON (Content-Type: application/json)", 415)
-        try:
-            body = await request.json()
-        except ValueError:
-            return _error("the request body must be JSON", 400)
-        if not isinstance(body, dict):
-            return _error("the request body must be a JSON object", 400)
+        body = await json_object(request)
+        if isinstance(body, Response):
+            return body
         return await _guarded(lambda: {"ok": True, **answer(book, body)})
 
     return [
@@ -110,11 +101,11 @@ async def _guarded(action: Callable[[], dict[str, Any]]) -> Response:
     try:
         return JSONResponse(await run_in_threadpool(action))
     except FileNotFoundError:
-        return _error("no face clusters yet: materialize face_clusters first", 503)
+        return json_error("no face clusters yet: materialize face_clusters first", 503)
     except LabelsFileError as error:
-        return _error(f"{error}. Nothing was written; fix the file by hand.", 409)
+        return json_error(f"{error}. Nothing was written; fix the file by hand.", 409)
     except LabelError as error:
-        return _error(str(error), 400)
+        return json_error(str(error), 400)
 
 
 SUGGESTIONS_HTML = """<!doctype html>
