@@ -257,10 +257,9 @@ def _case_both(seed: int):
     case = random_case(rng.choice(FAMILIES), _PHOTOS, FAR_SEED + seed)
     pixels = np.asarray(case.image)
     by_rules = rules.split_image(pixels)
-    by_learned = split_image(pixels, model=_MODEL[0])
     by_lines = line_split.split_image(pixels)
     return (
-        confidence_features(by_rules, by_learned, by_lines),
+        confidence_features(by_rules, by_lines),
         exact_match(by_rules.boxes, case.boxes),
         exact_match(by_lines.boxes, case.boxes),
     )

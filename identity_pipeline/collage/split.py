@@ -24,14 +24,12 @@ from dataclasses import replace
 
 import numpy as np
 
-from identity_pipeline.collage import learned, line_split, rules
+from identity_pipeline.collage import line_split, rules
 from identity_pipeline.collage.boxes import Box, SplitResult, same_tiles
 from identity_pipeline.collage.learned import DEFAULT_SETTINGS, WEIGHTS_FILE, SplitSettings
 
 CONFIDENCE_FEATURES = (
     "rules margin",
-    "learned confidence",
-    "tiles agree",
     "log tiles",
     "line model confidence",
     "line model agrees",
@@ -40,14 +38,10 @@ CONFIDENCE_FEATURES = (
 __all__ = ["DEFAULT_SETTINGS", "WEIGHTS_FILE", "SplitSettings", "split_image"]
 
 
-def confidence_features(
-    by_rules: SplitResult, by_learned: SplitResult, by_lines: SplitResult
-) -> np.ndarray:
+def confidence_features(by_rules: SplitResult, by_lines: SplitResult) -> np.ndarray:
     return np.array(
         [
             by_rules.confidence,
-            by_learned.confidence,
-            float(same_tiles(by_rules.boxes, by_learned.boxes)),
             math.log(len(by_rules.boxes)),
             by_lines.confidence,
             float(same_tiles(by_rules.boxes, by_lines.boxes)),
@@ -83,9 +77,8 @@ def split_image(
     by_rules = rules.split_image(image, settings.rules, face_boxes)
     if min(np.asarray(image).shape[:2]) < 16:
         return by_rules
-    by_learned = learned.learned_split(image, settings, face_boxes)
     by_lines = line_split.split_image(image, face_boxes=face_boxes)
-    features = confidence_features(by_rules, by_learned, by_lines)
+    features = confidence_features(by_rules, by_lines)
     models = _logistic_models()
     chosen, confidence = by_rules, logistic(features, models["confidence_model"])
     if settings.line_model_overrides:
