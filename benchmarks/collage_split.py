@@ -19,9 +19,9 @@ downscaled and re-compressed as JPEG 60-95. Three pools of source photos:
 Three splitters, same cases, same run: "shipped" is photo_tiles' splitter (``split.split_image``
 with its defaults: the rule-based cuts of rules.py, except where a model fitted on the training
 pool says the line model's tiles are likelier right, ``line_model_overrides``; its confidence
-reads two learned second opinions, round 1's seam CNN of learned.py and the line model); "line
-model" is round 2's learned splitter alone (``line_split.split_image``: per-line evidence read by
-a small 1D network, lines.py, decoded by recursive cuts, decoder.py); "rules" is the baseline,
+reads the rules' margin and the line model's opinion); "line model" is the learned splitter
+alone (``line_split.split_image``: per-line evidence read by a small 1D network, lines.py,
+decoded by recursive cuts, decoder.py); "rules" is the baseline,
 the previous version: the shipped splitter with the override off (the rules' tiles everywhere).
 Per pool and family: exact % (tile count equal and every true tile matched one-to-one at IoU >=
 0.95), over- and under-splits, ms per image (one thread). Then, on the pools no model or
@@ -318,9 +318,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timing-cases", type=int, default=18)
     args = parser.parse_args(argv)
     cv2.setNumThreads(1)
-    import torch
-
-    torch.set_num_threads(1)
     from identity_pipeline.collage.split import DEFAULT_SETTINGS
 
     rules_only = replace(split.DEFAULT_SETTINGS, line_model_overrides=False)

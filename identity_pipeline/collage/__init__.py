@@ -1,4 +1,5 @@
-"""Collage splitting: tile boxes of one image, from a learned seam map and flat gutters (no dagster).
+"""Collage splitting: tile boxes of one image, from flat gutters, seams and a learned second opinion
+(no dagster).
 
 ``split_image`` finds the photos of a collage; ``parse_hints``/``apply_hint`` let an album's
 ``split_hints.csv`` (or ``.yaml``) override it; ``draw_cuts`` shows the result on a preview;

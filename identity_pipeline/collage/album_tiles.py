@@ -34,7 +34,7 @@ from identity_pipeline.storage import content_id, write_file_once
 
 # Bump when the splitter's behaviour changes, so cached splits are recomputed (its weights files
 # are part of the key too).
-SPLITTER_VERSION = "23"
+SPLITTER_VERSION = "24"
 TILE_JPEG_QUALITY = 95
 PREVIEW_SIZE = 256
 

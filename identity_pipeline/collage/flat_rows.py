@@ -1,9 +1,9 @@
-"""Digitally flat rows at full size: the plain rules both learned decoders keep.
+"""Digitally flat rows at full size: the plain rules the line model's decoder keeps.
 
 A gutter or a margin is digitally flat: along a row (a column for vertical lines) every pixel has
-the same colour. The decoders (``learned.py``'s seam CNN, ``decoder.py``'s line model) decide
-where lines run; this finds flat rows, follows a flat band as far as it goes, and trims flat
-margins that end in a clear step, to the exact pixel.
+the same colour. The line model's decoder (``decoder.py``) decides where lines run; this finds
+flat rows, follows a flat band as far as it goes, and trims flat margins that end in a clear step,
+to the exact pixel.
 """
 
 from __future__ import annotations

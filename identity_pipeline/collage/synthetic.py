@@ -577,7 +577,7 @@ TRAINING_FAMILY_WEIGHTS = {
 
 
 def training_case(photos: Sequence[Image.Image], seed: int) -> Collage:
-    """One case for training the learned splitter, rendered at its final size (no upscaled
+    """One case for training the line model, rendered at its final size (no upscaled
     canvas), with what real albums of people photos add to ``random_case``:
 
     - tiles from one event: several crops (other zoom, other place) of one or two photos;
