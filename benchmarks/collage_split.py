@@ -54,7 +54,7 @@ import numpy as np  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.collage_photos import pool  # noqa: E402
 from benchmarks.shared_data import FACES_DEV  # noqa: E402
-from identity_pipeline.collage import Box, SplitResult, draw_cuts, line_split, split  # noqa: E402
+from identity_pipeline.collage import SplitResult, draw_cuts, line_split, split  # noqa: E402
 from identity_pipeline.collage.boxes import same_tiles  # noqa: E402
 from identity_pipeline.collage.synthetic import (  # noqa: E402
     FAMILIES,
@@ -109,21 +109,6 @@ class Outcome:
     agree: bool = True  # the two splitters found the same tiles
 
 
-def exact_match(
-    found: tuple[Box, ...], truth: tuple[Box, ...], threshold: float = MATCH_IOU
-) -> bool:
-    """Same count and a one-to-one matching at IoU >= threshold (unique at such high IoU)."""
-    if len(found) != len(truth):
-        return False
-    unused = list(found)
-    for box in truth:
-        best = max(unused, key=box.iou, default=None)
-        if best is None or box.iou(best) < threshold:
-            return False
-        unused.remove(best)
-    return True
-
-
 def timed(splitter: Splitter, pixels: np.ndarray) -> tuple[SplitResult, float]:
     start = time.perf_counter()
     result = splitter(pixels)
@@ -137,7 +122,7 @@ def run_case(pool_name: str, collage: Collage, family: str, seed: int, splitters
     for name, splitter in splitters.items():
         result, ms = timed(splitter, pixels)
         outcome.found[name], outcome.ms[name] = len(result.boxes), ms
-        outcome.exact[name] = exact_match(result.boxes, collage.boxes)
+        outcome.exact[name] = same_tiles(result.boxes, collage.boxes, MATCH_IOU)
         outcome.confidence[name], outcome.review[name] = result.confidence, result.review
         results.append(result.boxes)
     outcome.agree = all(same_tiles(results[0], boxes) for boxes in results[1:])

@@ -31,6 +31,7 @@ import numpy as np  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.collage_photos import pool  # noqa: E402
 from identity_pipeline.collage import line_split, rules  # noqa: E402
+from identity_pipeline.collage.boxes import same_tiles  # noqa: E402
 from identity_pipeline.collage.split import (  # noqa: E402
     CONFIDENCE_FEATURES,
     WEIGHTS_FILE,
@@ -45,18 +46,6 @@ MATCH_IOU = 0.95
 _PHOTOS: list = []
 
 
-def exact_match(found, truth) -> bool:
-    if len(found) != len(truth):
-        return False
-    unused = list(found)
-    for box in truth:
-        best = max(unused, key=box.iou, default=None)
-        if best is None or box.iou(best) < MATCH_IOU:
-            return False
-        unused.remove(best)
-    return True
-
-
 def case_features(seed: int) -> tuple[np.ndarray, bool, bool]:
     """The confidence features of one case, and whether the rules' and the line model's tiles
     are exactly right."""
@@ -69,8 +58,8 @@ def case_features(seed: int) -> tuple[np.ndarray, bool, bool]:
     by_lines = line_split.split_image(pixels)
     return (
         confidence_features(by_rules, by_lines),
-        exact_match(by_rules.boxes, case.boxes),
-        exact_match(by_lines.boxes, case.boxes),
+        same_tiles(by_rules.boxes, case.boxes, MATCH_IOU),
+        same_tiles(by_lines.boxes, case.boxes, MATCH_IOU),
     )
 
 
