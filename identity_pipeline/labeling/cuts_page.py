@@ -6,7 +6,10 @@ into groups with a clear gap between them (a guillotine layout), and each gap is
 line moves the facing edges of the tiles on both sides; removing one merges the tiles across it.
 """
 
-CUTS_PAGE_HTML = r"""<!doctype html>
+from identity_pipeline.labeling.page_script import ELEMENT_HELPER
+
+CUTS_PAGE_HTML = (
+    r"""<!doctype html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
@@ -130,17 +133,9 @@ let drag = null;
 let onLine = false;   // the last press was on a cut line (its click selects, no more)
 let saving = false;
 
-function el(tag, attrs = {}, children = []) {
-  const node = document.createElement(tag);
-  for (const [key, value] of Object.entries(attrs)) {
-    if (key === "text") node.textContent = value;
-    else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
-    else node.setAttribute(key, value);
-  }
-  for (const child of children) node.append(child);
-  return node;
-}
-
+"""
+    + ELEMENT_HELPER
+    + r"""
 function svgEl(tag, attrs = {}) {
   const node = document.createElementNS(SVG, tag);
   for (const [key, value] of Object.entries(attrs)) node.setAttribute(key, value);
@@ -630,3 +625,4 @@ load();
 </body>
 </html>
 """
+)

@@ -6,7 +6,10 @@ screen (an IntersectionObserver), and is emptied again, its height kept, when it
 a card shows its first rows of faces until "show all"; crops load lazily.
 """
 
-PAGE_HTML = """<!doctype html>
+from identity_pipeline.labeling.page_script import ELEMENT_HELPER
+
+PAGE_HTML = (
+    """<!doctype html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
@@ -141,17 +144,9 @@ function blocks(faces, attrs, heading) {
   return parts;
 }
 
-function el(tag, attrs = {}, children = []) {
-  const node = document.createElement(tag);
-  for (const [key, value] of Object.entries(attrs)) {
-    if (key === "text") node.textContent = value;
-    else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
-    else node.setAttribute(key, value);
-  }
-  for (const child of children) node.append(child);
-  return node;
-}
-
+"""
+    + ELEMENT_HELPER
+    + """
 function showError(message) { document.getElementById("error").textContent = message || ""; }
 
 async function post(path, body) {
@@ -339,3 +334,4 @@ load();
 </body>
 </html>
 """
+)

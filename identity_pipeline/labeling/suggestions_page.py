@@ -19,6 +19,7 @@ from starlette.routing import Route
 
 from identity_pipeline.labeling.http import json_error, json_object
 from identity_pipeline.labeling.labels import LabelError, LabelsFileError, update_labels
+from identity_pipeline.labeling.page_script import ELEMENT_HELPER
 from identity_pipeline.labeling.rejections import add_rejections, read_rejections, rejections_path
 from identity_pipeline.labeling.state import LabelingBook
 from identity_pipeline.labeling.suggestions import (
@@ -108,7 +109,8 @@ async def _guarded(action: Callable[[], dict[str, Any]]) -> Response:
         return json_error(str(error), 400)
 
 
-SUGGESTIONS_HTML = """<!doctype html>
+SUGGESTIONS_HTML = (
+    """<!doctype html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
@@ -175,17 +177,9 @@ let items = [];       // the current queue's unanswered items, as shown
 let focus = 0;
 let busy = false;     // an answer is on its way: keys wait, so none lands on the wrong item
 
-function el(tag, attrs = {}, children = []) {
-  const node = document.createElement(tag);
-  for (const [key, value] of Object.entries(attrs)) {
-    if (key === "text") node.textContent = value;
-    else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
-    else node.setAttribute(key, value);
-  }
-  for (const child of children) node.append(child);
-  return node;
-}
-
+"""
+    + ELEMENT_HELPER
+    + """
 function plural(n, one, many) { return `${n} ${n === 1 ? one : (many || one + "s")}`; }
 
 function crop(id) { return el("img", {src: `/crop/${id}.jpg`, loading: "lazy", alt: ""}); }
@@ -407,3 +401,4 @@ load();
 </body>
 </html>
 """
+)
