@@ -41,7 +41,8 @@ from identity_pipeline.labeling.hint_edits import (
 )
 from identity_pipeline.photos import list_album
 from identity_pipeline.storage import DataLayout, atomic_write_table
-from identity_pipeline_tests.test_cuts_review_browser import labeling_app, sensor_tick
+from identity_pipeline_tests.test_cuts_review_browser import sensor_tick
+from identity_pipeline_tests.test_labeling import serving
 
 CSV = Path("split_hints.csv")
 YAML = Path("split_hints.yaml")
@@ -382,7 +383,7 @@ def post(url: str, body: object, content_type: str = "application/json") -> tupl
 def test_api_saves_refuses_bad_input_and_never_overwrites_a_broken_file(layout: DataLayout) -> None:
     write_album(layout, {"a.jpg": WHOLE, "b.jpg": HALVES})
     hints = layout.album_dir("trip") / "split_hints.csv"
-    with labeling_app(layout.root) as base:
+    with serving(layout.root) as base:
         with urllib.request.urlopen(base + "/api/cuts") as response:
             state = json.load(response)
         assert state["albums"] == ["trip"] and [p["path"] for p in state["photos"]] == [

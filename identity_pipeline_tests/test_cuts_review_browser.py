@@ -15,14 +15,9 @@ Screenshot: ``test-artifacts/cuts_review.png`` (gitignored).
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import json
-import threading
-import time
 import urllib.request
-from collections.abc import Iterator
-from pathlib import Path
 
 import dagster as dg
 import pandas as pd
@@ -37,7 +32,8 @@ from identity_pipeline.resources import StorageResource
 from identity_pipeline.sensors import album_sensor
 from identity_pipeline.storage import DataLayout
 from identity_pipeline_tests.conftest import CHROMIUM, CHROMIUM_ARGS, materialize_graph
-from identity_pipeline_tests.test_ui_browser import ARTIFACTS, free_port
+from identity_pipeline_tests.test_labeling import serving
+from identity_pipeline_tests.test_ui_browser import ARTIFACTS
 
 ALBUM = "trip"
 
@@ -86,29 +82,6 @@ def run_request(layout: DataLayout, instance, request: dg.RunRequest) -> dg.Exec
     return result
 
 
-@contextlib.contextmanager
-def labeling_app(root: Path) -> Iterator[str]:
-    import uvicorn
-
-    from identity_pipeline.labeling.server import create_app
-
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(root), host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "the labeling app did not start"
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-
-
 def photo_order(tiles: pd.DataFrame) -> list[str]:
     """Least sure first: the lowest confidence of each photo's rows, then its path."""
     per_photo = tiles.groupby("photo_id").agg(
@@ -130,7 +103,7 @@ def test_fix_a_wrong_split_on_the_page_and_photo_tiles_recuts_it(
     tiles = pd.read_parquet(layout.table_path("photo_tiles", ALBUM))
     rows_id = tiles.loc[tiles["source_path"] == "rows.jpg", "photo_id"].iat[0]
 
-    with labeling_app(layout.root) as base:
+    with serving(layout.root) as base:
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
             try:

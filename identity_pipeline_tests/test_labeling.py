@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import json
 import socket
@@ -315,29 +316,36 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-@pytest.fixture
-def page_server(tmp_path: Path) -> Iterator[tuple[str, DataLayout]]:
+@contextlib.contextmanager
+def serving(root: Path) -> Iterator[str]:
+    """The labeling app on a free port in a thread, for as long as the block runs."""
     import uvicorn
 
     from identity_pipeline.labeling.server import create_app
 
-    layout = DataLayout(tmp_path / "data")
-    write_clusters(layout)
     port = free_port()
     server = uvicorn.Server(
-        uvicorn.Config(create_app(layout.root), host="127.0.0.1", port=port, log_level="warning")
+        uvicorn.Config(create_app(root), host="127.0.0.1", port=port, log_level="warning")
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 10
     while not server.started:
-        assert time.monotonic() < deadline, "the page server did not start"
+        assert time.monotonic() < deadline, "the labeling app did not start"
         time.sleep(0.05)
     try:
-        yield f"http://127.0.0.1:{port}", layout
+        yield f"http://127.0.0.1:{port}"
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+@pytest.fixture
+def page_server(tmp_path: Path) -> Iterator[tuple[str, DataLayout]]:
+    layout = DataLayout(tmp_path / "data")
+    write_clusters(layout)
+    with serving(layout.root) as base:
+        yield base, layout
 
 
 def post(url: str, body: dict[str, object]) -> tuple[int, dict[str, object]]:

@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
-import threading
-import time
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +29,7 @@ from identity_pipeline.labeling.suggestions import (
     unit_rows,
 )
 from identity_pipeline.storage import DataLayout, atomic_write_table
-from identity_pipeline_tests.test_labeling import free_port, post
+from identity_pipeline_tests.test_labeling import post, serving
 
 BACKEND = "offline-yunet-sface"
 HEADER = "face_id,not_person,not_same_as\n"
@@ -261,30 +257,6 @@ def test_no_suggestions_without_embeddings_or_thresholds(tmp_path: Path) -> None
 
 
 # --- the page's API ---------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def serving(root: Path) -> Iterator[str]:
-    """The labeling app on a free port in a thread, for as long as the block runs."""
-    import uvicorn
-
-    from identity_pipeline.labeling.server import create_app
-
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(root), host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "the page server did not start"
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
 
 
 def get_json(url: str) -> dict:
