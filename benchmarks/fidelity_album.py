@@ -142,7 +142,8 @@ def main(argv=None) -> int:
         row("budgeted (this version)", fidelity, budgeted)
         print(
             f"\nbudgeted plan: budget {budgeted['budget_seconds']} s ({budgeted['budget_source']}), "
-            f"estimate {budgeted['estimate_seconds']} s, {budgeted['images_planned']} of "
+            f"estimate {budgeted['estimate_seconds']} s ({budgeted['fixed_seconds']} s of it fixed: "
+            f"the real photos' faces and loading the pipeline), {budgeted['images_planned']} of "
             f"{budgeted['full_grid_images']} images; stopped: {budgeted['stopped_because']}"
         )
         print(f"skipped for the budget: {budgeted['skipped_for_budget']}")

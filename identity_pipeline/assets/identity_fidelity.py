@@ -241,7 +241,8 @@ def plan_metadata(plan: dict) -> dict[str, object]:
         "seconds_per_image": cost["seconds_per_image"],
         "seconds_per_step": cost["seconds_per_step"],
         "probe_device": cost["device"],
-        "estimate_seconds": plan["estimate_seconds"],
+        "estimate_seconds": plan["estimate_seconds"],  # fixed cost + images
+        "fixed_seconds": plan["fixed_seconds"],  # the real photos' faces, loading the pipeline
         "images_planned": plan["images_planned"],
         "images_made": plan.get("images_made", 0),
         "full_grid_images": grid["images"],

@@ -4,7 +4,8 @@
   (``result.json``: the trainer's whole run or its loop time over resumes, whichever is larger;
   else the last checkpoint's loop time);
 * ``CostRecord``: the one-image probe's measurement (seconds per image, per inference step, per
-  LoRA switch) with what it depends on; stored beside the images (``cost.json``) so a re-run plans
+  LoRA switch, and the fixed cost paid once per run: the real photos' faces and loading the
+  pipeline, which the images' budget is what is left after) with what it depends on; stored beside the images (``cost.json``) so a re-run plans
   with the same numbers, and so finds every image it plans in the cache.
 """
 
@@ -86,6 +87,10 @@ class CostRecord:
     steps: int
     device: str
     model_load_seconds: float
+    # Paid once per run before the first image: the real photos' faces and loading the pipeline.
+    # The budget covers the whole step, so the images get what is left (0: a probe stored before
+    # this was counted).
+    fixed_seconds: float = 0.0
 
     @property
     def model(self) -> CostModel:
@@ -113,6 +118,14 @@ def read_cost(folder: Path, key: str) -> CostRecord | None:
     except (ValueError, TypeError):
         return None
     return record if record.key == key else None
+
+
+def images_budget(budget: Budget, cost: CostRecord) -> float | None:
+    """What the images may spend: the budget less the run's fixed cost (at least 0: the
+    smallest useful screen is then run anyway, and said)."""
+    if budget.seconds is None:
+        return None
+    return max(0.0, round(budget.seconds - cost.fixed_seconds, 3))
 
 
 def write_cost(folder: Path, record: CostRecord) -> Path:

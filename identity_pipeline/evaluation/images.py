@@ -304,10 +304,13 @@ class ImageMaker:
             embeddings=embeddings_of(faces, backend.embedding_dim),
         )
 
-    def cost(self, ref: CheckpointRef, spec: PromptSpec, seed: int) -> tuple[CostRecord, bool]:
+    def cost(
+        self, ref: CheckpointRef, spec: PromptSpec, seed: int, setup_seconds: float = 0.0
+    ) -> tuple[CostRecord, bool]:
         """The plan's prices on this device: stored from an earlier probe, else probed now by
-        making (and keeping) the image of ``spec`` and ``seed`` with ``ref``. Returns the record
-        and whether it was probed now."""
+        making (and keeping) the image of ``spec`` and ``seed`` with ``ref``; ``setup_seconds``:
+        what the run spent before it (the real photos' faces), part of the fixed cost with
+        loading the pipeline. Returns the record and whether it was probed now."""
         key = cost_key(self.settings, self.device_name())
         stored = read_cost(self.store.out_dir, key)
         if stored is not None:
@@ -324,6 +327,7 @@ class ImageMaker:
             steps=int(self.settings["num_inference_steps"]),
             device=self.device_name(),
             model_load_seconds=round(self.model_load_seconds, 3),
+            fixed_seconds=round(setup_seconds + self.model_load_seconds, 3),
         )
         write_cost(self.store.out_dir, record)
         return record, True

@@ -34,7 +34,7 @@ import pandas as pd
 from PIL import Image
 
 from identity_pipeline.dataset.version import changed_files, manifest_version
-from identity_pipeline.evaluation.budget import Budget, resolve_budget
+from identity_pipeline.evaluation.budget import Budget, images_budget, resolve_budget
 from identity_pipeline.evaluation.config import (
     KIND_CAPTION,
     KIND_PAIR,
@@ -255,7 +255,16 @@ def evaluate_run(
     with cpu_threads(device, training_config.cpu_threads):
         try:
             oracle, progress, plan = plan_and_race(
-                maker, refs, identities, prompts, reference, training, config, budget, log
+                maker,
+                refs,
+                identities,
+                prompts,
+                reference,
+                training,
+                config,
+                budget,
+                log,
+                setup_seconds=time.perf_counter() - started,
             )
         finally:
             maker.close()
@@ -435,8 +444,10 @@ def plan_and_race(
     config: FidelityConfig,
     budget: Budget,
     log: Log,
+    setup_seconds: float = 0.0,
 ) -> tuple[RunOracle, Race, dict[str, Any]]:
-    """Price an image (probe), fit the plan to the budget, log the estimate, run the choice."""
+    """Price an image (probe), fit the plan to what the budget leaves after the run's fixed
+    cost (``setup_seconds`` so far and loading the pipeline), log the estimate, run the choice."""
     seeds = list(config.seeds)
     kinds_of = {name: [s.kind for s in prompts if s.identity == name] for name in identities}
     sampled = (
@@ -447,15 +458,16 @@ def plan_and_race(
     maker.prompts = [s for s in prompts if s.identity in sampled]  # encoded when loading
     first = [s for s in prompts if s.identity == sampled[0]]
     probe = min(first, key=lambda s: PROMPT_PREFERENCE.index(s.kind))
-    measured, probed = maker.cost(refs[-1], probe, seeds[0])
+    measured, probed = maker.cost(refs[-1], probe, seeds[0], setup_seconds)
     cost = measured.model
+    spendable = None if config.exhaustive else images_budget(budget, measured)
     screen = fit_screen(
         len(refs),
         sampled,
         kinds_of,
         seeds,
         cost,
-        None if config.exhaustive else budget.seconds,
+        spendable,
         len(refs) if config.exhaustive else config.screen_checkpoints,
     )
     specs = [s for s in prompts if s.identity in screen.identities and s.kind in screen.kinds]
@@ -468,7 +480,12 @@ def plan_and_race(
         f"{'probed' if probed else 'stored probe'}: {cost.seconds_per_image:.3f} s per image "
         f"({cost.seconds_per_step:.4f} s per step x {cost.steps} steps, "
         f"{settings_text(maker.settings)}) on {measured.device}; budget: "
-        + (f"{budget.seconds:.1f} s ({budget.source})" if budget.seconds else budget.source)
+        + (
+            f"{budget.seconds:.1f} s ({budget.source}), less {measured.fixed_seconds:.1f} s "
+            "fixed (the real photos' faces and loading the pipeline, once per run)"
+            if budget.seconds
+            else budget.source
+        )
     )
     log(
         f"estimate: the full grid is {grid} images x {cost.steps} steps x "
@@ -476,14 +493,15 @@ def plan_and_race(
         f"{screen.images} images ({screen_seconds:.1f} s)"
         + (f", cut: {'; '.join(screen.cuts)}" if screen.cuts else "")
         + (
-            " (over the budget: the smallest useful screen is run anyway)"
+            " (over the budget: the smallest useful screen is run anyway"
+            + (", the fixed cost alone spends it)" if spendable == 0 else ")")
             if screen.over_budget
             else ""
         )
         + (
-            f", and stays within the budget: at most {int(budget.seconds // cost.seconds_per_image)}"
+            f", and stays within the budget: at most {int(spendable // cost.seconds_per_image)}"
             " images"
-            if budget.seconds and not config.exhaustive
+            if spendable is not None
             else ""
         )
     )
@@ -495,7 +513,7 @@ def plan_and_race(
             len(refs),
             screen,
             cost,
-            budget.seconds,
+            spendable,
             config.margin_z,
             config.include_base_model,
         )
@@ -520,7 +538,9 @@ def plan_and_race(
         },
         "exhaustive": config.exhaustive,
         "images_planned": progress.images,
-        "estimate_seconds": round(progress.spent, 3),
+        "fixed_seconds": measured.fixed_seconds,
+        "images_budget_seconds": spendable,
+        "estimate_seconds": round(measured.fixed_seconds + progress.spent, 3),
         "identities_scored": screen.identities,
         "identities_not_sampled": not_sampled,
         "identities_cut_by_budget": [n for n in sampled if n not in screen.identities],
@@ -531,7 +551,8 @@ def plan_and_race(
         "skipped_for_budget": skipped,
     }
     log(
-        f"plan: {progress.images} of {grid} images, estimate {progress.spent:.1f} s; "
+        f"plan: {progress.images} of {grid} images, estimate {progress.spent:.1f} s "
+        f"+ {measured.fixed_seconds:.1f} s fixed; "
         f"{progress.stop}" + (f"; skipped for the budget: {'; '.join(skipped)}" if skipped else "")
     )
     return oracle, progress, plan
