@@ -7,10 +7,11 @@
 ``agreement``: the budgeted (progressive) choice against the exhaustive grid's, on the same
 recorded scores, at several budgets, beside the plain baseline (the grid cut evenly to the same
 number of images: every checkpoint with fewer seeds, or fewer checkpoints) and beside the
-exhaustive grid re-run with other seeds (how much the grid's own choice is noise). Cases:
-synthetic curves with a known best (``evaluation.simulate.synthetic_curves``; seeds 0..N-1 were
-used to choose ``margin_z`` and ``screen_checkpoints``, the table reports seeds 10000..), and the
-recorded CPU runs (``record``).
+exhaustive grid re-run with other seeds (how much the grid's own choice is noise), and on the
+synthetic curves the regret of each choice (the true likeness lost against the true best, x1000;
+the curves rise by 150-400 over training). Cases: synthetic curves with a known best
+(``evaluation.simulate.synthetic_curves``; seeds 0..299 were used to choose ``margin_z`` and
+``screen_checkpoints``, the table reports seeds 10000..), and the recorded CPU runs (``record``).
 
 ``cost``: the seed-sized run (5 identities, 8 checkpoints + the base model, 3 prompts, 4 seeds,
 Qwen-Image, 1,500 training steps) before and after, by the estimate: images x steps x seconds per
@@ -83,12 +84,15 @@ def recorded_cases(oracle: RecordedOracle, count: int, rng: np.random.Generator)
 
 
 def agreement_rows(cases, budgets, config: FidelityConfig, label: str) -> list[dict]:
-    """``cases``: (oracle, identities, kinds_of, grid seeds, other seeds or None, true best)."""
+    """``cases``: (oracle, identities, kinds_of, grid seeds, other seeds or None, the
+    ``SyntheticCase`` with the true curve or None)."""
     cost = CostModel(1.0)  # budgets in images
     rows = []
     for budget in budgets:
         ours, plain, rerun, images, truth_ours, truth_grid = [], [], [], [], [], []
-        for oracle, identities, kinds_of, seeds, other_seeds, best in cases:
+        regret: dict[str, list[float]] = {"ours": [], "grid": [], "plain": []}
+        for oracle, identities, kinds_of, seeds, other_seeds, synthetic in cases:
+            best = None if synthetic is None else synthetic.best
             candidates = len([c for c in oracle_checkpoints(oracle) if c != BASE])
             result = replay(oracle, candidates, identities, kinds_of, seeds, config, cost, budget)
             grid = result.exhaustive
@@ -106,6 +110,8 @@ def agreement_rows(cases, budgets, config: FidelityConfig, label: str) -> list[d
             if best is not None:
                 truth_ours.append(result.budgeted == best)
                 truth_grid.append(grid == best)
+                for name, chosen in (("ours", result.budgeted), ("grid", grid), ("plain", cut)):
+                    regret[name].append(synthetic.regret(chosen))
         full = result.exhaustive_images
         rows.append(
             {
@@ -120,6 +126,12 @@ def agreement_rows(cases, budgets, config: FidelityConfig, label: str) -> list[d
                 "grid re-run = grid": _share(r[0] for r in rerun) if rerun else "-",
                 "ours = true best": _share(truth_ours) if truth_ours else "-",
                 "grid = true best": _share(truth_grid) if truth_grid else "-",
+                # Likeness lost against the true best, x1000 (mean): what a wrong choice costs.
+                "regret ours / grid / plain": (
+                    " / ".join(f"{1000 * np.mean(v):.1f}" for v in regret.values())
+                    if regret["ours"]
+                    else "-"
+                ),
             }
         )
     return rows
@@ -155,7 +167,7 @@ def synthetic_cases(count: int, start: int, identities: int = 5, noise=(0.035, 0
         case = synthetic_curves(rng, SEED_RUN["checkpoints"], identities, 8, noise=noise)
         names = case.oracle.identities
         kinds = {name: list(KINDS) for name in names}
-        cases.append((case.oracle, names, kinds, SEEDS, [4, 5, 6, 7], case.best))
+        cases.append((case.oracle, names, kinds, SEEDS, [4, 5, 6, 7], case))
     return cases
 
 

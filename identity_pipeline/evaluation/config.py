@@ -90,11 +90,11 @@ class FidelityConfig:
     # Progressive choice: first the last and evenly spread checkpoints (all of them by default:
     # curves can be jagged), one image per identity (the solo prompt, first seed); then the
     # leader's neighbours and more prompts and seeds for the checkpoints still racing, until the
-    # leader's margin over every other is clear (margin_z standard errors of the paired
-    # per-identity differences) or images and budget run out. Both chosen on synthetic curves
-    # (benchmarks/fidelity_budget.py, seeds 0-199), not on the curves it reports.
+    # leader's margin over every other is clear (margin_z standard errors of the full grid's
+    # paired difference, per image) or images and budget run out. Both chosen on synthetic
+    # curves (benchmarks/fidelity_budget.py, seeds 0-299), not on the curves it reports.
     screen_checkpoints: int = 8
-    margin_z: float = 2.0
+    margin_z: float = 3.0
     # Score every candidate checkpoint with every seed and identity (the full grid), ignoring the
     # budget: what the progressive choice is measured against.
     exhaustive: bool = False

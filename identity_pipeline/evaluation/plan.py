@@ -11,10 +11,11 @@ it, then every prompt with each further seed.
 2. **neighbours**: the leader's unscored neighbours in the candidate list join the race (they
    catch up on the blocks the others have), so the search walks towards the peak;
 3. **more images**: the next block for every checkpoint still in the race; a checkpoint leaves it
-   when it is clearly behind the leader: the mean of the paired per-identity differences (each
-   identity scored on all its images so far) exceeds ``margin_z`` standard errors (Student's
-   t); when the budget cannot give the next two blocks to every racer, the leader and the
-   closest ones get them, the others leave;
+   when it would still be behind the leader on the full grid: the mean of the paired per-image
+   differences exceeds ``margin_z`` standard errors of the grid's difference (Student's t, with
+   the finite-population factor: only the images not yet made are unknown); when the budget
+   cannot give the next two blocks to every racer, the leader and the closest ones get them, the
+   others leave;
 
 until one checkpoint is left (the leader's margin is clear), every block is used, or the budget
 is spent. The checkpoints still racing share the same images, and the configured rule
@@ -309,7 +310,9 @@ def race(
         for other in list(active):
             if other == leader:
                 continue
-            behind, mean, se = clearly_behind(oracle, leader, other, upto(level), margin_z)
+            behind, mean, se = clearly_behind(
+                oracle, leader, other, upto(level), margin_z, len(upto(len(blocks)))
+            )
             if not math.isfinite(scores[other]) or behind:
                 active.remove(other)
                 state.eliminated[other] = (
@@ -409,22 +412,35 @@ def full_grid(
 
 
 def clearly_behind(
-    oracle: Oracle, leader: int, other: int, cells: Sequence[Cell], z: float
+    oracle: Oracle,
+    leader: int,
+    other: int,
+    cells: Sequence[Cell],
+    z: float,
+    total_cells: int | None = None,
 ) -> tuple[bool, float, float]:
-    """Is ``other`` more than ``z`` standard errors behind ``leader``? Paired over identities,
-    each scored on all its images of ``cells`` (the rule's score is their mean, so the mean
-    difference is the difference of the scores); fewer than two pairs decide nothing."""
-    mine, theirs = oracle.units(leader, cells), oracle.units(other, cells)
-    differences = [
-        mine[name] - theirs[name]
-        for name in sorted(mine.keys() & theirs.keys())
-        if math.isfinite(mine[name]) and math.isfinite(theirs[name])
-    ]
+    """Would ``other`` still be behind ``leader`` on the full grid, at ``z`` standard errors?
+
+    Paired per image (same identity, prompt and seed: the seed's noise is largely shared), the
+    mean difference so far predicts the grid's; what is unknown is only the images not yet made,
+    so the standard error carries the finite-population factor sqrt(1 - seen / all): the grid is
+    a finite set of images, and once every one is seen the grid's choice is known exactly
+    (``total_cells`` None: an infinite grid, the plain standard error). Fewer than two pairs
+    decide nothing."""
+    differences = []
+    for cell in cells:
+        mine, theirs = oracle.units(leader, [cell]), oracle.units(other, [cell])
+        differences += [
+            mine[name] - theirs[name]
+            for name in sorted(mine.keys() & theirs.keys())
+            if math.isfinite(mine[name]) and math.isfinite(theirs[name])
+        ]
     if len(differences) < 2:
         return False, math.nan, math.nan
     values = np.asarray(differences)
     mean = float(values.mean())
-    se = float(values.std(ddof=1) / math.sqrt(len(values)))
+    unseen = 1.0 if total_cells is None else max(0.0, 1 - len(cells) / total_cells)
+    se = float(values.std(ddof=1) / math.sqrt(len(values)) * math.sqrt(unseen))
     return bool(mean > 0 and mean > critical_value(z, len(values) - 1) * se), mean, se
 
 

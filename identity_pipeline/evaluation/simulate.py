@@ -108,6 +108,13 @@ class SyntheticCase:
     oracle: TableOracle
     best: int  # the true best: argmax of these identities' noise-free mean curve
     margin: float  # its lead over the runner-up, in standard errors of the full grid's estimate
+    truth: np.ndarray  # the noise-free mean curve, one value per checkpoint
+
+    def regret(self, chosen: int | None) -> float:
+        """Likeness lost by choosing ``chosen`` instead of the true best (the rule's units)."""
+        if chosen is None:
+            return float(self.truth[self.best] - self.truth.min())
+        return float(self.truth[self.best] - self.truth[chosen])
 
 
 def synthetic_curves(
@@ -164,7 +171,7 @@ def synthetic_curves(
     ]
     names = [f"person{i:02d}" for i in range(identities)]
     oracle = TableOracle(scores, names, list(kinds), list(range(seeds)))
-    return SyntheticCase(oracle, best, float(min(gaps)) if gaps else math.inf)
+    return SyntheticCase(oracle, best, float(min(gaps)) if gaps else math.inf, truth)
 
 
 @dataclass(frozen=True)
