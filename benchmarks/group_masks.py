@@ -61,7 +61,9 @@ from identity_pipeline.masks import (  # noqa: E402
     quality,  # noqa: E402
     select_segmenter,
 )
+from identity_pipeline.masks.config import HANDSET_OWNERSHIP  # noqa: E402
 from identity_pipeline.masks.geometry import clip_box, reach_box, resize_to_max_side  # noqa: E402
+from identity_pipeline.masks.mediapipe_models import CV2_DNN  # noqa: E402
 from identity_pipeline.masks.pose import PoseSegmenter  # noqa: E402
 from identity_pipeline.masks.records import Segmenter  # noqa: E402
 from identity_pipeline.masks.scenes import (  # noqa: E402
@@ -210,11 +212,32 @@ class WithConfig:
         return self.segmenter.segment(image_rgb, faces, self.config)
 
 
+def today_config(config: MaskConfig) -> MaskConfig:
+    """Main c2f1bf9's pose settings: the hand-set ownership weights, no sparing of swallowed
+    people when looking again."""
+    return replace(config, pose_ownership=HANDSET_OWNERSHIP, pose_spare_swallowed=False)
+
+
+class WithSelectorConfig:
+    """The selector run with its own settings (its pose segmenter included)."""
+
+    name = "selector"
+
+    def __init__(self, config: MaskConfig) -> None:
+        self.config = config
+        self.selector = select_segmenter(config)
+
+    def segment(self, image_rgb, faces, config):
+        return self.selector.segment(image_rgb, faces, self.config)
+
+
 def build_methods(config: MaskConfig) -> dict[str, Segmenter]:
     return {
         "pose": PoseSegmenter(config.pose_model),
+        "pose-c2f1bf9": WithConfig(PoseSegmenter(config.pose_model, CV2_DNN), today_config(config)),
         "pose-fast": WithConfig(PoseSegmenter(config.pose_model), fast_config(config)),
         "selector": select_segmenter(config),
+        "selector-c2f1bf9": WithSelectorConfig(today_config(config)),
         "selector-before": BeforeSelector(config),
         "grabcut": GrabCutSegmenter(),
         "selfie": SelfieSegmenter(config.selfie_model),
@@ -364,12 +387,13 @@ def time_group_tile(photos, config, face_backend, repeat: int) -> None:
         f"{len(faces)} faces), 1 thread, median of {repeat} runs (min), wall and process CPU:"
     )
     settings = {
-        "pose": config,
-        "pose-no-hands": replace(config, hands=False),
-        "pose-fast": fast_config(config),
+        "pose": (config, None),
+        "pose-no-hands": (replace(config, hands=False), None),
+        "pose-fast": (fast_config(config), None),
+        "pose-c2f1bf9": (today_config(config), CV2_DNN),  # today's settings and runtime
     }
-    for name, settings_used in settings.items():
-        pose = PoseSegmenter(settings_used.pose_model)
+    for name, (settings_used, runtime) in settings.items():
+        pose = PoseSegmenter(settings_used.pose_model, runtime)
         for label, run in (
             ("segment", lambda p=pose, c=settings_used: p.segment(work, work_faces, c)),
             (
@@ -388,7 +412,7 @@ def time_group_tile(photos, config, face_backend, repeat: int) -> None:
                 cpus.append(time.process_time() - cpu)
             runs = (pose.runs + (pose.hands.runs if pose.hands else 0)) / repeat
             print(
-                f"  {name:<13} {label:<12} wall {statistics.median(walls):5.2f} s "
+                f"  {name:<13} {pose.runtime:<8} {label:<12} wall {statistics.median(walls):5.2f} s "
                 f"({min(walls):.2f})  CPU {statistics.median(cpus):5.2f} s ({min(cpus):.2f})  "
                 f"model runs {runs:.0f}"
             )
