@@ -219,13 +219,17 @@ def today_config(config: MaskConfig) -> MaskConfig:
 
 
 class WithSelectorConfig:
-    """The selector run with its own settings (its pose segmenter included)."""
+    """The selector run with its own settings, its pose segmenter in ``runtime``."""
 
     name = "selector"
 
-    def __init__(self, config: MaskConfig) -> None:
+    def __init__(self, config: MaskConfig, runtime: str | None = None) -> None:
         self.config = config
         self.selector = select_segmenter(config)
+        self.selector.candidates = [
+            PoseSegmenter(config.pose_model, runtime) if c.name == "pose" else c
+            for c in self.selector.candidates
+        ]
 
     def segment(self, image_rgb, faces, config):
         return self.selector.segment(image_rgb, faces, self.config)
@@ -237,7 +241,7 @@ def build_methods(config: MaskConfig) -> dict[str, Segmenter]:
         "pose-c2f1bf9": WithConfig(PoseSegmenter(config.pose_model, CV2_DNN), today_config(config)),
         "pose-fast": WithConfig(PoseSegmenter(config.pose_model), fast_config(config)),
         "selector": select_segmenter(config),
-        "selector-c2f1bf9": WithSelectorConfig(today_config(config)),
+        "selector-c2f1bf9": WithSelectorConfig(today_config(config), CV2_DNN),
         "selector-before": BeforeSelector(config),
         "grabcut": GrabCutSegmenter(),
         "selfie": SelfieSegmenter(config.selfie_model),

@@ -124,9 +124,6 @@ class MaskConfig:
     # Ownership of the pixels silhouettes claim (pose.assign_owners): a linear score per person
     # over pose.OWNERSHIP_FEATURES, nobody scoring 0; fitted on the tuning scenes.
     pose_ownership: PoseOwnership = field(default_factory=lambda: PoseOwnership())
-    # A person may claim a pixel where their segmentation logit exceeds this: below 0, weak
-    # claims go to the choice model too (a silhouette that fades over its own person).
-    pose_min_claim_logit: float = 0.0
     # Another face this much inside a silhouette stands in front of it: the silhouette loses
     # that person's head and torso (geometry.person_cost below this).
     pose_face_inside: float = 0.5

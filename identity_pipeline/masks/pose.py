@@ -133,6 +133,13 @@ class PersonPose:
         x0, y0, x1, y1 = self.box
         return skeleton_distance(self, (x1 - x0, y1 - y0))
 
+    @cached_property
+    def skeleton_distance(self) -> np.ndarray:
+        """Distance (pixels) from each pixel of ``box`` to the visible skeleton and face (kept:
+        blacking people out and ownership both need it)."""
+        x0, y0, x1, y1 = self.box
+        return skeleton_distance(self, (x1 - x0, y1 - y0))
+
     @property
     def scale(self) -> float:
         """Shoulder width, the unit of body distances (at least a third of the view)."""
@@ -369,9 +376,7 @@ def blank_people(
     for pose in poses:
         if pose is not None:
             x0, y0, x1, y1 = pose.box
-            near = (
-                pose.skeleton_distance < config.pose_blank_reach * pose.scale
-            )
+            near = pose.skeleton_distance < config.pose_blank_reach * pose.scale
             core = (pose.logits > 0) & near
             if spare_swallowed and _overlaps(face.box, pose.box):
                 local = _shifted_face(face, x0, y0)
@@ -529,7 +534,7 @@ def ownership_evidence(
         if pose is None:
             continue
         x0, y0, x1, y1 = pose.box
-        allowed = pose.logits > config.pose_min_claim_logit
+        allowed = pose.logits > 0
         forced = np.zeros(allowed.shape, bool)
         other_faces = np.zeros(allowed.shape, bool)
         for other_index, face in enumerate(faces):
