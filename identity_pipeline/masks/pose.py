@@ -133,13 +133,6 @@ class PersonPose:
         x0, y0, x1, y1 = self.box
         return skeleton_distance(self, (x1 - x0, y1 - y0))
 
-    @cached_property
-    def skeleton_distance(self) -> np.ndarray:
-        """Distance (pixels) from each pixel of ``box`` to the visible skeleton and face (kept:
-        blacking people out and ownership both need it)."""
-        x0, y0, x1, y1 = self.box
-        return skeleton_distance(self, (x1 - x0, y1 - y0))
-
     @property
     def scale(self) -> float:
         """Shoulder width, the unit of body distances (at least a third of the view)."""
