@@ -15,13 +15,16 @@
    place): no ground truth, so proxies per sample: the share of other people's face boxes the
    mask covers, the share of its own face box covered, the mask's connected components, and
    which backend the selector kept (the GrabCut fallback rate).
-3. Seconds per group tile of 8 people with the pose segmenter on one thread (``cv2`` and BLAS
-   held to one thread; run it under ``taskset -c 0``): the median of --repeat runs, wall and
-   process CPU time (the CPU time is what a loaded shared machine does not inflate).
+3. Seconds per group tile of 8 people with the pose segmenter on one thread (``cv2``, BLAS and
+   LiteRT held to one thread; run it under ``taskset -c 0``; ``--only-timing`` runs just this):
+   the median of --repeat runs, wall and process CPU time (the CPU time is what a loaded shared
+   machine does not inflate), today's settings in cv2.dnn beside.
 
 Methods, same scenes, same run: ``pose`` (the new segmenter alone), ``selector`` (the default
-selector: pose first for two or more people), ``selector-before`` (today's selector: selfie,
-then GrabCut), ``grabcut`` and ``selfie`` alone. Every method goes through
+selector: pose first for two or more people), ``pose-c2f1bf9`` and ``selector-c2f1bf9`` (the
+same with main c2f1bf9's pose settings: hand-set ownership weights, no sparing of swallowed
+people, in cv2.dnn), ``selector-before`` (the selector before the pose model: selfie, then
+GrabCut), ``grabcut`` and ``selfie`` alone. Every method goes through
 ``build_identity_masks`` (split, clean-up, soft edges), as in the pipeline.
 """
 
@@ -436,10 +439,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument(
-        "--methods", default="pose,pose-fast,selector,selector-before,grabcut,selfie"
+        "--methods",
+        default="pose,pose-c2f1bf9,pose-fast,selector,selector-c2f1bf9,selector-before,grabcut,selfie",
     )
     parser.add_argument("--min-named-px", type=float, default=40.0)
     parser.add_argument("--skip-real", action="store_true")
+    parser.add_argument("--only-timing", action="store_true", help="just the 8-person tile")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
 
@@ -448,10 +453,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     photos = person_photos(fetch_grace_hopper(SCRATCH / "identity_pipeline_people"))
     wanted = args.methods.split(",")
     methods = {k: v for k, v in build_methods(config).items() if k in wanted}
-    scenes = scene_set(args.split, args.scenes, photos)
-    table = composed_table(scenes, methods, config, face_backend, args.out)
-    print_composed(table, args.split)
-    if not args.skip_real:
+    if not args.only_timing:
+        scenes = scene_set(args.split, args.scenes, photos)
+        table = composed_table(scenes, methods, config, face_backend, args.out)
+        print_composed(table, args.split)
+    if not args.skip_real and not args.only_timing:
         sheet = real_groups(args.groups, methods, config, face_backend, args.out, args.min_named_px)
         if sheet:
             samples = [(image, mask) for image, masks in sheet for mask in masks]
