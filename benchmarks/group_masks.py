@@ -20,10 +20,10 @@
    the median of --repeat runs, wall and process CPU time (the CPU time is what a loaded shared
    machine does not inflate), today's settings in cv2.dnn beside.
 
-Methods, same scenes, same run: ``pose`` (the new segmenter alone), ``selector`` (the default
-selector: pose first for two or more people), ``pose-c2f1bf9`` and ``selector-c2f1bf9`` (the
-same with main c2f1bf9's pose settings: hand-set ownership weights, no sparing of swallowed
-people, in cv2.dnn), ``selector-before`` (the selector before the pose model: selfie, then
+Methods, same scenes, same run: ``pose`` (the pose segmenter alone), ``selector`` (the default
+selector: pose first for two or more people), ``pose-fitted`` and ``selector-fitted`` (the
+off-by-default ownership weights fitted on the tune split, swallowed people spared),
+``pose-c2f1bf9`` and ``selector-c2f1bf9`` (main c2f1bf9: today's settings in cv2.dnn), ``selector-before`` (the selector before the pose model: selfie, then
 GrabCut), ``grabcut`` and ``selfie`` alone. Every method goes through
 ``build_identity_masks`` (split, clean-up, soft edges), as in the pipeline.
 """
@@ -64,7 +64,10 @@ from identity_pipeline.masks import (  # noqa: E402
     quality,  # noqa: E402
     select_segmenter,
 )
-from identity_pipeline.masks.config import HANDSET_OWNERSHIP  # noqa: E402
+from identity_pipeline.masks.config import (  # noqa: E402
+    HANDSET_OWNERSHIP,
+    fitted_pose_ownership,
+)
 from identity_pipeline.masks.geometry import clip_box, reach_box, resize_to_max_side  # noqa: E402
 from identity_pipeline.masks.mediapipe_models import CV2_DNN  # noqa: E402
 from identity_pipeline.masks.pose import PoseSegmenter  # noqa: E402
@@ -217,8 +220,14 @@ class WithConfig:
 
 def today_config(config: MaskConfig) -> MaskConfig:
     """Main c2f1bf9's pose settings: the hand-set ownership weights, no sparing of swallowed
-    people when looking again."""
+    people when looking again (today's defaults; these rows also run in cv2.dnn)."""
     return replace(config, pose_ownership=HANDSET_OWNERSHIP, pose_spare_swallowed=False)
+
+
+def fitted_config(config: MaskConfig) -> MaskConfig:
+    """The off-by-default alternative: the ownership weights fitted on the tune split, and
+    swallowed people spared when looked for again."""
+    return replace(config, pose_ownership=fitted_pose_ownership(), pose_spare_swallowed=True)
 
 
 class WithSelectorConfig:
@@ -242,8 +251,10 @@ def build_methods(config: MaskConfig) -> dict[str, Segmenter]:
     return {
         "pose": PoseSegmenter(config.pose_model),
         "pose-c2f1bf9": WithConfig(PoseSegmenter(config.pose_model, CV2_DNN), today_config(config)),
+        "pose-fitted": WithConfig(PoseSegmenter(config.pose_model), fitted_config(config)),
         "pose-fast": WithConfig(PoseSegmenter(config.pose_model), fast_config(config)),
         "selector": select_segmenter(config),
+        "selector-fitted": WithSelectorConfig(fitted_config(config)),
         "selector-c2f1bf9": WithSelectorConfig(today_config(config), CV2_DNN),
         "selector-before": BeforeSelector(config),
         "grabcut": GrabCutSegmenter(),
@@ -396,6 +407,7 @@ def time_group_tile(photos, config, face_backend, repeat: int) -> None:
     settings = {
         "pose": (config, None),
         "pose-no-hands": (replace(config, hands=False), None),
+        "pose-fitted": (fitted_config(config), None),
         "pose-fast": (fast_config(config), None),
         "pose-c2f1bf9": (today_config(config), CV2_DNN),  # today's settings and runtime
     }
@@ -440,7 +452,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument(
         "--methods",
-        default="pose,pose-c2f1bf9,pose-fast,selector,selector-c2f1bf9,selector-before,grabcut,selfie",
+        default="pose,pose-fitted,pose-c2f1bf9,pose-fast,selector,selector-fitted,"
+        "selector-c2f1bf9,selector-before,grabcut,selfie",
     )
     parser.add_argument("--min-named-px", type=float, default=40.0)
     parser.add_argument("--skip-real", action="store_true")

@@ -25,8 +25,12 @@ from identity_pipeline.masks import (
     masks_contact_sheet,
     select_segmenter,
 )
-from identity_pipeline.masks import pose as pose_module
-from identity_pipeline.masks.config import HANDSET_OWNERSHIP, PoseOwnership
+from identity_pipeline.masks.config import (
+    FITTED_OWNERSHIP_PATH,
+    HANDSET_OWNERSHIP,
+    PoseOwnership,
+    fitted_pose_ownership,
+)
 from identity_pipeline.masks.hands import Hand, palm_anchors
 from identity_pipeline.masks.mediapipe_models import CV2_DNN, LITERT, verified_model
 from identity_pipeline.masks.pose import (
@@ -238,18 +242,19 @@ def test_a_weak_claim_far_from_the_skeleton_is_nobodys_with_the_fitted_weights()
     # hand-set rule gave every claimed pixel to someone, the fitted choice model does not.
     pose = weak_wide_pose()
     faces = [face_at("only", (85, 45, 115, 75))]
-    owners = assign_owners([pose], faces, (200, 200), MaskConfig())
+    fitted = replace(MaskConfig(), pose_ownership=fitted_pose_ownership())
+    owners = assign_owners([pose], faces, (200, 200), fitted)
     assert (owners[90:110, 90:110] == 0).all()  # on the body
     assert (owners[180:, :20] == NOBODY).all()  # far below and beside it
-    handset = replace(MaskConfig(), pose_ownership=HANDSET_OWNERSHIP)
-    assert (assign_owners([pose], faces, (200, 200), handset)[180:, :20] == 0).all()
+    assert MaskConfig().pose_ownership == HANDSET_OWNERSHIP  # the default
+    assert (assign_owners([pose], faces, (200, 200), MaskConfig())[180:, :20] == 0).all()
 
 
-def test_shipped_ownership_weights_are_the_ones_fitted_on_the_tune_split() -> None:
-    fitted = json.loads((Path(pose_module.__file__).parent / "pose_ownership.json").read_text())
+def test_the_fitted_ownership_weights_come_from_the_tune_split_and_fit_the_features() -> None:
+    fitted = json.loads(FITTED_OWNERSHIP_PATH.read_text())
     assert fitted["fitted_on"]["split"] == "tune"
-    assert fitted["features"] == ["bias", *OWNERSHIP_FEATURES]
-    assert fitted["weights"] == asdict(PoseOwnership())
+    assert fitted["features"] == ["bias", *OWNERSHIP_FEATURES] == list(asdict(PoseOwnership()))
+    assert asdict(fitted_pose_ownership()) == fitted["weights"]
 
 
 def test_a_person_looked_for_again_keeps_the_body_another_silhouette_swallowed() -> None:

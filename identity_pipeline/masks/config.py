@@ -8,7 +8,9 @@ The config's hash belongs in any cache key of masks: changing a value re-compute
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, astuple, dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -49,18 +51,20 @@ MODEL_CHOICE_FIELDS = ("sam_model", "sam_device", "selfie_model", "pose_model")
 @dataclass(frozen=True)
 class PoseOwnership:
     """Weights of the per-pixel ownership score (one per ``pose.OWNERSHIP_FEATURES``, after the
-    bias). Fitted by ``benchmarks/fit_pose_ownership.py`` on the tuning scenes only (a
-    conditional logit: softmax over the people who may claim a pixel and "nobody"); the fit
-    writes these values with its provenance to ``masks/pose_ownership.json``."""
+    bias). The defaults are the hand-set rule of main c2f1bf9: any positive logit is someone's
+    (a bias no feature outweighs), mask strength minus 4 x skeleton distance, plus 4 where they
+    stand in front. ``fitted_pose_ownership()`` reads the conditional logit that
+    ``benchmarks/fit_pose_ownership.py`` fitted on the tuning scenes (``pose_ownership.json``):
+    better on the tune split, not on the report split, so it is off by default."""
 
-    bias: float = 0.68
-    logit: float = 0.244
-    skeleton_distance: float = -2.085
-    in_front: float = 0.169
-    face_size: float = -0.784
-    row: float = 0.295
-    beside_face: float = 0.19
-    above_face: float = 0.528
+    bias: float = 100.0
+    logit: float = 1.0
+    skeleton_distance: float = -4.0
+    in_front: float = 4.0
+    face_size: float = 0.0
+    row: float = 0.0
+    beside_face: float = 0.0
+    above_face: float = 0.0
 
     def as_array(self) -> np.ndarray:
         return np.asarray(astuple(self), np.float32)
@@ -122,7 +126,7 @@ class MaskConfig:
     # A view whose nose, eyes and mouth landmarks mostly miss its face settled on a neighbour.
     pose_min_face_agreement: float = 0.6
     # Ownership of the pixels silhouettes claim (pose.assign_owners): a linear score per person
-    # over pose.OWNERSHIP_FEATURES, nobody scoring 0; fitted on the tuning scenes.
+    # over pose.OWNERSHIP_FEATURES, nobody scoring 0 (hand-set; a fitted set is off by default).
     pose_ownership: PoseOwnership = field(default_factory=lambda: PoseOwnership())
     # Another face this much inside a silhouette stands in front of it: the silhouette loses
     # that person's head and torso (geometry.person_cost below this).
@@ -132,7 +136,8 @@ class MaskConfig:
     # out, up to this many shoulder widths from their skeletons.
     pose_blank_reach: float = 0.6
     # ...except where their face shows inside a silhouette: that one's head and torso stay.
-    pose_spare_swallowed: bool = True
+    # (Better on the tune split, not on the report split together with the fitted ownership.)
+    pose_spare_swallowed: bool = False
     # A face lower than another's by this many face sizes belongs to a row in front of it.
     pose_row_gap: float = 0.4
     pose_min_depth_evidence: float = 0.5  # summed (visibility - 0.5) of landmarks in the overlap
@@ -199,13 +204,14 @@ class MaskConfig:
         return stable_hash({"masks_version": MASKS_VERSION, **thresholds})
 
 
-# The hand-set weights of the previous round (the baseline of the fit): any positive logit is
-# someone's (a bias no feature outweighs), mask strength minus 4 x skeleton distance, plus 4
-# where they stand in front.
-HANDSET_OWNERSHIP = PoseOwnership(
-    bias=100.0, logit=1.0, skeleton_distance=-4.0, in_front=4.0, face_size=0.0, row=0.0,
-    beside_face=0.0, above_face=0.0,
-)  # fmt: skip
+HANDSET_OWNERSHIP = PoseOwnership()  # the baseline of the fit
+FITTED_OWNERSHIP_PATH = Path(__file__).resolve().parent / "pose_ownership.json"
+
+
+def fitted_pose_ownership(path: Path = FITTED_OWNERSHIP_PATH) -> PoseOwnership:
+    """The ownership weights ``benchmarks/fit_pose_ownership.py --write`` fitted (tune split)."""
+    return PoseOwnership(**json.loads(path.read_text())["weights"])
+
 
 # The defaults, shared as argument defaults (a frozen dataclass, so sharing one is safe).
 DEFAULT_MASK_CONFIG = MaskConfig()

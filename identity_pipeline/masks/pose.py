@@ -22,13 +22,14 @@ Per face, front rows first (lowest faces first):
    ``pose_spare_swallowed``), then as a head-and-shoulders view; failing all, that person gets
    no mask (the selector then sees an implausible person and says so).
 
-Pixels go to one person or nobody (``assign_owners``): a choice model per pixel whose weights
-were fitted on the tuning scenes (``benchmarks/fit_pose_ownership.py``; ``PoseOwnership``). Each
-person whose segmentation claims the pixel scores a linear function of their mask strength
-(the logit), the distance to their visible skeleton (segments between landmarks the model
-sees, in shoulder widths), whether their landmarks say they stand in front of the other
-claimant there, their face's size and row, and where the pixel lies from their face; nobody
-scores 0. Occluded landmarks draw no skeleton, so where someone stands in front, their skeleton
+Pixels go to one person or nobody (``assign_owners``): a linear score per person and pixel
+(``PoseOwnership``) over their mask strength (the logit), the distance to their visible
+skeleton (segments between landmarks the model sees, in shoulder widths), whether their
+landmarks say they stand in front of the other claimant there, their face's size and row, and
+where the pixel lies from their face; nobody scores 0. By default the weights are the hand-set
+rule (every claimed pixel is someone's: logit - 4 x distance + 4 in front); a choice model
+fitted on the tuning scenes (``benchmarks/fit_pose_ownership.py``) is there to switch on.
+Occluded landmarks draw no skeleton, so where someone stands in front, their skeleton
 is there and the hidden person's is not: the hidden part stays out of the hidden person's mask.
 Hard evidence stays hard: a detected face is its own person's, and a face that shows inside
 someone else's silhouette stands in front of it and keeps its head and torso. Hands the hand
@@ -469,8 +470,9 @@ def assign_owners(
     """(H, W) int16: the person each pixel belongs to (index into ``poses``) or ``NOBODY``.
 
     A choice model per pixel: each person who may claim it scores the linear function
-    ``config.pose_ownership`` of ``OWNERSHIP_FEATURES`` (weights fitted on the tuning scenes by
-    ``benchmarks/fit_pose_ownership.py``), nobody scores 0, the highest wins. Hard evidence
+    ``config.pose_ownership`` of ``OWNERSHIP_FEATURES`` (hand-set by default; weights fitted on
+    the tuning scenes by ``benchmarks/fit_pose_ownership.py`` to switch on), nobody scores 0,
+    the highest wins. Hard evidence
     stays hard: a detected face is its own person's and nobody else's, and so is a hand the
     hand model gave to its owner (see ``ownership_evidence``).
     """
