@@ -193,7 +193,9 @@ class PoseSegmenter:
                     probabilities[hand.owner][region], HAND_PROBABILITY
                 )
         lost = len(faces) - kept
-        reason = "BlazePose per person" + (f" ({lost} views off their face)" if lost else "")
+        reason = f"BlazePose per person in {self.runtime}" + (
+            f" ({lost} views off their face)" if lost else ""
+        )
         if hands:
             owned = sum(hand.owner is not None for hand in hands)
             palms = sum(hand.source == "palm" for hand in hands)
