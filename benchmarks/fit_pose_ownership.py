@@ -47,6 +47,7 @@ from benchmarks.shared_data import SCRATCH  # noqa: E402
 from identity_pipeline.masks import DEFAULT_MASK_CONFIG  # noqa: E402
 from identity_pipeline.masks.config import HANDSET_OWNERSHIP, PoseOwnership  # noqa: E402
 from identity_pipeline.masks.geometry import resize_to_max_side  # noqa: E402
+from identity_pipeline.masks.mediapipe_models import LITERT  # noqa: E402
 from identity_pipeline.masks.pose import (  # noqa: E402
     OWNERSHIP_FEATURES,
     PoseSegmenter,
@@ -164,14 +165,14 @@ def fit(features, allowed, answers, start: np.ndarray) -> torch.Tensor:
 
 def fitted_config(config):
     """The settings the fitted ownership was chosen with on the tune split."""
-    return replace(config, pose_spare_swallowed=True)
+    return replace(config, pose_spare_swallowed=True, pose_runtime=LITERT)
 
 
 def tune_pixels(config, scenes_per_layout: int, pixels: int, seed: int) -> list[dict]:
     """``scene_pixels`` of the tune split's scenes (seeded)."""
     rng = np.random.default_rng(seed)
     photos = person_photos(fetch_grace_hopper(SCRATCH / "identity_pipeline_people"))
-    segmenter = PoseSegmenter(config.pose_model)
+    segmenter = PoseSegmenter(config.pose_model, config.pose_runtime)
     face_backend = offline_face_backend()
     samples = []
     for scene in scene_set("tune", scenes_per_layout, photos):

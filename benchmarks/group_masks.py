@@ -21,8 +21,9 @@
    machine does not inflate), today's settings in cv2.dnn beside.
 
 Methods, same scenes, same run: ``pose`` (the pose segmenter alone), ``selector`` (the default
-selector: pose first for two or more people), ``pose-fitted`` and ``selector-fitted`` (the
-off-by-default ownership weights fitted on the tune split, swallowed people spared),
+selector: pose first for two or more people), ``pose-litert`` and ``selector-litert`` (the
+same in LiteRT), ``pose-fitted`` and ``selector-fitted`` (the off-by-default ownership weights
+fitted on the tune split, swallowed people spared, in LiteRT),
 ``pose-c2f1bf9`` and ``selector-c2f1bf9`` (main c2f1bf9: today's settings in cv2.dnn), ``selector-before`` (the selector before the pose model: selfie, then
 GrabCut), ``grabcut`` and ``selfie`` alone. Every method goes through
 ``build_identity_masks`` (split, clean-up, soft edges), as in the pipeline.
@@ -69,7 +70,7 @@ from identity_pipeline.masks.config import (  # noqa: E402
     fitted_pose_ownership,
 )
 from identity_pipeline.masks.geometry import clip_box, reach_box, resize_to_max_side  # noqa: E402
-from identity_pipeline.masks.mediapipe_models import CV2_DNN  # noqa: E402
+from identity_pipeline.masks.mediapipe_models import CV2_DNN, LITERT  # noqa: E402
 from identity_pipeline.masks.pose import PoseSegmenter  # noqa: E402
 from identity_pipeline.masks.records import Segmenter  # noqa: E402
 from identity_pipeline.masks.scenes import (  # noqa: E402
@@ -196,9 +197,9 @@ def surround_edge_contrast(gradient, region, labels, index, face, config) -> flo
 
 def fast_config(config: MaskConfig) -> MaskConfig:
     """The pose segmenter's cheaper setting: a second view only when the first is clearly off
-    (more than 12 % of its side), no hand model (chosen on the tuning scenes)."""
+    (more than 12 % of its side), no hand model (chosen on the tuning scenes), in LiteRT."""
     return replace(
-        config,
+        litert_config(config),
         pose_view_below=2.7,
         pose_refine_shift=0.12,
         pose_refine_scale=0.12,
@@ -221,13 +222,24 @@ class WithConfig:
 def today_config(config: MaskConfig) -> MaskConfig:
     """Main c2f1bf9's pose settings: the hand-set ownership weights, no sparing of swallowed
     people when looking again (today's defaults; these rows also run in cv2.dnn)."""
-    return replace(config, pose_ownership=HANDSET_OWNERSHIP, pose_spare_swallowed=False)
+    return replace(
+        config, pose_ownership=HANDSET_OWNERSHIP, pose_spare_swallowed=False, pose_runtime=CV2_DNN
+    )
+
+
+def litert_config(config: MaskConfig) -> MaskConfig:
+    """The default settings with the pose and hand models in LiteRT (off by default)."""
+    return replace(config, pose_runtime=LITERT)
 
 
 def fitted_config(config: MaskConfig) -> MaskConfig:
     """The off-by-default alternative: the ownership weights fitted on the tune split, and
-    swallowed people spared when looked for again."""
-    return replace(config, pose_ownership=fitted_pose_ownership(), pose_spare_swallowed=True)
+    swallowed people spared when looked for again (in LiteRT, as fitted)."""
+    return replace(
+        litert_config(config),
+        pose_ownership=fitted_pose_ownership(),
+        pose_spare_swallowed=True,
+    )
 
 
 class WithSelectorConfig:
@@ -249,12 +261,14 @@ class WithSelectorConfig:
 
 def build_methods(config: MaskConfig) -> dict[str, Segmenter]:
     return {
-        "pose": PoseSegmenter(config.pose_model),
+        "pose": PoseSegmenter(config.pose_model, config.pose_runtime),
+        "pose-litert": WithConfig(PoseSegmenter(config.pose_model, LITERT), litert_config(config)),
         "pose-c2f1bf9": WithConfig(PoseSegmenter(config.pose_model, CV2_DNN), today_config(config)),
-        "pose-fitted": WithConfig(PoseSegmenter(config.pose_model), fitted_config(config)),
-        "pose-fast": WithConfig(PoseSegmenter(config.pose_model), fast_config(config)),
+        "pose-fitted": WithConfig(PoseSegmenter(config.pose_model, LITERT), fitted_config(config)),
+        "pose-fast": WithConfig(PoseSegmenter(config.pose_model, LITERT), fast_config(config)),
         "selector": select_segmenter(config),
-        "selector-fitted": WithSelectorConfig(fitted_config(config)),
+        "selector-litert": WithSelectorConfig(litert_config(config), LITERT),
+        "selector-fitted": WithSelectorConfig(fitted_config(config), LITERT),
         "selector-c2f1bf9": WithSelectorConfig(today_config(config), CV2_DNN),
         "selector-before": BeforeSelector(config),
         "grabcut": GrabCutSegmenter(),
@@ -405,14 +419,15 @@ def time_group_tile(photos, config, face_backend, repeat: int) -> None:
         f"{len(faces)} faces), 1 thread, median of {repeat} runs (min), wall and process CPU:"
     )
     settings = {
-        "pose": (config, None),
-        "pose-no-hands": (replace(config, hands=False), None),
-        "pose-fitted": (fitted_config(config), None),
-        "pose-fast": (fast_config(config), None),
-        "pose-c2f1bf9": (today_config(config), CV2_DNN),  # today's settings and runtime
+        "pose": config,
+        "pose-litert": litert_config(config),
+        "pose-no-hands": replace(litert_config(config), hands=False),
+        "pose-fitted": fitted_config(config),
+        "pose-fast": fast_config(config),
+        "pose-c2f1bf9": replace(today_config(config), pose_runtime=CV2_DNN),
     }
-    for name, (settings_used, runtime) in settings.items():
-        pose = PoseSegmenter(settings_used.pose_model, runtime)
+    for name, settings_used in settings.items():
+        pose = PoseSegmenter(settings_used.pose_model, settings_used.pose_runtime)
         for label, run in (
             ("segment", lambda p=pose, c=settings_used: p.segment(work, work_faces, c)),
             (
@@ -452,8 +467,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument(
         "--methods",
-        default="pose,pose-fitted,pose-c2f1bf9,pose-fast,selector,selector-fitted,"
-        "selector-c2f1bf9,selector-before,grabcut,selfie",
+        default="pose,pose-litert,pose-fitted,pose-c2f1bf9,pose-fast,selector,selector-litert,"
+        "selector-fitted,selector-c2f1bf9,selector-before,grabcut,selfie",
     )
     parser.add_argument("--min-named-px", type=float, default=40.0)
     parser.add_argument("--skip-real", action="store_true")

@@ -284,6 +284,12 @@ def test_litert_and_cv2_dnn_agree_on_the_pose_model(pose_segmenter, overlapping)
     litert, dnn = answers
     assert np.abs(litert.landmarks - dnn.landmarks).max() < 1.0  # tile pixels
     assert ((litert.logits > 0) == (dnn.logits > 0)).mean() > 0.99
+    # The settings choose it (cv2.dnn by default); a runtime nobody knows is refused.
+    for config, runtime in ((MaskConfig(), CV2_DNN), (MaskConfig(pose_runtime=LITERT), LITERT)):
+        pose = next(c for c in select_segmenter(config).candidates if c.name == "pose")
+        assert pose.runtime == runtime
+    with pytest.raises(ValueError, match="unknown TFLite runtime"):
+        PoseSegmenter(runtime="tensorflow")
 
 
 def test_palm_detector_anchors() -> None:

@@ -81,6 +81,11 @@ class MaskConfig:
     selfie_model: str | None = None
     # MediaPipe's BlazePose landmark model (pose_landmark_full.tflite); unset: as selfie_model.
     pose_model: str | None = None
+    # What runs the pose and hand models: "cv2.dnn", or "litert" (Google's TFLite runtime with
+    # XNNPACK, ai-edge-litert: 2.4x faster on one core; its float kernels differ slightly, which
+    # moved the group benchmark by +0.03 IoU on the tune split and -0.014 on the report split,
+    # so it is not the default yet).
+    pose_runtime: str = "cv2.dnn"
 
     # Segmentation runs on the tile shrunk to this longest side; masks are resized back up.
     work_max_side: int = 768

