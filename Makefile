@@ -27,9 +27,9 @@ $(STAMP): pyproject.toml
 	@# exactly one: the headless build.
 	$(PIP) uninstall --quiet -y opencv-python opencv-contrib-python opencv-contrib-python-headless || true
 	$(PIP) install --quiet --force-reinstall --no-deps $(OPENCV_HEADLESS)
-	@# The offline person segmenter: MediaPipe's selfie model (Apache-2.0, 250 KB) ships inside
-	@# this wheel. Only the .tflite file is used (run by cv2.dnn); --no-deps keeps mediapipe's own
-	@# pins (protobuf<5, opencv-contrib, jax) out of the environment. Never imported.
+	@# The offline person segmenters: MediaPipe's selfie, pose and hand models (Apache-2.0) ship
+	@# inside this wheel. Only the .tflite files are used (run by LiteRT, else cv2.dnn); --no-deps
+	@# keeps mediapipe's own pins (protobuf<5, opencv-contrib, jax) out. Never imported.
 	$(PIP) install --quiet --no-deps $(MEDIAPIPE_MODEL_WHEEL)
 	@touch $@
 

@@ -15,13 +15,17 @@
    place): no ground truth, so proxies per sample: the share of other people's face boxes the
    mask covers, the share of its own face box covered, the mask's connected components, and
    which backend the selector kept (the GrabCut fallback rate).
-3. Seconds per group tile of 8 people with the pose segmenter on one thread (``cv2`` and BLAS
-   held to one thread; run it under ``taskset -c 0``): the median of --repeat runs, wall and
-   process CPU time (the CPU time is what a loaded shared machine does not inflate).
+3. Seconds per group tile of 8 people with the pose segmenter on one thread (``cv2``, BLAS and
+   LiteRT held to one thread; run it under ``taskset -c 0``; ``--only-timing`` runs just this):
+   the median of --repeat runs, wall and process CPU time (the CPU time is what a loaded shared
+   machine does not inflate), today's settings in cv2.dnn beside.
 
-Methods, same scenes, same run: ``pose`` (the new segmenter alone), ``selector`` (the default
-selector: pose first for two or more people), ``selector-before`` (today's selector: selfie,
-then GrabCut), ``grabcut`` and ``selfie`` alone. Every method goes through
+Methods, same scenes, same run: ``pose`` (the pose segmenter alone), ``selector`` (the default
+selector: pose first for two or more people), ``pose-litert`` and ``selector-litert`` (the
+same in LiteRT), ``pose-fitted`` and ``selector-fitted`` (the off-by-default ownership weights
+fitted on the tune split, swallowed people spared, in LiteRT),
+``pose-c2f1bf9`` and ``selector-c2f1bf9`` (main c2f1bf9: today's settings in cv2.dnn), ``selector-before`` (the selector before the pose model: selfie, then
+GrabCut), ``grabcut`` and ``selfie`` alone. Every method goes through
 ``build_identity_masks`` (split, clean-up, soft edges), as in the pipeline.
 """
 
@@ -61,7 +65,12 @@ from identity_pipeline.masks import (  # noqa: E402
     quality,  # noqa: E402
     select_segmenter,
 )
+from identity_pipeline.masks.config import (  # noqa: E402
+    HANDSET_OWNERSHIP,
+    fitted_pose_ownership,
+)
 from identity_pipeline.masks.geometry import clip_box, reach_box, resize_to_max_side  # noqa: E402
+from identity_pipeline.masks.mediapipe_models import CV2_DNN, LITERT  # noqa: E402
 from identity_pipeline.masks.pose import PoseSegmenter  # noqa: E402
 from identity_pipeline.masks.records import Segmenter  # noqa: E402
 from identity_pipeline.masks.scenes import (  # noqa: E402
@@ -188,9 +197,9 @@ def surround_edge_contrast(gradient, region, labels, index, face, config) -> flo
 
 def fast_config(config: MaskConfig) -> MaskConfig:
     """The pose segmenter's cheaper setting: a second view only when the first is clearly off
-    (more than 12 % of its side), no hand model (chosen on the tuning scenes)."""
+    (more than 12 % of its side), no hand model (chosen on the tuning scenes), in LiteRT."""
     return replace(
-        config,
+        litert_config(config),
         pose_view_below=2.7,
         pose_refine_shift=0.12,
         pose_refine_scale=0.12,
@@ -210,11 +219,57 @@ class WithConfig:
         return self.segmenter.segment(image_rgb, faces, self.config)
 
 
+def today_config(config: MaskConfig) -> MaskConfig:
+    """Main c2f1bf9's pose settings: the hand-set ownership weights, no sparing of swallowed
+    people when looking again (today's defaults; these rows also run in cv2.dnn)."""
+    return replace(
+        config, pose_ownership=HANDSET_OWNERSHIP, pose_spare_swallowed=False, pose_runtime=CV2_DNN
+    )
+
+
+def litert_config(config: MaskConfig) -> MaskConfig:
+    """The default settings with the pose and hand models in LiteRT (off by default)."""
+    return replace(config, pose_runtime=LITERT)
+
+
+def fitted_config(config: MaskConfig) -> MaskConfig:
+    """The off-by-default alternative: the ownership weights fitted on the tune split, and
+    swallowed people spared when looked for again (in LiteRT, as fitted)."""
+    return replace(
+        litert_config(config),
+        pose_ownership=fitted_pose_ownership(),
+        pose_spare_swallowed=True,
+    )
+
+
+class WithSelectorConfig:
+    """The selector run with its own settings, its pose segmenter in ``runtime``."""
+
+    name = "selector"
+
+    def __init__(self, config: MaskConfig, runtime: str | None = None) -> None:
+        self.config = config
+        self.selector = select_segmenter(config)
+        self.selector.candidates = [
+            PoseSegmenter(config.pose_model, runtime) if c.name == "pose" else c
+            for c in self.selector.candidates
+        ]
+
+    def segment(self, image_rgb, faces, config):
+        return self.selector.segment(image_rgb, faces, self.config)
+
+
 def build_methods(config: MaskConfig) -> dict[str, Segmenter]:
     return {
-        "pose": PoseSegmenter(config.pose_model),
-        "pose-fast": WithConfig(PoseSegmenter(config.pose_model), fast_config(config)),
+        "pose": PoseSegmenter(config.pose_model, config.pose_runtime),
+        "pose-litert": WithConfig(PoseSegmenter(config.pose_model, LITERT), litert_config(config)),
+        "pose-c2f1bf9": WithConfig(PoseSegmenter(config.pose_model, CV2_DNN), today_config(config)),
+        "pose-fitted": WithConfig(PoseSegmenter(config.pose_model, LITERT), fitted_config(config)),
+        "pose-fast": WithConfig(PoseSegmenter(config.pose_model, LITERT), fast_config(config)),
         "selector": select_segmenter(config),
+        "selector-litert": WithSelectorConfig(litert_config(config), LITERT),
+        "selector-fitted": WithSelectorConfig(fitted_config(config), LITERT),
+        "selector-c2f1bf9": WithSelectorConfig(today_config(config), CV2_DNN),
         "selector-before": BeforeSelector(config),
         "grabcut": GrabCutSegmenter(),
         "selfie": SelfieSegmenter(config.selfie_model),
@@ -365,11 +420,14 @@ def time_group_tile(photos, config, face_backend, repeat: int) -> None:
     )
     settings = {
         "pose": config,
-        "pose-no-hands": replace(config, hands=False),
+        "pose-litert": litert_config(config),
+        "pose-no-hands": replace(litert_config(config), hands=False),
+        "pose-fitted": fitted_config(config),
         "pose-fast": fast_config(config),
+        "pose-c2f1bf9": replace(today_config(config), pose_runtime=CV2_DNN),
     }
     for name, settings_used in settings.items():
-        pose = PoseSegmenter(settings_used.pose_model)
+        pose = PoseSegmenter(settings_used.pose_model, settings_used.pose_runtime)
         for label, run in (
             ("segment", lambda p=pose, c=settings_used: p.segment(work, work_faces, c)),
             (
@@ -388,7 +446,7 @@ def time_group_tile(photos, config, face_backend, repeat: int) -> None:
                 cpus.append(time.process_time() - cpu)
             runs = (pose.runs + (pose.hands.runs if pose.hands else 0)) / repeat
             print(
-                f"  {name:<13} {label:<12} wall {statistics.median(walls):5.2f} s "
+                f"  {name:<13} {pose.runtime:<8} {label:<12} wall {statistics.median(walls):5.2f} s "
                 f"({min(walls):.2f})  CPU {statistics.median(cpus):5.2f} s ({min(cpus):.2f})  "
                 f"model runs {runs:.0f}"
             )
@@ -408,10 +466,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument(
-        "--methods", default="pose,pose-fast,selector,selector-before,grabcut,selfie"
+        "--methods",
+        default="pose,pose-litert,pose-fitted,pose-c2f1bf9,pose-fast,selector,selector-litert,"
+        "selector-fitted,selector-c2f1bf9,selector-before,grabcut,selfie",
     )
     parser.add_argument("--min-named-px", type=float, default=40.0)
     parser.add_argument("--skip-real", action="store_true")
+    parser.add_argument("--only-timing", action="store_true", help="just the 8-person tile")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
 
@@ -420,10 +481,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     photos = person_photos(fetch_grace_hopper(SCRATCH / "identity_pipeline_people"))
     wanted = args.methods.split(",")
     methods = {k: v for k, v in build_methods(config).items() if k in wanted}
-    scenes = scene_set(args.split, args.scenes, photos)
-    table = composed_table(scenes, methods, config, face_backend, args.out)
-    print_composed(table, args.split)
-    if not args.skip_real:
+    if not args.only_timing:
+        scenes = scene_set(args.split, args.scenes, photos)
+        table = composed_table(scenes, methods, config, face_backend, args.out)
+        print_composed(table, args.split)
+    if not args.skip_real and not args.only_timing:
         sheet = real_groups(args.groups, methods, config, face_backend, args.out, args.min_named_px)
         if sheet:
             samples = [(image, mask) for image, masks in sheet for mask in masks]

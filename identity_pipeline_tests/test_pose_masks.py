@@ -8,7 +8,9 @@ them are skipped where the wheel is missing.
 
 from __future__ import annotations
 
-from dataclasses import replace
+import importlib.util
+import json
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -23,16 +25,25 @@ from identity_pipeline.masks import (
     masks_contact_sheet,
     select_segmenter,
 )
+from identity_pipeline.masks.config import (
+    FITTED_OWNERSHIP_PATH,
+    HANDSET_OWNERSHIP,
+    PoseOwnership,
+    fitted_pose_ownership,
+)
 from identity_pipeline.masks.hands import Hand, palm_anchors
-from identity_pipeline.masks.mediapipe_models import verified_model
+from identity_pipeline.masks.mediapipe_models import CV2_DNN, LITERT, verified_model
 from identity_pipeline.masks.pose import (
     KNOWN_POSE_LANDMARK_SHA256,
     NOBODY,
+    OWNERSHIP_FEATURES,
     PersonPose,
     PoseModelMissing,
     PoseSegmenter,
     View,
     assign_owners,
+    blank_people,
+    face_view,
 )
 from identity_pipeline.masks.preview import PERSON_COLOURS, people_overlay
 from identity_pipeline.masks.scenes import (
@@ -214,6 +225,71 @@ def test_a_hand_goes_to_its_owner_and_is_cut_from_the_person_it_lies_on() -> Non
     stranger = Hand(owner=None, landmarks=fingers, presence=0.9, source="palm")
     owners = assign_owners([left, right], faces, (160, 200), MaskConfig(), [stranger])
     assert (owners[100:108, 40:52] == NOBODY).all()
+
+
+def weak_wide_pose(size: int = 200) -> PersonPose:
+    """A silhouette claiming the whole square (logit 2), its skeleton a short upright body in the
+    middle: shoulders 40 px apart, everything else on the spine."""
+    pose = synthetic_pose((0, 0, size, size), (0, 0, size, size))
+    landmarks = np.tile(np.float32([size / 2, size / 2]), (33, 1))
+    landmarks[0] = (size / 2, size / 2 - 40)  # the nose
+    landmarks[11], landmarks[12] = (size / 2 - 20, size / 2 - 20), (size / 2 + 20, size / 2 - 20)
+    return replace(pose, landmarks=landmarks, logits=np.full((size, size), 2.0, np.float32))
+
+
+def test_a_weak_claim_far_from_the_skeleton_is_nobodys_with_the_fitted_weights() -> None:
+    # What a view spills onto the background beside a person at the edge of a group: the
+    # hand-set rule gave every claimed pixel to someone, the fitted choice model does not.
+    pose = weak_wide_pose()
+    faces = [face_at("only", (85, 45, 115, 75))]
+    fitted = replace(MaskConfig(), pose_ownership=fitted_pose_ownership())
+    owners = assign_owners([pose], faces, (200, 200), fitted)
+    assert (owners[90:110, 90:110] == 0).all()  # on the body
+    assert (owners[180:, :20] == NOBODY).all()  # far below and beside it
+    assert MaskConfig().pose_ownership == HANDSET_OWNERSHIP  # the default
+    assert (assign_owners([pose], faces, (200, 200), MaskConfig())[180:, :20] == 0).all()
+
+
+def test_the_fitted_ownership_weights_come_from_the_tune_split_and_fit_the_features() -> None:
+    fitted = json.loads(FITTED_OWNERSHIP_PATH.read_text())
+    assert fitted["fitted_on"]["split"] == "tune"
+    assert fitted["features"] == ["bias", *OWNERSHIP_FEATURES] == list(asdict(PoseOwnership()))
+    assert asdict(fitted_pose_ownership()) == fitted["weights"]
+
+
+def test_a_person_looked_for_again_keeps_the_body_another_silhouette_swallowed() -> None:
+    # The silhouette of someone behind runs down over this person's face and body; looking for
+    # this person again, that silhouette is blacked out except over their head and torso.
+    image = np.full((200, 120, 3), 200, np.uint8)
+    behind = synthetic_pose((0, 0, 120, 200), (10, 0, 110, 200))
+    face = face_at("front", (45, 80, 75, 110))
+    config = replace(MaskConfig(), pose_blank_reach=10.0)
+    kept = blank_people(image, [behind], face, config, spare_swallowed=True)
+    lost = blank_people(image, [behind], face, config, spare_swallowed=False)
+    assert kept is not None and lost is not None
+    assert (lost[130:150, 50:70] == 0).all()  # the torso under the face, blacked out
+    assert (kept[130:150, 50:70] == 200).all()  # ...or kept
+    assert (kept[5:30, 20:100] == 0).all()  # the rest of the silhouette goes either way
+
+
+@pytest.mark.skipif(importlib.util.find_spec("ai_edge_litert") is None, reason="no LiteRT")
+def test_litert_and_cv2_dnn_agree_on_the_pose_model(pose_segmenter, overlapping) -> None:
+    scene, faces, _ = overlapping
+    view = face_view(faces[0], MaskConfig())
+    answers = []
+    for runtime in (LITERT, CV2_DNN):
+        segmenter = PoseSegmenter(runtime=runtime)
+        assert segmenter.runtime == runtime
+        answers.append(segmenter._run(scene.image, view, faces[0], passes=1))
+    litert, dnn = answers
+    assert np.abs(litert.landmarks - dnn.landmarks).max() < 1.0  # tile pixels
+    assert ((litert.logits > 0) == (dnn.logits > 0)).mean() > 0.99
+    # The settings choose it (cv2.dnn by default); a runtime nobody knows is refused.
+    for config, runtime in ((MaskConfig(), CV2_DNN), (MaskConfig(pose_runtime=LITERT), LITERT)):
+        pose = next(c for c in select_segmenter(config).candidates if c.name == "pose")
+        assert pose.runtime == runtime
+    with pytest.raises(ValueError, match="unknown TFLite runtime"):
+        PoseSegmenter(runtime="tensorflow")
 
 
 def test_palm_detector_anchors() -> None:

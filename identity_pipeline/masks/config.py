@@ -8,12 +8,16 @@ The config's hash belongs in any cache key of masks: changing a value re-compute
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import json
+from dataclasses import asdict, astuple, dataclass, field
+from pathlib import Path
+
+import numpy as np
 
 from identity_pipeline.settings import stable_hash
 
 # Bump when code changes alter masks for the same config: it is part of the hash.
-MASKS_VERSION = 2
+MASKS_VERSION = 3
 
 # Flag names (also the values of ``MaskConfig.exclude_flags``).
 FLAG_EMPTY = "empty_mask"
@@ -45,6 +49,28 @@ MODEL_CHOICE_FIELDS = ("sam_model", "sam_device", "selfie_model", "pose_model")
 
 
 @dataclass(frozen=True)
+class PoseOwnership:
+    """Weights of the per-pixel ownership score (one per ``pose.OWNERSHIP_FEATURES``, after the
+    bias). The defaults are the hand-set rule of main c2f1bf9: any positive logit is someone's
+    (a bias no feature outweighs), mask strength minus 4 x skeleton distance, plus 4 where they
+    stand in front. ``fitted_pose_ownership()`` reads the conditional logit that
+    ``benchmarks/fit_pose_ownership.py`` fitted on the tuning scenes (``pose_ownership.json``):
+    better on the tune split, not on the report split, so it is off by default."""
+
+    bias: float = 100.0
+    logit: float = 1.0
+    skeleton_distance: float = -4.0
+    in_front: float = 4.0
+    face_size: float = 0.0
+    row: float = 0.0
+    beside_face: float = 0.0
+    above_face: float = 0.0
+
+    def as_array(self) -> np.ndarray:
+        return np.asarray(astuple(self), np.float32)
+
+
+@dataclass(frozen=True)
 class MaskConfig:
     # Segment Anything (transformers): a local folder or hub id; unset: no SAM. It needs a model
     # download and ideally a GPU, so it is never used unless named here.
@@ -55,6 +81,11 @@ class MaskConfig:
     selfie_model: str | None = None
     # MediaPipe's BlazePose landmark model (pose_landmark_full.tflite); unset: as selfie_model.
     pose_model: str | None = None
+    # What runs the pose and hand models: "cv2.dnn", or "litert" (Google's TFLite runtime with
+    # XNNPACK, ai-edge-litert: 2.4x faster on one core; its float kernels differ slightly, which
+    # moved the group benchmark by +0.03 IoU on the tune split and -0.014 on the report split,
+    # so it is not the default yet).
+    pose_runtime: str = "cv2.dnn"
 
     # Segmentation runs on the tile shrunk to this longest side; masks are resized back up.
     work_max_side: int = 768
@@ -99,11 +130,9 @@ class MaskConfig:
     pose_refine_degrees: float = 0.0
     # A view whose nose, eyes and mouth landmarks mostly miss its face settled on a neighbour.
     pose_min_face_agreement: float = 0.6
-    # Ownership of pixels several silhouettes claim: logit minus this x distance to the
-    # person's visible skeleton (shoulder widths), plus a bonus where they stand in front.
-    pose_distance_weight: float = 4.0
-    pose_front_bonus: float = 4.0
-    pose_own_face_bonus: float = 8.0  # over the person's own detected face
+    # Ownership of the pixels silhouettes claim (pose.assign_owners): a linear score per person
+    # over pose.OWNERSHIP_FEATURES, nobody scoring 0 (hand-set; a fitted set is off by default).
+    pose_ownership: PoseOwnership = field(default_factory=lambda: PoseOwnership())
     # Another face this much inside a silhouette stands in front of it: the silhouette loses
     # that person's head and torso (geometry.person_cost below this).
     pose_face_inside: float = 0.5
@@ -111,22 +140,24 @@ class MaskConfig:
     # A person the body view missed is looked for again with the others' silhouettes blacked
     # out, up to this many shoulder widths from their skeletons.
     pose_blank_reach: float = 0.6
+    # ...except where their face shows inside a silhouette: that one's head and torso stay.
+    # (Better on the tune split, not on the report split together with the fitted ownership.)
+    pose_spare_swallowed: bool = False
     # A face lower than another's by this many face sizes belongs to a row in front of it.
     pose_row_gap: float = 0.4
     pose_min_depth_evidence: float = 0.5  # summed (visibility - 0.5) of landmarks in the overlap
-    pose_min_people: int = 2
+    pose_min_people: int = 2  # the selector tries the pose model first from this many faces
     # Hands (masks/hands.py): a hand reaching into someone else's silhouette goes to the person
     # whose wrist it continues. Its view: this many times twice the wrist-to-knuckles length.
     hands: bool = True
     hands_view_scale: float = 2.0
     hands_min_presence: float = 0.5  # the hand model's "a hand is here"
     hands_wrist_match: float = 0.5  # hand wrist within this many hand sizes of the pose wrist
-    hands_bonus: float = 8.0  # the owner's score over their hand; others lose it
     # Palm detection over each upper body for hands no wrist explains (one more model run per
     # person, ~30 ms); such a hand goes to the nearest wrist within this many shoulder widths.
     hands_search_palms: bool = True
     hands_palm_score: float = 0.5
-    hands_owner_reach: float = 1.5  # the selector tries the pose model first from this many faces
+    hands_owner_reach: float = 1.5
 
     # SAM prompts: a body box around head and torso, a point on the face, one on the chest.
     sam_box_half_width: float = 1.8  # face widths
@@ -176,6 +207,15 @@ class MaskConfig:
         """A short, stable digest of every threshold and the masks version."""
         thresholds = {k: v for k, v in asdict(self).items() if k not in MODEL_CHOICE_FIELDS}
         return stable_hash({"masks_version": MASKS_VERSION, **thresholds})
+
+
+HANDSET_OWNERSHIP = PoseOwnership()  # the baseline of the fit
+FITTED_OWNERSHIP_PATH = Path(__file__).resolve().parent / "pose_ownership.json"
+
+
+def fitted_pose_ownership(path: Path = FITTED_OWNERSHIP_PATH) -> PoseOwnership:
+    """The ownership weights ``benchmarks/fit_pose_ownership.py --write`` fitted (tune split)."""
+    return PoseOwnership(**json.loads(path.read_text())["weights"])
 
 
 # The defaults, shared as argument defaults (a frozen dataclass, so sharing one is safe).

@@ -59,8 +59,14 @@ def ellipse_mask(
     cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
     rx = max(0.5, (box[2] - box[0]) / 2 * grow_x)
     ry = max(0.5, (box[3] - box[1]) / 2 * grow_y)
-    ys, xs = np.ogrid[:height, :width]
-    return ((xs + 0.5 - cx) / rx) ** 2 + ((ys + 0.5 - cy) / ry) ** 2 <= 1.0
+    mask = np.zeros(shape, bool)
+    # Only the ellipse's bounding window is computed (the rest is False).
+    x0, x1 = max(0, int(np.floor(cx - rx - 1))), min(width, int(np.ceil(cx + rx + 1)))
+    y0, y1 = max(0, int(np.floor(cy - ry - 1))), min(height, int(np.ceil(cy + ry + 1)))
+    if x1 > x0 and y1 > y0:
+        ys, xs = np.ogrid[y0:y1, x0:x1]
+        mask[y0:y1, x0:x1] = ((xs + 0.5 - cx) / rx) ** 2 + ((ys + 0.5 - cy) / ry) ** 2 <= 1.0
+    return mask
 
 
 def face_core(shape: tuple[int, int], face: FaceInTile) -> np.ndarray:

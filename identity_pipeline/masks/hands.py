@@ -30,8 +30,9 @@ import numpy as np
 from identity_pipeline.masks.config import MaskConfig
 from identity_pipeline.masks.geometry import clip_box
 from identity_pipeline.masks.mediapipe_models import (
+    CV2_DNN,
+    TFLiteModel,
     find_mediapipe_model,
-    load_tflite,
     verified_model,
 )
 
@@ -94,6 +95,7 @@ class HandFinder:
         self,
         hand_model: str | os.PathLike[str] | None = None,
         palm_model: str | os.PathLike[str] | None = None,
+        runtime: str | None = CV2_DNN,
     ) -> None:
         try:
             hand_path = find_mediapipe_model(HAND_LANDMARK_FOLDER, HAND_LANDMARK_FILE, hand_model)
@@ -102,8 +104,8 @@ class HandFinder:
             raise HandModelMissing(str(error)) from error
         verified_model(hand_path, KNOWN_HAND_SHA256)
         verified_model(palm_path, KNOWN_PALM_SHA256)
-        self._hand = load_tflite(hand_path)
-        self._palm = load_tflite(palm_path)
+        self._hand = TFLiteModel(hand_path, ("Identity_1", "Identity_2", "Identity"), runtime)
+        self._palm = TFLiteModel(palm_path, ("Identity_1", "Identity"), runtime)
         self._anchors = palm_anchors()
         self.runs = 0
 
@@ -114,9 +116,8 @@ class HandFinder:
         self.runs += 1
         to_view = _view_matrix(centre, side, rotation, HAND_SIDE)
         crop = cv2.warpAffine(image_rgb, to_view, (HAND_SIDE, HAND_SIDE), flags=cv2.INTER_LINEAR)
-        blob = crop.astype(np.float32).transpose(2, 0, 1)[np.newaxis] / np.float32(255.0)
-        self._hand.setInput(np.ascontiguousarray(blob))
-        presence, _, raw = self._hand.forward(["Identity_1", "Identity_2", "Identity"])
+        blob = crop.astype(np.float32)[np.newaxis] / np.float32(255.0)
+        presence, _, raw = self._hand.run(blob)
         points = np.asarray(raw, np.float32).reshape(21, 3)[:, :2]
         back = cv2.invertAffineTransform(to_view)
         return points @ back[:, :2].T + back[:, 2], float(np.asarray(presence).ravel()[0])
@@ -133,9 +134,8 @@ class HandFinder:
         centre = np.float32([(x0 + x1) / 2, (y0 + y1) / 2])
         to_view = _view_matrix(centre, side, 0.0, PALM_SIDE)
         crop = cv2.warpAffine(image_rgb, to_view, (PALM_SIDE, PALM_SIDE), flags=cv2.INTER_LINEAR)
-        blob = crop.astype(np.float32).transpose(2, 0, 1)[np.newaxis] / np.float32(255.0)
-        self._palm.setInput(np.ascontiguousarray(blob))
-        scores, raw = self._palm.forward(["Identity_1", "Identity"])
+        blob = crop.astype(np.float32)[np.newaxis] / np.float32(255.0)
+        scores, raw = self._palm.run(blob)
         scores = 1.0 / (1.0 + np.exp(-np.clip(np.asarray(scores).reshape(-1), -80, 80)))
         raw = np.asarray(raw, np.float32).reshape(-1, 18)
         keep = np.nonzero(scores >= config.hands_palm_score)[0]

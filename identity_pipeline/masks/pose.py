@@ -14,21 +14,29 @@ Per face, front rows first (lowest faces first):
    on the view they ask for when it differs by more than ``pose_refine_*`` (by default always:
    the second view measured better on the tuning scenes). MediaPipe's pose *detector* would
    place views from scratch, but OpenCV 5.0's TFLite importer cannot load it: it stores its
-   weights sparse (DENSIFY) and upsamples with DEPTH_TO_SPACE, two ops cv2.dnn lacks.
+   weights sparse (DENSIFY) and upsamples with DEPTH_TO_SPACE, two ops cv2.dnn lacks (LiteRT
+   runs it; not used yet).
 3. The answer is kept only when the model's face landmarks fall on the face it was placed from.
    Otherwise the view settled on a neighbour: it is tried again with every person found so far
-   blacked out, then as a head-and-shoulders view; failing all, that person gets no mask (the
-   selector then sees an implausible person and says so).
+   blacked out (but for this person's head and torso where another silhouette swallowed them,
+   ``pose_spare_swallowed``), then as a head-and-shoulders view; failing all, that person gets
+   no mask (the selector then sees an implausible person and says so).
 
-Pixels several people's segmentations claim go to one of them (``assign_owners``): the score of
-a person at a pixel is their mask strength (the logit, capped) minus how far the pixel lies from
-their visible skeleton (segments between landmarks the model sees, in units of their shoulder
-width). Occluded landmarks draw no skeleton, so where someone stands in front, their skeleton
+Pixels go to one person or nobody (``assign_owners``): a linear score per person and pixel
+(``PoseOwnership``) over their mask strength (the logit), the distance to their visible
+skeleton (segments between landmarks the model sees, in shoulder widths), whether their
+landmarks say they stand in front of the other claimant there, their face's size and row, and
+where the pixel lies from their face; nobody scores 0. By default the weights are the hand-set
+rule (every claimed pixel is someone's: logit - 4 x distance + 4 in front); a choice model
+fitted on the tuning scenes (``benchmarks/fit_pose_ownership.py``) is there to switch on.
+Occluded landmarks draw no skeleton, so where someone stands in front, their skeleton
 is there and the hidden person's is not: the hidden part stays out of the hidden person's mask.
-Where two people's claims overlap, the one whose visible landmarks lie in the overlap is in
-front and gets ``pose_front_bonus`` there; a detected face that shows inside someone else's
-silhouette stands in front of it and keeps its head and torso. Hands the hand models found
-(``hands.py``) go to the person whose wrist they continue.
+Hard evidence stays hard: a detected face is its own person's, and a face that shows inside
+someone else's silhouette stands in front of it and keeps its head and torso. Hands the hand
+models found (``hands.py``) go to the person whose wrist they continue.
+
+The models run in cv2.dnn or, with ``pose_runtime: litert``, in LiteRT (XNNPACK, 2.4 times as
+fast; ``mediapipe_models.TFLiteModel``).
 """
 
 from __future__ import annotations
@@ -36,6 +44,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from functools import cached_property
 
 import cv2
 import numpy as np
@@ -44,8 +53,9 @@ from identity_pipeline.masks.config import BACKEND_POSE, MaskConfig
 from identity_pipeline.masks.geometry import clip_box, ellipse_mask, person_cost
 from identity_pipeline.masks.hands import Hand, HandFinder, HandModelMissing, find_hands
 from identity_pipeline.masks.mediapipe_models import (
+    CV2_DNN,
+    TFLiteModel,
     find_mediapipe_model,
-    load_tflite,
     verified_model,
 )
 from identity_pipeline.masks.records import FaceInTile, Segmentation
@@ -118,6 +128,13 @@ class PersonPose:
     view_points: np.ndarray  # (2, 2): the centre and scale point of the view it asks for next
     passes: int
 
+    @cached_property
+    def skeleton_distance(self) -> np.ndarray:
+        """Distance (pixels) from each pixel of ``box`` to the visible skeleton and face (kept:
+        blacking people out and ownership both need it)."""
+        x0, y0, x1, y1 = self.box
+        return skeleton_distance(self, (x1 - x0, y1 - y0))
+
     @property
     def scale(self) -> float:
         """Shoulder width, the unit of body distances (at least a third of the view)."""
@@ -136,7 +153,9 @@ class PoseSegmenter:
 
     name = BACKEND_POSE
 
-    def __init__(self, model_path: str | os.PathLike[str] | None = None) -> None:
+    def __init__(
+        self, model_path: str | os.PathLike[str] | None = None, runtime: str | None = CV2_DNN
+    ) -> None:
         try:
             self.model_path = find_mediapipe_model(
                 POSE_LANDMARK_FOLDER, POSE_LANDMARK_FILE, model_path
@@ -144,16 +163,54 @@ class PoseSegmenter:
         except FileNotFoundError as error:
             raise PoseModelMissing(str(error)) from error
         self.model_sha256 = verified_model(self.model_path, KNOWN_POSE_LANDMARK_SHA256)
-        self._net = load_tflite(self.model_path)
+        self._net = TFLiteModel(self.model_path, OUTPUTS, runtime)
+        self.runtime = self._net.runtime  # masks.pose_runtime (mediapipe_models.TFLiteModel)
         self.runs = 0  # model runs so far (each ~35 ms of one CPU core)
         try:
-            self.hands: HandFinder | None = HandFinder()
+            self.hands: HandFinder | None = HandFinder(runtime=runtime)
         except (HandModelMissing, ValueError):
             self.hands = None  # hands are then left to the silhouettes
 
     def segment(
         self, image_rgb: np.ndarray, faces: Sequence[FaceInTile], config: MaskConfig
     ) -> Segmentation:
+        height, width = image_rgb.shape[:2]
+        poses, hands = self.people(image_rgb, faces, config)
+        owners = assign_owners(poses, faces, (height, width), config, hands)
+        probabilities = np.zeros((len(faces), height, width), np.float32)
+        kept = 0
+        for index, pose in enumerate(poses):
+            if pose is None:
+                continue
+            kept += 1
+            x0, y0, x1, y1 = pose.box
+            own = owners[y0:y1, x0:x1] == index
+            probabilities[index, y0:y1, x0:x1][own] = _sigmoid(pose.logits[own])
+        # A hand the hand model found is its owner's even where the silhouette missed it.
+        for hand in hands:
+            if hand.owner is not None and poses[hand.owner] is not None:
+                region = hand.region((height, width)) & (owners == hand.owner)
+                probabilities[hand.owner][region] = np.maximum(
+                    probabilities[hand.owner][region], HAND_PROBABILITY
+                )
+        lost = len(faces) - kept
+        reason = f"BlazePose per person in {self.runtime}" + (
+            f" ({lost} views off their face)" if lost else ""
+        )
+        if hands:
+            owned = sum(hand.owner is not None for hand in hands)
+            palms = sum(hand.source == "palm" for hand in hands)
+            reason += (
+                f"; hands: {owned} of {len(hands)} given to their owner "
+                f"({len(hands) - palms} from wrists in others' outlines, {palms} from palms)"
+            )
+        return Segmentation(probabilities, self.name, reason, per_person=True)
+
+    def people(
+        self, image_rgb: np.ndarray, faces: Sequence[FaceInTile], config: MaskConfig
+    ) -> tuple[list[PersonPose | None], list[Hand]]:
+        """Per face its ``PersonPose`` (None: the model settled on someone else every time),
+        and the hands found reaching into other people's outlines."""
         height, width = image_rgb.shape[:2]
         # Front rows first: a person behind is looked for with the people in front of them
         # blacked out, so their view cannot take a front person's body for their own.
@@ -176,33 +233,7 @@ class PoseSegmenter:
             hands = find_hands(
                 self.hands, image_rgb, poses, _claims(poses, (height, width)), config
             )
-        owners = assign_owners(poses, faces, (height, width), config, hands)
-        probabilities = np.zeros((len(faces), height, width), np.float32)
-        kept = 0
-        for index, pose in enumerate(poses):
-            if pose is None:
-                continue
-            kept += 1
-            x0, y0, x1, y1 = pose.box
-            own = owners[y0:y1, x0:x1] == index
-            probabilities[index, y0:y1, x0:x1][own] = _sigmoid(pose.logits[own])
-        # A hand the hand model found is its owner's even where the silhouette missed it.
-        for hand in hands:
-            if hand.owner is not None and poses[hand.owner] is not None:
-                region = hand.region((height, width)) & (owners == hand.owner)
-                probabilities[hand.owner][region] = np.maximum(
-                    probabilities[hand.owner][region], HAND_PROBABILITY
-                )
-        lost = len(faces) - kept
-        reason = "BlazePose per person" + (f" ({lost} views off their face)" if lost else "")
-        if hands:
-            owned = sum(hand.owner is not None for hand in hands)
-            palms = sum(hand.source == "palm" for hand in hands)
-            reason += (
-                f"; hands: {owned} of {len(hands)} given to their owner "
-                f"({len(hands) - palms} from wrists in others' outlines, {palms} from palms)"
-            )
-        return Segmentation(probabilities, self.name, reason, per_person=True)
+        return poses, hands
 
     def estimate(
         self, image_rgb: np.ndarray, face: FaceInTile, config: MaskConfig
@@ -229,7 +260,9 @@ class PoseSegmenter:
         """A person whose body view settled on someone else (whose body fills it): again with
         the people already found blacked out (what the model sees beyond a view's border), so
         this one is the only person left in it; failing that, a head-and-shoulders view."""
-        blanked = blank_people(image_rgb, others, face, config)
+        blanked = blank_people(
+            image_rgb, others, face, config, spare_swallowed=config.pose_spare_swallowed
+        )
         if blanked is not None:
             pose = self.estimate(blanked, face, config)
             if pose is not None:
@@ -249,9 +282,8 @@ class PoseSegmenter:
             borderMode=cv2.BORDER_CONSTANT,
             borderValue=(0, 0, 0),
         )
-        blob = crop.astype(np.float32).transpose(2, 0, 1)[np.newaxis] / np.float32(255.0)
-        self._net.setInput(np.ascontiguousarray(blob))
-        raw_landmarks, presence, segmentation = self._net.forward(list(OUTPUTS))
+        blob = crop.astype(np.float32)[np.newaxis] / np.float32(255.0)
+        raw_landmarks, presence, segmentation = self._net.run(blob)
         landmarks = np.asarray(raw_landmarks, np.float32).reshape(LANDMARK_COUNT, 5)
         from_view = cv2.invertAffineTransform(to_view)
         points = landmarks[:, :2] @ from_view[:, :2].T + from_view[:, 2]
@@ -327,20 +359,30 @@ def blank_people(
     poses: Sequence[PersonPose | None],
     face: FaceInTile,
     config: MaskConfig,
+    spare_swallowed: bool = False,
 ) -> np.ndarray | None:
     """A copy of the image with the people in ``poses`` black, except around ``face`` (None when
     there is nothing to black out). Only the core of each silhouette goes, within
     ``pose_blank_reach`` shoulder widths of its skeleton: a silhouette may spill onto the very
-    person looked for."""
+    person looked for. With ``spare_swallowed``, a silhouette that ``face`` shows inside keeps
+    that person's head and torso visible: it stands behind them and took their body for its
+    own (the ownership rule of ``ownership_evidence``, applied before looking again)."""
     height, width = image_rgb.shape[:2]
     covered = np.zeros((height, width), bool)
+    spared = None
     for pose in poses:
         if pose is not None:
             x0, y0, x1, y1 = pose.box
-            near = (
-                skeleton_distance(pose, (x1 - x0, y1 - y0)) < config.pose_blank_reach * pose.scale
-            )
-            covered[y0:y1, x0:x1] |= (pose.logits > 0) & near
+            near = pose.skeleton_distance < config.pose_blank_reach * pose.scale
+            core = (pose.logits > 0) & near
+            if spare_swallowed and _overlaps(face.box, pose.box):
+                local = _shifted_face(face, x0, y0)
+                own_face = ellipse_mask((y1 - y0, x1 - x0), local.box)
+                if own_face.any() and (pose.logits[own_face] > 0).mean() >= config.pose_face_inside:
+                    if spared is None:
+                        spared = person_cost((height, width), face, config) < config.pose_body_prior
+                    core &= ~spared[y0:y1, x0:x1]
+            covered[y0:y1, x0:x1] |= core
     grow_x, grow_y = config.hair_side * face.width, config.hair_up * face.height
     x0, y0, x1, y1 = clip_box(
         (face.box[0] - grow_x, face.box[1] - grow_y, face.box[2] + grow_x, face.box[3]),
@@ -398,6 +440,29 @@ def face_agreement(points: np.ndarray, face: FaceInTile) -> float:
     return float(np.mean(inside))
 
 
+OWNERSHIP_FEATURES = (
+    "logit",  # the person's segmentation logit, capped at +-LOGIT_CAP
+    "skeleton_distance",  # to their visible skeleton, shoulder widths (capped at 4)
+    "in_front",  # 1 where their landmarks say they stand in front of another claimant
+    "face_size",  # log of their face size over the tile's median face size (nearer: bigger)
+    "row",  # how much lower their face is than the median face, in median face sizes
+    "beside_face",  # horizontal distance from their face centre, face sizes (capped at 6)
+    "above_face",  # height above the top of their face box, face sizes (capped at 3)
+)
+
+
+@dataclass(frozen=True)
+class OwnerEvidence:
+    """What is known about one person over their view's box: the features of
+    ``OWNERSHIP_FEATURES`` (F, h, w), where they may claim a pixel at all, and where the
+    pixel is theirs whatever the rest says (their own face, their own hand)."""
+
+    box: tuple[int, int, int, int]
+    features: np.ndarray
+    allowed: np.ndarray
+    forced: np.ndarray
+
+
 def assign_owners(
     poses: Sequence[PersonPose | None],
     faces: Sequence[FaceInTile],
@@ -407,65 +472,21 @@ def assign_owners(
 ) -> np.ndarray:
     """(H, W) int16: the person each pixel belongs to (index into ``poses``) or ``NOBODY``.
 
-    A pixel is claimed by every person whose segmentation logit there is positive; it goes to
-    the claimant with the highest score: capped logit, minus ``pose_distance_weight`` times the
-    distance to their visible skeleton in shoulder widths, plus ``pose_front_bonus`` where they
-    stand in front of the other claimant. A detected face is the strongest evidence of all: its
-    own person gets ``pose_own_face_bonus`` over it, nobody else may take it. So is a hand
-    found by the hand model: its owner gets ``hands_bonus`` over it, nobody else may take it.
+    A choice model per pixel: each person who may claim it scores the linear function
+    ``config.pose_ownership`` of ``OWNERSHIP_FEATURES`` (hand-set by default; weights fitted on
+    the tuning scenes by ``benchmarks/fit_pose_ownership.py`` to switch on), nobody scores 0,
+    the highest wins. Hard evidence
+    stays hard: a detected face is its own person's and nobody else's, and so is a hand the
+    hand model gave to its owner (see ``ownership_evidence``).
     """
-    height, width = shape
-    best = np.full(shape, -np.inf, np.float32)
+    weights = config.pose_ownership.as_array()
+    best = np.zeros(shape, np.float32)  # nobody's score
     owners = np.full(shape, NOBODY, np.int16)
-    hand_regions = [hand.region(shape) for hand in hands]
-    poses = list(poses)
-    for hand, region in zip(hands, hand_regions, strict=True):
-        if hand.owner is not None and poses[hand.owner] is not None:
-            # A hand may reach beyond its owner's view: the owner's box grows to hold it.
-            ys, xs = np.nonzero(region)
-            if len(xs):
-                box = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
-                poses[hand.owner] = covering(poses[hand.owner], box)  # type: ignore[arg-type]
-    scores = {}
-    for index, pose in enumerate(poses):
-        if pose is None:
-            continue
-        x0, y0, x1, y1 = pose.box
-        logits = pose.logits
-        distance = skeleton_distance(pose, (x1 - x0, y1 - y0)) / pose.scale
-        score = np.minimum(logits, LOGIT_CAP) - config.pose_distance_weight * distance
-        score[logits <= 0] = -np.inf
-        other_faces = np.zeros(score.shape, bool)
-        for other_index, face in enumerate(faces):
-            if not _overlaps(face.box, (x0, y0, x1, y1)):
-                continue
-            local = _shifted_face(face, x0, y0)
-            core = ellipse_mask((y1 - y0, x1 - x0), local.box)
-            if other_index != index:
-                other_faces |= core
-            if other_index == index:
-                score[core] = np.maximum(score[core], 0.0) + config.pose_own_face_bonus
-                continue
-            if core.any() and (logits[core] > 0).mean() >= config.pose_face_inside:
-                # Another person's face shows inside this silhouette: they stand in front of
-                # it, and what lies where their head and torso would be is theirs, not this
-                # person's (a view hallucinates a body out of whoever stands below a face).
-                body = person_cost((y1 - y0, x1 - x0), local, config) < config.pose_body_prior
-                score[body] = -np.inf
-            score[core] = -np.inf
-        for hand, full_region in zip(hands, hand_regions, strict=True):
-            # A hand never takes a detected face (the detector's other faces stay out of
-            # everyone's mask, even one it found on the hand itself).
-            region = full_region[y0:y1, x0:x1] & ~other_faces
-            if hand.owner == index:
-                score[region] = np.maximum(score[region], 0.0) + config.hands_bonus
-            else:
-                score[region] = -np.inf
-        scores[index] = score
-    fronts = depth_bonus(poses, scores, shape, config)
-    for index, score in scores.items():
-        x0, y0, x1, y1 = poses[index].box  # type: ignore[union-attr]
-        total = score + fronts.get(index, 0.0)
+    for index, evidence in ownership_evidence(poses, faces, shape, config, hands).items():
+        x0, y0, x1, y1 = evidence.box
+        total = weights[0] + np.tensordot(weights[1:], evidence.features, axes=1)
+        total[~evidence.allowed] = -np.inf
+        total[evidence.forced] = FORCED_SCORE
         window = best[y0:y1, x0:x1]
         wins = total > window
         window[wins] = total[wins]
@@ -473,25 +494,117 @@ def assign_owners(
     return owners
 
 
-def depth_bonus(
+FORCED_SCORE = 1e6
+
+
+def ownership_evidence(
     poses: Sequence[PersonPose | None],
-    scores: dict[int, np.ndarray],
+    faces: Sequence[FaceInTile],
+    shape: tuple[int, int],
+    config: MaskConfig,
+    hands: Sequence[Hand] = (),
+) -> dict[int, OwnerEvidence]:
+    """Per person the pose model found, their ``OwnerEvidence``.
+
+    A person may claim the pixels their segmentation logit is positive on. Another person's
+    detected face is never theirs; when that face shows inside their silhouette, that person
+    stands in front, and their head and torso are not theirs either (a view hallucinates a body
+    out of whoever stands below a face). A hand the hand model found is its owner's (their box
+    grows to hold it) and nobody else's; a hand nobody owns is nobody's.
+    """
+    hand_regions = [hand.region(shape) for hand in hands]
+    poses = list(poses)
+    for hand, region in zip(hands, hand_regions, strict=True):
+        if hand.owner is not None and poses[hand.owner] is not None:
+            ys, xs = np.nonzero(region)
+            if len(xs):
+                box = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
+                poses[hand.owner] = covering(poses[hand.owner], box)  # type: ignore[arg-type]
+    present = [pose for pose in poses if pose is not None]
+    if not present:
+        return {}
+    sizes = [faces[i].size for i, pose in enumerate(poses) if pose is not None]
+    rows = [faces[i].centre[1] for i, pose in enumerate(poses) if pose is not None]
+    median_size, median_row = float(np.median(sizes)), float(np.median(rows))
+    allowed_maps: dict[int, np.ndarray] = {}
+    forced_maps: dict[int, np.ndarray] = {}
+    for index, pose in enumerate(poses):
+        if pose is None:
+            continue
+        x0, y0, x1, y1 = pose.box
+        allowed = pose.logits > 0
+        forced = np.zeros(allowed.shape, bool)
+        other_faces = np.zeros(allowed.shape, bool)
+        for other_index, face in enumerate(faces):
+            if not _overlaps(face.box, (x0, y0, x1, y1)):
+                continue
+            local = _shifted_face(face, x0, y0)
+            core = ellipse_mask((y1 - y0, x1 - x0), local.box)
+            if other_index == index:
+                forced |= core
+                continue
+            other_faces |= core
+            if core.any() and (pose.logits[core] > 0).mean() >= config.pose_face_inside:
+                body = person_cost((y1 - y0, x1 - x0), local, config) < config.pose_body_prior
+                allowed &= ~body
+        forced &= ~other_faces
+        allowed &= ~other_faces
+        for hand, full_region in zip(hands, hand_regions, strict=True):
+            region = full_region[y0:y1, x0:x1] & ~other_faces
+            if hand.owner == index:
+                forced |= region
+            else:
+                allowed &= ~region
+                forced &= ~region
+        allowed_maps[index] = allowed | forced
+        forced_maps[index] = forced
+    fronts = depth_order(poses, allowed_maps, shape, config)
+    evidence = {}
+    for index, allowed in allowed_maps.items():
+        pose, face = poses[index], faces[index]
+        assert pose is not None
+        x0, y0, x1, y1 = pose.box
+        ys, xs = np.ogrid[y0:y1, x0:x1]
+        cx = face.centre[0]
+        beside = np.minimum(np.abs(xs + 0.5 - cx) / face.size, 6.0)
+        above = np.minimum(np.maximum(face.box[1] - (ys + 0.5), 0.0) / face.size, 3.0)
+        distance = pose.skeleton_distance / pose.scale
+        shape_local = (y1 - y0, x1 - x0)
+        features = np.stack(
+            [
+                np.clip(pose.logits, -LOGIT_CAP, LOGIT_CAP),
+                np.minimum(distance, 4.0),
+                fronts.get(index, np.zeros(shape_local, np.float32)),
+                np.full(shape_local, np.log(face.size / median_size), np.float32),
+                np.full(shape_local, (face.centre[1] - median_row) / median_size, np.float32),
+                np.broadcast_to(beside, shape_local),
+                np.broadcast_to(above, shape_local),
+            ]
+        ).astype(np.float32)
+        evidence[index] = OwnerEvidence(pose.box, features, allowed, forced_maps[index])
+    return evidence
+
+
+def depth_order(
+    poses: Sequence[PersonPose | None],
+    allowed: dict[int, np.ndarray],
     shape: tuple[int, int],
     config: MaskConfig,
 ) -> dict[int, np.ndarray]:
-    """Per person, a bonus over the pixels where they stand in front of another claimant.
+    """Per person, 1.0 over the pixels where they stand in front of another claimant (float32
+    over their box).
 
     For two people whose claims overlap, the one with more visible landmarks (and the other's
     hidden ones) inside the overlap is in front there.
     """
     claims = {}
-    for index, score in scores.items():
+    for index, local in allowed.items():
         full = np.zeros(shape, bool)
         x0, y0, x1, y1 = poses[index].box  # type: ignore[union-attr]
-        full[y0:y1, x0:x1] = np.isfinite(score)
+        full[y0:y1, x0:x1] = local
         claims[index] = full
-    bonus: dict[int, np.ndarray] = {}
-    people = sorted(scores)
+    fronts: dict[int, np.ndarray] = {}
+    people = sorted(allowed)
     for a_pos, a in enumerate(people):
         for b in people[a_pos + 1 :]:
             overlap = claims[a] & claims[b]
@@ -502,9 +615,9 @@ def depth_bonus(
                 continue
             front = a if evidence > 0 else b
             x0, y0, x1, y1 = poses[front].box  # type: ignore[union-attr]
-            add = bonus.setdefault(front, np.zeros((y1 - y0, x1 - x0), np.float32))
-            add[overlap[y0:y1, x0:x1]] = config.pose_front_bonus
-    return bonus
+            add = fronts.setdefault(front, np.zeros((y1 - y0, x1 - x0), np.float32))
+            add[overlap[y0:y1, x0:x1]] = 1.0
+    return fronts
 
 
 def _visible_inside(pose: PersonPose | None, region: np.ndarray) -> float:

@@ -120,9 +120,9 @@ def select_segmenter(
         available[sam.name] = sam
     if BACKEND_POSE in config.backend_order:
         try:
-            pose = PoseSegmenter(config.pose_model)
+            pose = PoseSegmenter(config.pose_model, config.pose_runtime)
             available[pose.name] = pose
-        except (PoseModelMissing, ValueError) as error:
+        except (PoseModelMissing, ValueError, ImportError) as error:
             notes.append(f"pose unavailable: {type(error).__name__}")
     try:
         selfie = SelfieSegmenter(selfie_model or config.selfie_model)
