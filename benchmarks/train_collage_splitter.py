@@ -95,7 +95,8 @@ def main(argv: list[str] | None = None) -> int:
 
     started = time.perf_counter()
     photos = [training_sources(tuple(args.sources.split(",")), args.hold_out)]
-    print("train pool, fit part: " + ", ".join(f"{k} {len(v)}" for k, v in photos[0].items()))
+    part = "train pool, fit part" if args.hold_out else "train pool"
+    print(f"{part}: " + ", ".join(f"{k} {len(v)}" for k, v in photos[0].items()))
     base = args.seed * 100_000_000 + CONFIDENCE_SEED
     seeds = list(range(base, base + args.confidence_cases))
     context = multiprocessing.get_context("fork")

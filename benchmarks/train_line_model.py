@@ -295,7 +295,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.workers)
     started = time.perf_counter()
     photos = [training_sources(tuple(args.sources.split(",")), args.hold_out)]
-    print("train pool, fit part: " + ", ".join(f"{k} {len(v)}" for k, v in photos[0].items()))
+    part = "train pool, fit part" if args.hold_out else "train pool"
+    print(f"{part}: " + ", ".join(f"{k} {len(v)}" for k, v in photos[0].items()))
     base = args.seed * 100_000_000
     sequences = in_workers(_walk_oracle, range(base, base + args.cases), photos, None, args.workers)
     positives = sum(int((labels == 1).sum()) for _, labels in sequences)
