@@ -17,13 +17,25 @@ model never saw:
 | held back | Debian `palapeli-data` | 5 photos in `palapeli/collection` | GPL-2+ |
 
 ``../shared/data/faces-dev`` (real people) is for the benchmark only and never enters a pool.
+
+Within the train pool, ``split_train`` holds a *validation* part back from fitting (whole
+subjects: a photo and its mirrored / re-saved copies go together) to choose settings on.
+``album_copies`` turns any pool into small album photos (150-400 px on the longer side, JPEG
+70-95, as phones and messengers keep people photos): a collage app blows each up into its tile,
+so the tiles are soft, with little fine texture, like portraits of real albums.
+``portrait_crops`` cuts people photos of a pool the way face datasets are made (the detected
+face, its box grown 1.8-2.6 times, square, 250 px, JPEG): centred faces before plain or blurred
+backdrops, dark clothes at the bottom edge.
 """
 
 from __future__ import annotations
 
+import io
 import os
+import random
 import subprocess
 import zipfile
+import zlib
 from pathlib import Path
 
 from PIL import Image
@@ -54,6 +66,12 @@ DEB_FILES = {
     "palapeli-data": ("held_back", "usr/share/palapeli/collection", None),
 }
 MAX_SIDE = 1600  # sources are kept at most this big: tiles are smaller still
+# Name fragments that tie several files to one subject (the demo album's re-saves of one photo,
+# a stereo pair): they fall on one side of the validation split together.
+SUBJECTS = ("hopper", "collins", "astronaut", "camera", "motorcycle", "obama", "biden")
+VALIDATION_BUCKETS = 3  # one subject in three is validation
+ALBUM_SIDE = (150, 400)  # longer side of an album photo before an app blows it up
+ALBUM_QUALITY = (70, 95)
 
 
 def fetch(cache: Path = DEFAULT_CACHE) -> Path:
@@ -116,6 +134,112 @@ def pool(name: str, cache: Path = DEFAULT_CACHE) -> list[tuple[str, Image.Image]
             ):
                 photos.append((f"demo/{path.name}", load_photo(path).convert("RGB")))
     return photos
+
+
+def subject(name: str) -> str:
+    lowered = name.lower()
+    return next((key for key in SUBJECTS if key in lowered), lowered)
+
+
+def split_train(
+    photos: list[tuple[str, Image.Image]],
+) -> tuple[list[tuple[str, Image.Image]], list[tuple[str, Image.Image]]]:
+    """(fit, validation) parts of the train pool, by subject (crc32 of its name: stable)."""
+    fit, validation = [], []
+    for name, photo in photos:
+        bucket = zlib.crc32(subject(name).encode()) % VALIDATION_BUCKETS
+        (validation if bucket == 0 else fit).append((name, photo))
+    return fit, validation
+
+
+def album_copy(photo: Image.Image, rng: random.Random) -> Image.Image:
+    """``photo`` as an album keeps it: downscaled to 150-400 px, re-saved as JPEG 70-95."""
+    small = photo.convert("RGB")
+    small.thumbnail((rng.randint(*ALBUM_SIDE),) * 2, Image.Resampling.LANCZOS)
+    buffer = io.BytesIO()
+    small.save(buffer, "JPEG", quality=rng.randint(*ALBUM_QUALITY))
+    buffer.seek(0)
+    return Image.open(buffer).convert("RGB")
+
+
+def album_copies(photos: list[tuple[str, Image.Image]], seed: int = 0) -> list:
+    """Every photo as a small album photo (seeded by its name: the same copy every run)."""
+    return [(name, album_copy(photo, random.Random(f"{seed}:{name}"))) for name, photo in photos]
+
+
+PORTRAIT_SIDE = 250
+PORTRAIT_MIN_FACE = 60  # px; smaller detections are crowds and false alarms
+PORTRAIT_MIN_SCORE = 0.85
+PORTRAIT_VARIANTS = 3  # crops per face (other framing), as face datasets hold several per person
+
+
+def portrait_crops(photos: list[tuple[str, Image.Image]], seed: int = 0) -> list:
+    """Square 250 px portraits around each face the project's detector finds (offline backend,
+    no download): the box grown 1.8-2.6 times about its centre (jittered), kept inside the
+    photo, resized, re-saved as JPEG 70-90."""
+    import numpy as np
+
+    from identity_pipeline.faces import get_backend
+
+    detector = get_backend("offline")
+    crops = []
+    for name, photo in photos:
+        rgb = photo.convert("RGB")
+        faces = [
+            f
+            for f in detector.detect(np.asarray(rgb))
+            if f.score >= PORTRAIT_MIN_SCORE and min(f.width, f.height) >= PORTRAIT_MIN_FACE
+        ]
+        for index, face in enumerate(faces):
+            for variant in range(PORTRAIT_VARIANTS):
+                rng = random.Random(f"{seed}:{name}:{index}:{variant}")
+                x0, y0, x1, y1 = face.box
+                side = max(x1 - x0, y1 - y0) * rng.uniform(1.8, 2.6)
+                side = min(side, rgb.width, rgb.height)
+                cx = (x0 + x1) / 2 + rng.uniform(-0.1, 0.1) * side
+                cy = (y0 + y1) / 2 + rng.uniform(-0.05, 0.15) * side
+                left = min(max(0.0, cx - side / 2), rgb.width - side)
+                top = min(max(0.0, cy - side / 2), rgb.height - side)
+                square = rgb.resize(
+                    (PORTRAIT_SIDE, PORTRAIT_SIDE),
+                    Image.Resampling.BICUBIC,
+                    box=(left, top, left + side, top + side),
+                )
+                buffer = io.BytesIO()
+                square.save(buffer, "JPEG", quality=rng.randint(70, 90))
+                buffer.seek(0)
+                crops.append((f"{name}#face{index}.{variant}", Image.open(buffer).convert("RGB")))
+    return crops
+
+
+# Shares of training cases by kind of source: the fit part as it is, its album copies (3 each),
+# its portraits (face-dataset crops): every kind of photo a real album holds.
+SOURCE_SHARES = {"plain": 0.45, "album": 0.3, "portraits": 0.25}
+
+
+def training_sources(
+    kinds: tuple[str, ...] = tuple(SOURCE_SHARES),
+    hold_out: bool = True,
+    cache: Path = DEFAULT_CACHE,
+) -> dict[str, list[Image.Image]]:
+    """The train pool as each kind of source asked for; ``hold_out``: its fit part only (never
+    its validation part)."""
+    photos = pool("train", cache)
+    fit = split_train(photos)[0] if hold_out else photos
+    make = {
+        "plain": lambda: [p for _, p in fit],
+        "album": lambda: [p for seed in range(3) for _, p in album_copies(fit, seed)],
+        "portraits": lambda: [p for _, p in portrait_crops(fit)],
+    }
+    return {kind: make[kind]() for kind in kinds}
+
+
+def pick_sources(sources: dict[str, list], rng: random.Random) -> list:
+    """One kind of source for a case, by SOURCE_SHARES (one kind: no draw from ``rng``)."""
+    kinds = [k for k in SOURCE_SHARES if sources.get(k)]
+    if len(kinds) == 1:
+        return sources[kinds[0]]
+    return sources[rng.choices(kinds, weights=[SOURCE_SHARES[k] for k in kinds])[0]]
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/collage_split.py [--quick] [--cases N] [--seed S] [--pool P ...]
         [--family F ...] [--photos DIR] [--failures DIR] [--timing-cases N] [--frac F]
+        [--before REV]
 
 Cases are synthetic, degraded collages with known tiles (identity_pipeline.collage.synthetic
 ``random_case``): grids, phone stacks and irregular layouts, each with gutters (2-20 px,
@@ -14,15 +15,25 @@ downscaled and re-compressed as JPEG 60-95. Three pools of source photos:
 - ``held-back``: photos of packages the training script never reads (benchmarks/collage_photos.py);
 - ``faces-dev``: real people, ``--photos`` (default ../shared/data/faces-dev beside the
   repository, or under $IDENTITY_PIPELINE_SHARED), read in place,
-  never copied; portraits with a border of their own and the folder's known collages left out.
+  never copied; portraits with a border of their own and the folder's known collages left out;
+- ``held-back small``: the held-back photos as small album photos (150-400 px, JPEG 70-95,
+  ``collage_photos.album_copies``) blown up into their tiles: soft tiles with little texture,
+  like faces-dev's 250 px portraits;
+- ``validation`` / ``validation small`` / ``validation portraits`` (only when asked for with
+  --pool): the part of the train pool that the training scripts hold back
+  (``collage_photos.split_train``), as it is, as album copies, as face-dataset portraits
+  (``collage_photos.portrait_crops``), to choose settings on without looking at the pools above.
 
 Three splitters, same cases, same run: "shipped" is photo_tiles' splitter (``split.split_image``
 with its defaults: the rule-based cuts of rules.py, except where a model fitted on the training
 pool says the line model's tiles are likelier right, ``line_model_overrides``; its confidence
 reads the rules' margin and the line model's opinion); "line model" is the learned splitter
 alone (``line_split.split_image``: per-line evidence read by a small 1D network, lines.py,
-decoded by recursive cuts, decoder.py); "rules" is the baseline,
-the previous version: the shipped splitter with the override off (the rules' tiles everywhere).
+decoded by recursive cuts, decoder.py); "rules" is the baseline: the shipped splitter with the
+override off (the rules' tiles everywhere). ``--before REV`` adds a column: the splitter shipped
+at git revision REV (its line model and logistic weights, read with git show; today's rules), or
+with the weights files kept in folder REV (repeatable).
+Each component runs once per image (``Splitters``); a column's ms is the sum of its parts'.
 Per pool and family: exact % (tile count equal and every true tile matched one-to-one at IoU >=
 0.95), over- and under-splits, ms per image (one thread). Then, on the pools no model or
 threshold was fitted on (held-back, faces-dev): each splitter's reliability table (confidence
@@ -39,6 +50,7 @@ import argparse
 import functools
 import os
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -52,10 +64,16 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.collage_photos import pool  # noqa: E402
+from benchmarks.collage_photos import (  # noqa: E402
+    album_copies,
+    pool,
+    portrait_crops,
+    split_train,
+)
 from benchmarks.shared_data import FACES_DEV  # noqa: E402
-from identity_pipeline.collage import SplitResult, draw_cuts, line_split, split  # noqa: E402
+from identity_pipeline.collage import SplitResult, draw_cuts, line_split, rules, split  # noqa: E402
 from identity_pipeline.collage.boxes import same_tiles  # noqa: E402
+from identity_pipeline.collage.lines import net_from_tensors  # noqa: E402
 from identity_pipeline.collage.synthetic import (  # noqa: E402
     FAMILIES,
     Collage,
@@ -80,8 +98,10 @@ CASES_PER_FAMILY = {
     "single edges": 45,
 }
 SINGLE_FAMILIES = ("single", "single edges", "framed single")
-POOLS = ("in-repo", "held-back", "faces-dev")
-UNSEEN_POOLS = ("held-back", "faces-dev")
+REPORTED_POOLS = ("in-repo", "held-back", "faces-dev", "held-back small")
+VALIDATION_POOLS = ("validation", "validation small", "validation portraits")
+POOLS = (*REPORTED_POOLS, *VALIDATION_POOLS)
+UNSEEN_POOLS = ("held-back", "faces-dev", "held-back small", *VALIDATION_POOLS)
 # Photos of faces-dev that are collages themselves, with their tile count (judged by eye).
 REAL_COLLAGE_TILES = {
     "groups/fr_two_people.jpg": 2,
@@ -91,8 +111,69 @@ REAL_COLLAGE_TILES = {
 FLAG_SHARES = (0.05, 0.10, 0.15)  # flag rates at which rankings are compared
 RELIABILITY_BINS = (0.0, 0.5, 0.7, 0.8, 0.9, 0.95, 1.0001)
 
-Splitter = Callable[[np.ndarray], SplitResult]
-MAIN, NEW, RULES = "shipped", "line model", "rules"
+MAIN, NEW, RULES, BEFORE = "shipped", "line model", "rules", "before"
+
+
+class Splitters:
+    """Every splitter of the comparison on one image, each component run once: the rules'
+    tiles, the line model's (and, with ``before``, the line model of an earlier commit), then
+    ``split.combine`` of them as photo_tiles does. A column's ms is the sum of its components'."""
+
+    def __init__(self, before: list[str] | tuple[str, ...] = ()) -> None:
+        self.rules_only = replace(split.DEFAULT_SETTINGS, line_model_overrides=False)
+        self.before = {f"{BEFORE} {Path(b).name or b}": load_before(b) for b in before}
+        self.names = [MAIN, NEW, RULES, *self.before]
+
+    def __call__(self, pixels: np.ndarray) -> dict[str, tuple[SplitResult, float]]:
+        by_rules, rules_ms = timed(lambda p: rules.split_image(p), pixels)
+        by_lines, lines_ms = timed(line_split.split_image, pixels)
+        out = {
+            MAIN: (split.combine(by_rules, by_lines), rules_ms + lines_ms),
+            NEW: (by_lines, lines_ms),
+            RULES: (split.combine(by_rules, by_lines, self.rules_only), rules_ms + lines_ms),
+        }
+        for name, (net, confidence, models) in self.before.items():
+            old, old_ms = timed(
+                functools.partial(line_split.split_image, net=net, confidence_weights=confidence),
+                pixels,
+            )
+            out[name] = (split.combine(by_rules, old, models=models), rules_ms + old_ms)
+        return out
+
+
+class _FirstFeatures:
+    """An earlier line model, which read the first ``count`` of today's line features."""
+
+    def __init__(self, net, count: int) -> None:
+        self.net, self.count = net, count
+
+    def probabilities(self, features: np.ndarray) -> np.ndarray:
+        return self.net.probabilities(features[:, : self.count])
+
+
+def load_before(revision: str):
+    """The line model, its confidence and the two logistic models shipped at git ``revision``
+    (read with git show), or kept in folder ``revision``; the rules are today's (rules.py is
+    unchanged since)."""
+    from safetensors.numpy import load
+
+    def tensors(path: str) -> dict[str, np.ndarray]:
+        if Path(revision).is_dir():
+            return load((Path(revision) / Path(path).name).read_bytes())
+        blob = subprocess.run(
+            ["git", "show", f"{revision}:{path}"], cwd=ROOT, capture_output=True, check=True
+        ).stdout
+        return load(blob)
+
+    lines_tensors = tensors("identity_pipeline/collage/line_model.safetensors")
+    splitter_tensors = tensors("identity_pipeline/collage/splitter.safetensors")
+    net = net_from_tensors(lines_tensors)
+    models = {k: v.astype(np.float64) for k, v in splitter_tensors.items()}
+    return (
+        _FirstFeatures(net, len(lines_tensors["line.mean"])),
+        lines_tensors["confidence.weights"].astype(np.float64),
+        models,
+    )
 
 
 @dataclass
@@ -106,10 +187,10 @@ class Outcome:
     ms: dict[str, float]
     confidence: dict[str, float]
     review: dict[str, bool]
-    agree: bool = True  # the two splitters found the same tiles
+    agree: bool = True  # the shipped tiles are the line model's
 
 
-def timed(splitter: Splitter, pixels: np.ndarray) -> tuple[SplitResult, float]:
+def timed(splitter: Callable, pixels: np.ndarray) -> tuple[SplitResult, float]:
     start = time.perf_counter()
     result = splitter(pixels)
     return result, (time.perf_counter() - start) * 1000
@@ -118,14 +199,12 @@ def timed(splitter: Splitter, pixels: np.ndarray) -> tuple[SplitResult, float]:
 def run_case(pool_name: str, collage: Collage, family: str, seed: int, splitters) -> Outcome:
     pixels = np.asarray(collage.image)
     outcome = Outcome(pool_name, family, seed, len(collage.boxes), {}, {}, {}, {}, {})
-    results = []
-    for name, splitter in splitters.items():
-        result, ms = timed(splitter, pixels)
+    results = splitters(pixels)
+    for name, (result, ms) in results.items():
         outcome.found[name], outcome.ms[name] = len(result.boxes), ms
         outcome.exact[name] = same_tiles(result.boxes, collage.boxes, MATCH_IOU)
         outcome.confidence[name], outcome.review[name] = result.confidence, result.review
-        results.append(result.boxes)
-    outcome.agree = all(same_tiles(results[0], boxes) for boxes in results[1:])
+    outcome.agree = same_tiles(results[MAIN][0].boxes, results[NEW][0].boxes)
     return outcome
 
 
@@ -251,36 +330,36 @@ def folder_photos(folder: Path, flat_std: float = 2.0, step: float = 30.0) -> li
 
 
 def time_at_1600(photos: list, splitters, count: int) -> dict[str, list[float]]:
-    timings: dict[str, list[float]] = {name: [] for name in splitters}
+    timings: dict[str, list[float]] = {name: [] for name in splitters.names}
     for index in range(count):
         collage = random_case(FAMILIES[index % len(FAMILIES)], photos, 10_000 + index)
         array = np.asarray(collage.image)
         factor = 1600 / max(array.shape[:2])
         size = (round(array.shape[1] * factor), round(array.shape[0] * factor))
         array = cv2.resize(array, size, interpolation=cv2.INTER_AREA)
-        for name, splitter in splitters.items():
-            splitter(array)  # warm caches for this size
-            timings[name].append(timed(splitter, array)[1])
+        splitters(array)  # warm caches for this size
+        for name, (_, ms) in splitters(array).items():
+            timings[name].append(ms)
     return timings
 
 
 def split_real_photos(folder: Path, splitters) -> None:
     """Every photo under ``folder``, split as it is: single photos cut, collages found."""
-    cut = {name: [] for name in splitters}
-    right = dict.fromkeys(splitters, 0)
+    cut = {name: [] for name in splitters.names}
+    right = dict.fromkeys(splitters.names, 0)
     singles = 0
     for path in find_images([folder]):
         name = path.relative_to(folder).as_posix()
         pixels = np.asarray(load_photo(path))
         truth = REAL_COLLAGE_TILES.get(name, 1)
         singles += truth == 1
-        for splitter_name, splitter in splitters.items():
-            found = len(splitter(pixels).boxes)
+        for splitter_name, (result, _) in splitters(pixels).items():
+            found = len(result.boxes)
             if truth == 1 and found > 1:
                 cut[splitter_name].append(name)
             right[splitter_name] += truth > 1 and found == truth
     print(f"\nreal photos of {folder} split as they are ({singles} single photos):")
-    for splitter_name in splitters:
+    for splitter_name in splitters.names:
         print(
             f"  {splitter_name}: single photos cut {len(cut[splitter_name])}"
             f"{' (' + ', '.join(cut[splitter_name][:5]) + ')' if cut[splitter_name] else ''}; "
@@ -301,26 +380,35 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--failures", type=Path, help="write the new splitter's failures here")
     parser.add_argument("--timing-cases", type=int, default=18)
+    parser.add_argument(
+        "--before",
+        metavar="REV",
+        action="append",
+        default=[],
+        help="also run the splitter shipped at this git revision (its weights, today's rules), "
+        "or whose weights files are in this folder (repeatable)",
+    )
     args = parser.parse_args(argv)
     cv2.setNumThreads(1)
     from identity_pipeline.collage.split import DEFAULT_SETTINGS
 
-    rules_only = replace(split.DEFAULT_SETTINGS, line_model_overrides=False)
-    splitters: dict[str, Splitter] = {
-        MAIN: split.split_image,
-        NEW: line_split.split_image,
-        RULES: functools.partial(split.split_image, settings=rules_only),
-    }
-    names = list(splitters)
-    pools = args.pool or list(POOLS)
+    splitters = Splitters(args.before)
+    names = splitters.names
+    pools = args.pool or list(REPORTED_POOLS)
     started = time.perf_counter()
     outcomes: list[Outcome] = []
     photos_by_pool = {}
     for pool_name in pools:
         if pool_name == "in-repo":
             photos = [p for _, p in sample_photos()]
-        elif pool_name == "held-back":
-            photos = [p for _, p in pool("held_back")]
+        elif pool_name in ("held-back", "held-back small"):
+            named = pool("held_back")
+            photos = [p for _, p in (album_copies(named) if "small" in pool_name else named)]
+        elif pool_name == "validation portraits":
+            photos = [p for _, p in portrait_crops(split_train(pool("train"))[1])]
+        elif pool_name.startswith("validation"):
+            named = split_train(pool("train"))[1]
+            photos = [p for _, p in (album_copies(named) if "small" in pool_name else named)]
         elif args.photos.is_dir():
             photos = folder_photos(args.photos)
         else:

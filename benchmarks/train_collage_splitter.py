@@ -5,7 +5,8 @@
 Seeded and CPU-only (about 3 min of wall time on two cores shared with other work). On synthetic
 collages as apps make them (``synthetic.random_case``, every family, seeds far from the
 benchmark's) built from the *train* pool of benchmarks/collage_photos.py (fetched with pip /
-apt-get; the held-back pool and ../shared/data/faces-dev are never read here), it runs the
+apt-get; ``--sources`` / ``--hold-out`` as in train_line_model.py; the held-back pool and
+../shared/data/faces-dev are never read here), it runs the
 rule-based splitter and the line model and fits two logistic regressions over
 ``split.confidence_features`` (the rules' margin, the log tile count, the line model's
 confidence, whether the two find the same tiles): P(the rules' tiles are exactly right), the
@@ -29,7 +30,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.collage_photos import pool  # noqa: E402
+from benchmarks.collage_photos import pick_sources, training_sources  # noqa: E402
 from identity_pipeline.collage import line_split, rules  # noqa: E402
 from identity_pipeline.collage.boxes import same_tiles  # noqa: E402
 from identity_pipeline.collage.split import (  # noqa: E402
@@ -43,7 +44,10 @@ FAR_SEED = 900_000_000
 CONFIDENCE_SEED = 30_000_000
 MATCH_IOU = 0.95
 
-_PHOTOS: list = []
+# What the shipped weights were fitted on (--sources, --hold-out): the whole train pool as it is
+# (see train_line_model.py for the other kinds of source).
+DEFAULT_SOURCES, HOLD_OUT = "plain", False
+_PHOTOS: list = []  # [collage_photos.training_sources()]
 
 
 def case_features(seed: int) -> tuple[np.ndarray, bool, bool]:
@@ -52,7 +56,8 @@ def case_features(seed: int) -> tuple[np.ndarray, bool, bool]:
     # Fitted on collages as apps make them (the benchmark's generator, far seeds, train pool):
     # training_case's harder mix, made to teach a network, would make it under-confident.
     rng = random.Random(f"confidence:{seed}")
-    case = random_case(rng.choice(FAMILIES), _PHOTOS, FAR_SEED + seed)
+    family = rng.choice(FAMILIES)
+    case = random_case(family, pick_sources(_PHOTOS[0], rng), FAR_SEED + seed)
     pixels = np.asarray(case.image)
     by_rules = rules.split_image(pixels)
     by_lines = line_split.split_image(pixels)
@@ -71,6 +76,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--confidence-cases", type=int, default=1200)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--sources",
+        default=DEFAULT_SOURCES,
+        help="kinds of source photos, comma-separated (collage_photos.SOURCE_SHARES)",
+    )
+    parser.add_argument(
+        "--hold-out",
+        action=argparse.BooleanOptionalAction,
+        default=HOLD_OUT,
+        help="leave the train pool's validation part out (collage_photos.split_train)",
+    )
     parser.add_argument("--workers", type=int, default=4, help="processes (two per core)")
     parser.add_argument("--out", type=Path, default=WEIGHTS_FILE)
     args = parser.parse_args(argv)
@@ -78,8 +94,9 @@ def main(argv: list[str] | None = None) -> int:
     from sklearn.linear_model import LogisticRegression
 
     started = time.perf_counter()
-    photos = [photo for _, photo in pool("train")]
-    print(f"train pool: {len(photos)} photos")
+    photos = [training_sources(tuple(args.sources.split(",")), args.hold_out)]
+    part = "train pool, fit part" if args.hold_out else "train pool"
+    print(f"{part}: " + ", ".join(f"{k} {len(v)}" for k, v in photos[0].items()))
     base = args.seed * 100_000_000 + CONFIDENCE_SEED
     seeds = list(range(base, base + args.confidence_cases))
     context = multiprocessing.get_context("fork")

@@ -560,7 +560,7 @@ def test_the_benchmark_builds_cases_from_a_folder_and_reports_reliability(
     for name in ("astronaut", "coffee", "chelsea"):
         photos[name].convert("RGB").save(folder / f"{name}.jpg", quality=90)
     args = ["--pool", "faces-dev", "--photos", str(folder), "--family", "grid", "--family"]
-    args += ["single", "--cases", "2", "--timing-cases", "0"]
+    args += ["single", "--cases", "2", "--timing-cases", "0", "--before", "HEAD"]
     assert benchmark.main(args) == 0
     out = capsys.readouterr().out
     assert "source photos from" in out and "pool faces-dev" in out
@@ -570,3 +570,4 @@ def test_the_benchmark_builds_cases_from_a_folder_and_reports_reliability(
     assert "its flag or the splitters disagree" in out
     assert "review flag (confidence < 0.9)" in out
     assert "split as they are (3 single photos)" in out
+    assert "reliability of before HEAD's confidence" in out

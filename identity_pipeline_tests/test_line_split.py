@@ -1,6 +1,7 @@
 """The experimental line-model splitter (collage/line_split.py) through its public function: a
-gutter grid and a borderless stack are cut, single photos stay whole, a face box is never cut,
-the weights are small, named safetensors from their training script."""
+gutter grid and a borderless stack are cut, so are borderless collages of small photos blown up
+into their tiles, single photos stay whole, a face box is never cut, the weights are small,
+named safetensors from their training script."""
 
 from __future__ import annotations
 
@@ -48,6 +49,30 @@ def test_collages_are_cut_into_their_photos(photos, names, layout, size, gutter,
     assert same_tiles(result.boxes, collage.boxes), [b.as_list() for b in result.boxes]
     assert 0.0 <= result.confidence <= 1.0
     assert result.review == (result.confidence < line_split.DEFAULT_SETTINGS.review_below)
+
+
+def blown_up(photo: Image.Image, side: int = 200) -> Image.Image:
+    """A small album photo (an app blows it up into its tile: soft, little fine texture)."""
+    small = photo.convert("RGB")
+    small.thumbnail((side, side), Image.Resampling.LANCZOS)
+    return small
+
+
+@pytest.mark.parametrize(
+    ("names", "layout", "size"),
+    [
+        (("astronaut", "coffee", "chelsea", "china"), grid_layout(2, 2), (1400, 1000)),
+        (("camera", "rocket", "flower"), stack_layout((1.0, 0.8, 1.2)), (700, 1500)),
+    ],
+    ids=["borderless grid 2x2", "borderless stack 3"],
+)
+def test_small_photos_blown_up_into_their_tiles_are_cut_at_their_seams(
+    photos, names, layout, size
+) -> None:
+    small = [blown_up(photos[n]) for n in names]
+    collage = degrade(compose_collage(small, layout, size, seed=5), 0.8, 80, seed=5)
+    result = line_split.split_image(np.asarray(collage.image))
+    assert same_tiles(result.boxes, collage.boxes), [b.as_list() for b in result.boxes]
 
 
 @pytest.mark.parametrize(

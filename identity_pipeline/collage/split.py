@@ -38,7 +38,7 @@ CONFIDENCE_FEATURES = (
     "line model agrees",
 )
 
-__all__ = ["DEFAULT_SETTINGS", "WEIGHTS_FILE", "SplitSettings", "split_image"]
+__all__ = ["DEFAULT_SETTINGS", "WEIGHTS_FILE", "SplitSettings", "combine", "split_image"]
 
 
 @dataclass(frozen=True)
@@ -98,8 +98,19 @@ def split_image(
     if min(np.asarray(image).shape[:2]) < 16:
         return by_rules
     by_lines = line_split.split_image(image, face_boxes=face_boxes)
+    return combine(by_rules, by_lines, settings)
+
+
+def combine(
+    by_rules: SplitResult,
+    by_lines: SplitResult,
+    settings: SplitSettings = DEFAULT_SETTINGS,
+    models: dict[str, np.ndarray] | None = None,
+) -> SplitResult:
+    """The rules' tiles with their calibrated confidence, or the line model's where the fitted
+    model says they are likelier right (``models``: the two logistic models, default shipped)."""
     features = confidence_features(by_rules, by_lines)
-    models = _logistic_models()
+    models = models or _logistic_models()
     chosen, confidence = by_rules, logistic(features, models["confidence_model"])
     if settings.line_model_overrides:
         lines_right = logistic(features, models["lines_right"])
