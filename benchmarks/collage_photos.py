@@ -30,6 +30,7 @@ backdrops, dark clothes at the bottom edge.
 
 from __future__ import annotations
 
+import argparse
 import io
 import os
 import random
@@ -232,6 +233,31 @@ def training_sources(
         "portraits": lambda: [p for _, p in portrait_crops(fit)],
     }
     return {kind: make[kind]() for kind in kinds}
+
+
+# The shipped weights' recipe: the whole train pool, as it is.
+DEFAULT_SOURCES, HOLD_OUT = "plain", False
+
+
+def add_source_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--sources`` and ``--hold-out``, as both collage training scripts take them."""
+    parser.add_argument(
+        "--sources",
+        default=DEFAULT_SOURCES,
+        help="kinds of source photos, comma-separated (collage_photos.SOURCE_SHARES)",
+    )
+    parser.add_argument(
+        "--hold-out",
+        action=argparse.BooleanOptionalAction,
+        default=HOLD_OUT,
+        help="leave the train pool's validation part out (collage_photos.split_train)",
+    )
+
+
+def sources_from_arguments(args: argparse.Namespace) -> tuple[dict[str, list[Image.Image]], str]:
+    """The training photos ``add_source_arguments`` asked for, and which part of the pool."""
+    part = "train pool, fit part" if args.hold_out else "train pool"
+    return training_sources(tuple(args.sources.split(",")), args.hold_out), part
 
 
 def pick_sources(sources: dict[str, list], rng: random.Random) -> list:

@@ -30,7 +30,11 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.collage_photos import pick_sources, training_sources  # noqa: E402
+from benchmarks.collage_photos import (  # noqa: E402
+    add_source_arguments,
+    pick_sources,
+    sources_from_arguments,
+)
 from identity_pipeline.collage import line_split, rules  # noqa: E402
 from identity_pipeline.collage.boxes import same_tiles  # noqa: E402
 from identity_pipeline.collage.split import (  # noqa: E402
@@ -46,7 +50,6 @@ MATCH_IOU = 0.95
 
 # What the shipped weights were fitted on (--sources, --hold-out): the whole train pool as it is
 # (see train_line_model.py for the other kinds of source).
-DEFAULT_SOURCES, HOLD_OUT = "plain", False
 _PHOTOS: list = []  # [collage_photos.training_sources()]
 
 
@@ -76,17 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--confidence-cases", type=int, default=1200)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
-        "--sources",
-        default=DEFAULT_SOURCES,
-        help="kinds of source photos, comma-separated (collage_photos.SOURCE_SHARES)",
-    )
-    parser.add_argument(
-        "--hold-out",
-        action=argparse.BooleanOptionalAction,
-        default=HOLD_OUT,
-        help="leave the train pool's validation part out (collage_photos.split_train)",
-    )
+    add_source_arguments(parser)
     parser.add_argument("--workers", type=int, default=4, help="processes (two per core)")
     parser.add_argument("--out", type=Path, default=WEIGHTS_FILE)
     args = parser.parse_args(argv)
@@ -94,8 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     from sklearn.linear_model import LogisticRegression
 
     started = time.perf_counter()
-    photos = [training_sources(tuple(args.sources.split(",")), args.hold_out)]
-    part = "train pool, fit part" if args.hold_out else "train pool"
+    sources, part = sources_from_arguments(args)
+    photos = [sources]
     print(f"{part}: " + ", ".join(f"{k} {len(v)}" for k, v in photos[0].items()))
     base = args.seed * 100_000_000 + CONFIDENCE_SEED
     seeds = list(range(base, base + args.confidence_cases))

@@ -36,7 +36,11 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.collage_photos import pick_sources, training_sources  # noqa: E402
+from benchmarks.collage_photos import (  # noqa: E402
+    add_source_arguments,
+    pick_sources,
+    sources_from_arguments,
+)
 from identity_pipeline.collage.boxes import Box, same_tiles  # noqa: E402
 from identity_pipeline.collage.decoder import LineSplitSettings, decode  # noqa: E402
 from identity_pipeline.collage.lines import (  # noqa: E402
@@ -61,7 +65,6 @@ SETTINGS = LineSplitSettings()
 # is. "plain,album,portraits" with --hold-out (the fit part only, as it is, as small album
 # photos blown up, as face-dataset portraits) trained as well as it, no better, on every pool
 # (the round-3 note of issue 24); the options stay for the next experiment.
-DEFAULT_SOURCES, HOLD_OUT = "plain", False
 _PHOTOS: list = []
 _NET: list = []
 
@@ -276,17 +279,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--confidence-cases", type=int, default=800)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
-        "--sources",
-        default=DEFAULT_SOURCES,
-        help="kinds of source photos, comma-separated (collage_photos.SOURCE_SHARES)",
-    )
-    parser.add_argument(
-        "--hold-out",
-        action=argparse.BooleanOptionalAction,
-        default=HOLD_OUT,
-        help="leave the train pool's validation part out (collage_photos.split_train)",
-    )
+    add_source_arguments(parser)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--out", type=Path, default=WEIGHTS_FILE)
     args = parser.parse_args(argv)
@@ -294,8 +287,8 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.workers)
     started = time.perf_counter()
-    photos = [training_sources(tuple(args.sources.split(",")), args.hold_out)]
-    part = "train pool, fit part" if args.hold_out else "train pool"
+    sources, part = sources_from_arguments(args)
+    photos = [sources]
     print(f"{part}: " + ", ".join(f"{k} {len(v)}" for k, v in photos[0].items()))
     base = args.seed * 100_000_000
     sequences = in_workers(_walk_oracle, range(base, base + args.cases), photos, None, args.workers)
