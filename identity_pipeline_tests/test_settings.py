@@ -40,6 +40,7 @@ def test_sections_become_stage_configs_with_tuples(layout: DataLayout) -> None:
         ("dataset:\n  target_pixels: many\n", r"line 2: dataset.target_pixels: must be a whole"),
         ("dataset:\n  max_upscale: yes\n", r"line 2: dataset.max_upscale: must be a number"),
         ("dataset:\n  crop_centre: body\n", r"line 2: dataset.crop_centre: must be one of"),
+        ("masks:\n  pose_runtime: tflite\n", r"line 2: masks.pose_runtime: must be one of"),
         ("dataset:\n\n  max_repeats: 0\n", r"line 1: dataset: invalid DatasetConfig"),
         ("training:\n  lora:\n    rnak: 4\n", r"line 3: unknown key\(s\) 'rnak' in training.lora"),
         (

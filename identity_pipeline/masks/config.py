@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, astuple, dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -85,7 +86,7 @@ class MaskConfig:
     # XNNPACK, ai-edge-litert: 2.4x faster on one core; its float kernels differ slightly, which
     # moved the group benchmark by +0.03 IoU on the tune split and -0.014 on the report split,
     # so it is not the default yet).
-    pose_runtime: str = "cv2.dnn"
+    pose_runtime: Literal["cv2.dnn", "litert"] = "cv2.dnn"
 
     # Segmentation runs on the tile shrunk to this longest side; masks are resized back up.
     work_max_side: int = 768
