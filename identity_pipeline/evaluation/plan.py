@@ -297,6 +297,7 @@ def race(
         return [cell for block in blocks[:level] for cell in block]
 
     level = 1
+    grid_cells = len(upto(len(blocks)))  # a checkpoint's cells in the full grid
     active = list(screen.checkpoints)
     for checkpoint in active:  # fitted to the budget by fit_screen: always run
         evaluate("screen", checkpoint, level, force=True)
@@ -311,7 +312,7 @@ def race(
             if other == leader:
                 continue
             behind, mean, se = clearly_behind(
-                oracle, leader, other, upto(level), margin_z, len(upto(len(blocks)))
+                oracle, leader, other, upto(level), margin_z, grid_cells
             )
             if not math.isfinite(scores[other]) or behind:
                 active.remove(other)
