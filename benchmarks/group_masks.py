@@ -18,14 +18,15 @@
 3. Seconds per group tile of 8 people with the pose segmenter on one thread (``cv2``, BLAS and
    LiteRT held to one thread; run it under ``taskset -c 0``; ``--only-timing`` runs just this):
    the median of --repeat runs, wall and process CPU time (the CPU time is what a loaded shared
-   machine does not inflate), today's settings in cv2.dnn beside.
+   machine does not inflate), df9339a's settings in cv2.dnn beside.
 
-Methods, same scenes, same run: ``pose`` (the pose segmenter alone), ``selector`` (the default
-selector: pose first for two or more people), ``pose-litert`` and ``selector-litert`` (the
-same in LiteRT), ``pose-fitted`` and ``selector-fitted`` (the off-by-default ownership weights
-fitted on the tune split, swallowed people spared, in LiteRT),
-``pose-c2f1bf9`` and ``selector-c2f1bf9`` (main c2f1bf9: today's settings in cv2.dnn), ``selector-before`` (the selector before the pose model: selfie, then
-GrabCut), ``grabcut`` and ``selfie`` alone. Every method goes through
+Methods, same scenes, same run: ``selector`` (the default: pose first for two or more people,
+chosen per person), ``selector-cv2`` (the same with the models in cv2.dnn),
+``selector-per-tile`` (today's settings, but a backend kept only for a whole tile, as before),
+``selector-df9339a`` (main df9339a: per tile, hand-set ownership, no sparing, cv2.dnn: the
+previous version), ``selector-before`` (the selector before the pose model: selfie, then GrabCut,
+per tile), ``pose``, ``pose-df9339a`` and ``pose-fast`` (the pose segmenter alone with today's,
+df9339a's and the cheap settings), ``grabcut`` and ``selfie`` alone. Every method goes through
 ``build_identity_masks`` (split, clean-up, soft edges), as in the pipeline.
 """
 
@@ -65,14 +66,18 @@ from identity_pipeline.masks import (  # noqa: E402
     quality,  # noqa: E402
     select_segmenter,
 )
-from identity_pipeline.masks.config import (  # noqa: E402
-    HANDSET_OWNERSHIP,
-    fitted_pose_ownership,
+from identity_pipeline.masks.config import HANDSET_OWNERSHIP  # noqa: E402
+from identity_pipeline.masks.geometry import (  # noqa: E402
+    clip_box,
+    gradient_magnitude,
+    reach_box,
+    resize_to_max_side,
 )
-from identity_pipeline.masks.geometry import clip_box, reach_box, resize_to_max_side  # noqa: E402
 from identity_pipeline.masks.mediapipe_models import CV2_DNN, LITERT  # noqa: E402
 from identity_pipeline.masks.pose import PoseSegmenter  # noqa: E402
+from identity_pipeline.masks.quality import check_people  # noqa: E402
 from identity_pipeline.masks.records import Segmenter  # noqa: E402
+from identity_pipeline.masks.refine import split_people  # noqa: E402
 from identity_pipeline.masks.scenes import (  # noqa: E402
     GroupScene,
     detect_faces,
@@ -82,6 +87,7 @@ from identity_pipeline.masks.scenes import (  # noqa: E402
     person_photos,
     visible_face_owner,
 )
+from identity_pipeline.masks.selector import target_indices  # noqa: E402
 
 DEFAULT_OUT = SCRATCH / "group_masks_bench"
 SPLITS = {
@@ -161,23 +167,6 @@ def score_scene(
     return scores
 
 
-class BeforeSelector:
-    """Today's selector (main before this change): selfie model, then GrabCut, judged with the
-    edge check of then (outline gradient over the gradient of the whole person's surroundings,
-    at least 1.5)."""
-
-    name = "selector"
-
-    def __init__(self, config: MaskConfig) -> None:
-        before = replace(config, backend_order=("sam", "selfie", "grabcut"))
-        self.config = replace(before, min_edge_contrast=1.5)
-        self.selector = select_segmenter(self.config)
-
-    def segment(self, image_rgb, faces, config):
-        with mock.patch.object(quality, "edge_contrast", surround_edge_contrast):
-            return self.selector.segment(image_rgb, faces, self.config)
-
-
 def surround_edge_contrast(gradient, region, labels, index, face, config) -> float:
     """The previous edge check, verbatim: outline gradient / mean gradient in the reach box."""
     height, width = region.shape
@@ -219,57 +208,79 @@ class WithConfig:
         return self.segmenter.segment(image_rgb, faces, self.config)
 
 
-def today_config(config: MaskConfig) -> MaskConfig:
-    """Main c2f1bf9's pose settings: the hand-set ownership weights, no sparing of swallowed
-    people when looking again (today's defaults; these rows also run in cv2.dnn)."""
+def previous_config(config: MaskConfig) -> MaskConfig:
+    """Main df9339a's pose settings (the defaults until this round): the hand-set ownership
+    weights, no sparing of swallowed people when looking again, in cv2.dnn."""
     return replace(
         config, pose_ownership=HANDSET_OWNERSHIP, pose_spare_swallowed=False, pose_runtime=CV2_DNN
     )
 
 
 def litert_config(config: MaskConfig) -> MaskConfig:
-    """The default settings with the pose and hand models in LiteRT (off by default)."""
     return replace(config, pose_runtime=LITERT)
 
 
-def fitted_config(config: MaskConfig) -> MaskConfig:
-    """The off-by-default alternative: the ownership weights fitted on the tune split, and
-    swallowed people spared when looked for again (in LiteRT, as fitted)."""
-    return replace(
-        litert_config(config),
-        pose_ownership=fitted_pose_ownership(),
-        pose_spare_swallowed=True,
-    )
-
-
 class WithSelectorConfig:
-    """The selector run with its own settings, its pose segmenter in ``runtime``."""
+    """The selector run with its own settings (its pose segmenter in their runtime)."""
 
     name = "selector"
 
-    def __init__(self, config: MaskConfig, runtime: str | None = None) -> None:
+    def __init__(self, config: MaskConfig) -> None:
         self.config = config
         self.selector = select_segmenter(config)
-        self.selector.candidates = [
-            PoseSegmenter(config.pose_model, runtime) if c.name == "pose" else c
-            for c in self.selector.candidates
-        ]
 
     def segment(self, image_rgb, faces, config):
         return self.selector.segment(image_rgb, faces, self.config)
 
 
+class PerTileSelector(WithSelectorConfig):
+    """Main df9339a's selection rule: a backend is kept for the whole tile only when every
+    person's region is plausible, else the next backend is tried for everyone; when none is,
+    the one with the fewest problems in all."""
+
+    def segment(self, image_rgb, faces, config):
+        config = self.config
+        targets = target_indices(faces)
+        gradient = gradient_magnitude(image_rgb)
+        attempts = []
+        for candidate in self.selector.candidates:
+            if candidate.name == "pose" and len(faces) < config.pose_min_people:
+                continue
+            segmentation = candidate.segment(image_rgb, faces, config)
+            people = split_people(segmentation, faces, config)
+            checks = check_people(gradient, segmentation, people, faces, targets, config)
+            problems = sum(len(check.problems) for check in checks)
+            if problems == 0:
+                return segmentation
+            coverage = float(np.mean([c.face_coverage for c in checks])) if checks else 0.0
+            attempts.append((problems, -coverage, len(attempts), segmentation))
+        return min(attempts, key=lambda a: a[:3])[3]
+
+
+class BeforeSelector(PerTileSelector):
+    """The selector before the pose model (main before it): selfie model, then GrabCut, per
+    tile, judged with the edge check of then (outline gradient over the gradient of the whole
+    person's surroundings, at least 1.5)."""
+
+    def __init__(self, config: MaskConfig) -> None:
+        before = replace(config, backend_order=("sam", "selfie", "grabcut"))
+        super().__init__(replace(before, min_edge_contrast=1.5))
+
+    def segment(self, image_rgb, faces, config):
+        with mock.patch.object(quality, "edge_contrast", surround_edge_contrast):
+            return super().segment(image_rgb, faces, config)
+
+
 def build_methods(config: MaskConfig) -> dict[str, Segmenter]:
+    previous = previous_config(config)
     return {
         "pose": PoseSegmenter(config.pose_model, config.pose_runtime),
-        "pose-litert": WithConfig(PoseSegmenter(config.pose_model, LITERT), litert_config(config)),
-        "pose-c2f1bf9": WithConfig(PoseSegmenter(config.pose_model, CV2_DNN), today_config(config)),
-        "pose-fitted": WithConfig(PoseSegmenter(config.pose_model, LITERT), fitted_config(config)),
+        "pose-df9339a": WithConfig(PoseSegmenter(config.pose_model, CV2_DNN), previous),
         "pose-fast": WithConfig(PoseSegmenter(config.pose_model, LITERT), fast_config(config)),
         "selector": select_segmenter(config),
-        "selector-litert": WithSelectorConfig(litert_config(config), LITERT),
-        "selector-fitted": WithSelectorConfig(fitted_config(config), LITERT),
-        "selector-c2f1bf9": WithSelectorConfig(today_config(config), CV2_DNN),
+        "selector-cv2": WithSelectorConfig(replace(config, pose_runtime=CV2_DNN)),
+        "selector-per-tile": PerTileSelector(config),
+        "selector-df9339a": PerTileSelector(previous),
         "selector-before": BeforeSelector(config),
         "grabcut": GrabCutSegmenter(),
         "selfie": SelfieSegmenter(config.selfie_model),
@@ -420,11 +431,10 @@ def time_group_tile(photos, config, face_backend, repeat: int) -> None:
     )
     settings = {
         "pose": config,
-        "pose-litert": litert_config(config),
-        "pose-no-hands": replace(litert_config(config), hands=False),
-        "pose-fitted": fitted_config(config),
+        "pose-cv2": replace(config, pose_runtime=CV2_DNN),
+        "pose-no-hands": replace(config, hands=False),
         "pose-fast": fast_config(config),
-        "pose-c2f1bf9": replace(today_config(config), pose_runtime=CV2_DNN),
+        "pose-df9339a": previous_config(config),
     }
     for name, settings_used in settings.items():
         pose = PoseSegmenter(settings_used.pose_model, settings_used.pose_runtime)
@@ -467,8 +477,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument(
         "--methods",
-        default="pose,pose-litert,pose-fitted,pose-c2f1bf9,pose-fast,selector,selector-litert,"
-        "selector-fitted,selector-c2f1bf9,selector-before,grabcut,selfie",
+        default="pose,pose-df9339a,pose-fast,selector,selector-cv2,selector-per-tile,"
+        "selector-df9339a,selector-before,grabcut,selfie",
     )
     parser.add_argument("--min-named-px", type=float, default=40.0)
     parser.add_argument("--skip-real", action="store_true")

@@ -51,6 +51,7 @@ from identity_pipeline.masks.scenes import (
     astronaut,
     detect_faces,
     offline_face_backend,
+    row_of_three,
     touching_pair,
 )
 
@@ -312,6 +313,54 @@ def test_selector_falls_back_and_records_why(pair) -> None:
     assert "crashing failed (RuntimeError: CUDA out of memory)" in reason
     assert "broken rejected (anna: empty" in reason
     assert reason.endswith("prior accepted (2 people plausible)")
+
+
+class PriorExcept(PriorSegmenter):
+    """The test prior with nothing for some faces (implausible for them: empty)."""
+
+    def __init__(self, name: str, empty_for: Sequence[int] = ()) -> None:
+        self.name, self.empty_for = name, tuple(empty_for)
+
+    def segment(
+        self, image_rgb: np.ndarray, faces: Sequence[FaceInTile], config: MaskConfig
+    ) -> Segmentation:
+        maps = super().segment(image_rgb, faces, config).probabilities
+        maps[list(self.empty_for)] = 0.0
+        return Segmentation(maps, self.name, "test prior, some people left out")
+
+
+@pytest.fixture(scope="module")
+def three(face_backend) -> tuple[np.ndarray, list[FaceInTile]]:
+    image = row_of_three()
+    faces = detect_faces(image, ["ann", "bo", "cy"], face_backend)
+    assert len(faces) == 3
+    return image, faces
+
+
+@pytest.mark.parametrize(
+    ("empty_in_first", "expected_backends", "reason_has"),
+    [
+        ((), {"ann": "first", "bo": "first", "cy": "first"}, "first accepted (3 people plausible)"),
+        # One odd person does not send the others to the next backend.
+        (
+            (1,),
+            {"ann": "first", "bo": "second", "cy": "first"},
+            "first accepted for 2 of 3 (rejected bo: empty",
+        ),
+        # Implausible for most: the first backend's answer looks broken, for everyone.
+        ((0, 1), {"ann": "second", "bo": "second", "cy": "second"}, "first rejected (ann: empty"),
+    ],
+)
+def test_selector_chooses_per_person(three, empty_in_first, expected_backends, reason_has) -> None:
+    image, faces = three
+    selector = SelectingSegmenter([PriorExcept("first", empty_in_first), PriorExcept("second")])
+    config = MaskConfig(min_edge_contrast=0.0)  # box-shaped priors follow no image edges
+    masks = build_identity_masks(image, faces, selector, config)
+    assert {m.identity: m.backend for m in masks} == expected_backends
+    assert reason_has in masks[0].selector_reason
+    for mask in masks:  # everyone's mask holds their own face, whichever backend drew it
+        face = next(f for f in faces if f.identity == mask.identity)
+        assert box_mean(mask.mask, face.box) > 0.8
 
 
 def test_selector_keeps_the_least_bad_when_nothing_is_plausible(portrait) -> None:

@@ -242,12 +242,12 @@ def test_a_weak_claim_far_from_the_skeleton_is_nobodys_with_the_fitted_weights()
     # hand-set rule gave every claimed pixel to someone, the fitted choice model does not.
     pose = weak_wide_pose()
     faces = [face_at("only", (85, 45, 115, 75))]
-    fitted = replace(MaskConfig(), pose_ownership=fitted_pose_ownership())
-    owners = assign_owners([pose], faces, (200, 200), fitted)
+    owners = assign_owners([pose], faces, (200, 200), MaskConfig())
     assert (owners[90:110, 90:110] == 0).all()  # on the body
     assert (owners[180:, :20] == NOBODY).all()  # far below and beside it
-    assert MaskConfig().pose_ownership == HANDSET_OWNERSHIP  # the default
-    assert (assign_owners([pose], faces, (200, 200), MaskConfig())[180:, :20] == 0).all()
+    assert MaskConfig().pose_ownership == fitted_pose_ownership()  # the default
+    handset = replace(MaskConfig(), pose_ownership=HANDSET_OWNERSHIP)
+    assert (assign_owners([pose], faces, (200, 200), handset)[180:, :20] == 0).all()
 
 
 def test_the_fitted_ownership_weights_come_from_the_tune_split_and_fit_the_features() -> None:
@@ -284,8 +284,8 @@ def test_litert_and_cv2_dnn_agree_on_the_pose_model(pose_segmenter, overlapping)
     litert, dnn = answers
     assert np.abs(litert.landmarks - dnn.landmarks).max() < 1.0  # tile pixels
     assert ((litert.logits > 0) == (dnn.logits > 0)).mean() > 0.99
-    # The settings choose it (cv2.dnn by default); a runtime nobody knows is refused.
-    for config, runtime in ((MaskConfig(), CV2_DNN), (MaskConfig(pose_runtime=LITERT), LITERT)):
+    # The settings choose it (LiteRT by default); a runtime nobody knows is refused.
+    for config, runtime in ((MaskConfig(), LITERT), (MaskConfig(pose_runtime=CV2_DNN), CV2_DNN)):
         pose = next(c for c in select_segmenter(config).candidates if c.name == "pose")
         assert pose.runtime == runtime
     with pytest.raises(ValueError, match="unknown TFLite runtime"):

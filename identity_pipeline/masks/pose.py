@@ -12,10 +12,10 @@ Per face, front rows first (lowest faces first):
    already found in rows in front of this one blacked out.
 2. The model's own view landmarks refine it (MediaPipe's tracking step): the model runs again
    on the view they ask for when it differs by more than ``pose_refine_*`` (by default always:
-   the second view measured better on the tuning scenes). MediaPipe's pose *detector* would
-   place views from scratch, but OpenCV 5.0's TFLite importer cannot load it: it stores its
-   weights sparse (DENSIFY) and upsamples with DEPTH_TO_SPACE, two ops cv2.dnn lacks (LiteRT
-   runs it; not used yet).
+   the second view measured better on the tuning scenes). MediaPipe's pose *detector* (which
+   LiteRT loads, cv2.dnn cannot) was tried for placing the first view from the body: it found
+   about half of the people in the tuning scenes and was no better where it did, so it is not
+   used.
 3. The answer is kept only when the model's face landmarks fall on the face it was placed from.
    Otherwise the view settled on a neighbour: it is tried again with every person found so far
    blacked out (but for this person's head and torso where another silhouette swallowed them,
@@ -26,17 +26,17 @@ Pixels go to one person or nobody (``assign_owners``): a linear score per person
 (``PoseOwnership``) over their mask strength (the logit), the distance to their visible
 skeleton (segments between landmarks the model sees, in shoulder widths), whether their
 landmarks say they stand in front of the other claimant there, their face's size and row, and
-where the pixel lies from their face; nobody scores 0. By default the weights are the hand-set
-rule (every claimed pixel is someone's: logit - 4 x distance + 4 in front); a choice model
-fitted on the tuning scenes (``benchmarks/fit_pose_ownership.py``) is there to switch on.
+where the pixel lies from their face; nobody scores 0. The weights are a choice model fitted
+on the tuning scenes (``benchmarks/fit_pose_ownership.py``); the hand-set rule it replaced
+(every claimed pixel is someone's: logit - 4 x distance + 4 in front) is ``HANDSET_OWNERSHIP``.
 Occluded landmarks draw no skeleton, so where someone stands in front, their skeleton
 is there and the hidden person's is not: the hidden part stays out of the hidden person's mask.
 Hard evidence stays hard: a detected face is its own person's, and a face that shows inside
 someone else's silhouette stands in front of it and keeps its head and torso. Hands the hand
 models found (``hands.py``) go to the person whose wrist they continue.
 
-The models run in cv2.dnn or, with ``pose_runtime: litert``, in LiteRT (XNNPACK, 2.4 times as
-fast; ``mediapipe_models.TFLiteModel``).
+The models run in LiteRT (XNNPACK; ``pose_runtime: litert``, the default) or cv2.dnn, 2.4 times
+as slow (``mediapipe_models.TFLiteModel``).
 """
 
 from __future__ import annotations
@@ -473,8 +473,8 @@ def assign_owners(
     """(H, W) int16: the person each pixel belongs to (index into ``poses``) or ``NOBODY``.
 
     A choice model per pixel: each person who may claim it scores the linear function
-    ``config.pose_ownership`` of ``OWNERSHIP_FEATURES`` (hand-set by default; weights fitted on
-    the tuning scenes by ``benchmarks/fit_pose_ownership.py`` to switch on), nobody scores 0,
+    ``config.pose_ownership`` of ``OWNERSHIP_FEATURES`` (by default the weights
+    ``benchmarks/fit_pose_ownership.py`` fitted on the tuning scenes), nobody scores 0,
     the highest wins. Hard evidence
     stays hard: a detected face is its own person's and nobody else's, and so is a hand the
     hand model gave to its owner (see ``ownership_evidence``).

@@ -59,6 +59,11 @@ class Segmentation:
     backend: str
     reason: str = ""
     per_person: bool = True
+    # Per face, the backend its map came from, when the selector mixed backends in one tile.
+    person_backends: tuple[str, ...] | None = None
+
+    def backend_of(self, index: int) -> str:
+        return self.person_backends[index] if self.person_backends else self.backend
 
 
 @runtime_checkable

@@ -1,11 +1,17 @@
-"""Pick a segmentation backend per tile, and say why.
+"""Pick a segmentation backend per person, and say why.
 
 Backends are tried in ``MaskConfig.backend_order`` (by default the BlazePose segmenter for tiles
 of two or more people, SAM when configured, the selfie model, then GrabCut: best first,
-always-available last). A backend's answer is accepted when every named person's region is
-plausible (``quality.check_people``); otherwise the next one is tried, and if none passes, the
-answer with the fewest problems wins. The reason string records each step, e.g.
-``"pose rejected (anna: face coverage 0.10 < 0.60); selfie accepted (2 people plausible)"``.
+always-available last). Each named person keeps the first backend whose region for *them* is
+plausible (``quality.check_people``); only the people still without one go on to the next
+backend, and someone plausible nowhere keeps the backend with the fewest problems for them.
+A backend implausible for ``selector_broken_share`` of the people it was tried on or more is
+rejected for all of them: its answer looks broken (a corrupt model's blobs), not one odd person.
+Choosing per person, not per tile, matters in groups: one person's odd outline used to send the
+whole tile to GrabCut, which on the tuning scenes was worse for everyone else in it. The reason
+string records each step, e.g. ``"pose accepted for 7 of 8 (p3 rejected: outline ignores image
+edges (0.97)); selfie accepted for p3"``; a tile whose people all kept one backend reads as
+before (``"pose accepted (8 people plausible)"``).
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -23,26 +29,30 @@ from identity_pipeline.masks.grabcut import GrabCutSegmenter
 from identity_pipeline.masks.pose import PoseModelMissing, PoseSegmenter
 from identity_pipeline.masks.quality import PersonCheck, check_people
 from identity_pipeline.masks.records import FaceInTile, Segmentation, Segmenter
-from identity_pipeline.masks.refine import split_people
+from identity_pipeline.masks.refine import PeopleRegions, split_people
 from identity_pipeline.masks.selfie import SelfieModelMissing, SelfieSegmenter
 
 
 @dataclass(frozen=True)
 class Attempt:
+    """One backend's answer, split into people, with the checks of the target people."""
+
     segmentation: Segmentation
-    checks: list[PersonCheck]
+    people: PeopleRegions
+    checks: dict[int, PersonCheck]  # face index -> check, for the target faces
 
     @property
     def problem_count(self) -> int:
-        return sum(len(check.problems) for check in self.checks)
+        return sum(len(check.problems) for check in self.checks.values())
 
     @property
     def mean_coverage(self) -> float:
-        return float(np.mean([c.face_coverage for c in self.checks])) if self.checks else 0.0
+        values = [c.face_coverage for c in self.checks.values()]
+        return float(np.mean(values)) if values else 0.0
 
 
 class SelectingSegmenter:
-    """A Segmenter that runs its candidates in order until one is plausible."""
+    """A Segmenter that runs its candidates in order until every person has a plausible one."""
 
     name = "selector"
 
@@ -58,8 +68,12 @@ class SelectingSegmenter:
         targets = target_indices(faces)
         steps = list(self.notes)
         attempts: list[Attempt] = []
+        chosen: dict[int, int] = {}  # target face -> index into attempts
         gradient = gradient_magnitude(image_rgb)
         for position, candidate in enumerate(self.candidates):
+            pending = [t for t in targets if t not in chosen]
+            if not pending:
+                break
             last_hope = position == len(self.candidates) - 1 and not attempts
             if (
                 candidate.name == BACKEND_POSE
@@ -81,16 +95,88 @@ class SelectingSegmenter:
                 steps.append(f"{candidate.name} failed ({type(error).__name__}: {error})")
                 continue
             people = split_people(segmentation, faces, config)
-            checks = check_people(gradient, segmentation, people, faces, targets, config)
-            attempt = Attempt(segmentation, checks)
-            attempts.append(attempt)
-            if attempt.problem_count == 0:
-                steps.append(f"{candidate.name} accepted ({len(targets)} people plausible)")
-                return _with_reason(segmentation, steps)
-            steps.append(f"{candidate.name} rejected ({_describe_problems(attempt, faces)})")
-        best = min(attempts, key=lambda a: (a.problem_count, -a.mean_coverage))
-        steps.append(f"none plausible: kept {best.segmentation.backend} (fewest problems)")
-        return _with_reason(best.segmentation, steps)
+            checks = check_people(gradient, segmentation, people, faces, pending, config)
+            attempts.append(Attempt(segmentation, people, dict(zip(pending, checks, strict=True))))
+            passed = [t for t in pending if attempts[-1].checks[t].plausible]
+            if len(pending) - len(passed) >= config.selector_broken_share * len(pending):
+                passed = []  # implausible for this many: the answer looks broken, for all
+            for index in passed:
+                chosen[index] = len(attempts) - 1
+            steps.append(
+                _describe_step(candidate.name, pending, passed, targets, attempts[-1], faces)
+            )
+        if not attempts:
+            raise RuntimeError("no segmenter ran")  # unreachable: the last one raises instead
+        if not chosen:
+            # Nobody plausible anywhere: one backend for the tile, the least bad (as a whole).
+            best = min(attempts, key=lambda a: (a.problem_count, -a.mean_coverage))
+            steps.append(f"none plausible: kept {best.segmentation.backend} (fewest problems)")
+            return _with_reason(best.segmentation, steps)
+        for index in [t for t in targets if t not in chosen]:
+            chosen[index] = _least_bad(attempts, index)
+            backend = attempts[chosen[index]].segmentation.backend
+            steps.append(f"{_who(faces, index)}: none plausible, kept {backend} (fewest problems)")
+        return _combine(attempts, chosen, len(faces), steps)
+
+
+def _least_bad(attempts: Sequence[Attempt], index: int) -> int:
+    """The attempt with the fewest problems for this person (then face coverage, then order)."""
+    scored = [
+        (len(a.checks[index].problems), -a.checks[index].face_coverage, position)
+        for position, a in enumerate(attempts)
+        if index in a.checks
+    ]
+    return min(scored)[2]
+
+
+def _combine(
+    attempts: Sequence[Attempt], chosen: dict[int, int], face_count: int, steps: Sequence[str]
+) -> Segmentation:
+    """One segmentation from each person's chosen attempt (the first attempt's own answer when
+    everyone chose it). A person's map is their chosen backend's, kept to the region that
+    backend's split gave them, so a shared "any person" map claims nobody else's pixels;
+    faces nobody named take the first attempt's map (they are only cut out of the others)."""
+    used = set(chosen.values())
+    if len(used) == 1:
+        only = attempts[used.pop()].segmentation
+        return _with_reason(only, steps)
+    first = attempts[0]
+    probabilities = np.zeros_like(first.segmentation.probabilities)
+    backends = []
+    for index in range(face_count):
+        attempt = attempts[chosen.get(index, 0)]
+        region = attempt.people.regions[index]
+        probabilities[index] = np.where(region, attempt.segmentation.probabilities[index], 0.0)
+        backends.append(attempt.segmentation.backend)
+    mixed = "+".join(dict.fromkeys(attempts[i].segmentation.backend for i in sorted(used)))
+    return Segmentation(
+        probabilities, mixed, "; ".join(steps), per_person=True, person_backends=tuple(backends)
+    )
+
+
+def _describe_step(
+    name: str,
+    pending: Sequence[int],
+    passed: Sequence[int],
+    targets: Sequence[int],
+    attempt: Attempt,
+    faces: Sequence[FaceInTile],
+) -> str:
+    failed = [t for t in pending if t not in passed]
+    problems = "; ".join(
+        f"{_who(faces, t)}: {', '.join(attempt.checks[t].problems)}" for t in failed
+    )
+    if not failed:
+        if len(pending) == len(targets):
+            return f"{name} accepted ({len(targets)} people plausible)"
+        return f"{name} accepted for {', '.join(_who(faces, t) for t in passed)}"
+    if not passed:
+        return f"{name} rejected ({problems})"
+    return f"{name} accepted for {len(passed)} of {len(pending)} (rejected {problems})"
+
+
+def _who(faces: Sequence[FaceInTile], index: int) -> str:
+    return faces[index].identity or faces[index].face_id
 
 
 def target_indices(faces: Sequence[FaceInTile]) -> list[int]:
@@ -148,20 +234,5 @@ def segmenter_for(config: MaskConfig) -> SelectingSegmenter:
     return select_segmenter(config, sam=sam)
 
 
-def _describe_problems(attempt: Attempt, faces: Sequence[FaceInTile]) -> str:
-    by_id = {face.face_id: face for face in faces}
-    parts = []
-    for check in attempt.checks:
-        if check.problems:
-            who = by_id[check.face_id].identity or check.face_id
-            parts.append(f"{who}: {', '.join(check.problems)}")
-    return "; ".join(parts)
-
-
 def _with_reason(segmentation: Segmentation, steps: Sequence[str]) -> Segmentation:
-    return Segmentation(
-        segmentation.probabilities,
-        segmentation.backend,
-        "; ".join(steps),
-        segmentation.per_person,
-    )
+    return replace(segmentation, reason="; ".join(steps))
