@@ -9,7 +9,7 @@ A backend implausible for ``selector_broken_share`` of the people it was tried o
 rejected for all of them: its answer looks broken (a corrupt model's blobs), not one odd person.
 Choosing per person, not per tile, matters in groups: one person's odd outline used to send the
 whole tile to GrabCut, which on the tuning scenes was worse for everyone else in it. The reason
-string records each step, e.g. ``"pose accepted for 7 of 8 (p3 rejected: outline ignores image
+string records each step, e.g. ``"pose accepted for 7 of 8 (rejected p3: outline ignores image
 edges (0.97)); selfie accepted for p3"``; a tile whose people all kept one backend reads as
 before (``"pose accepted (8 people plausible)"``).
 """
@@ -105,8 +105,6 @@ class SelectingSegmenter:
             steps.append(
                 _describe_step(candidate.name, pending, passed, targets, attempts[-1], faces)
             )
-        if not attempts:
-            raise RuntimeError("no segmenter ran")  # unreachable: the last one raises instead
         if not chosen:
             # Nobody plausible anywhere: one backend for the tile, the least bad (as a whole).
             best = min(attempts, key=lambda a: (a.problem_count, -a.mean_coverage))
