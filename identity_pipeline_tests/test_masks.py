@@ -338,23 +338,39 @@ def three(face_backend) -> tuple[np.ndarray, list[FaceInTile]]:
 
 
 @pytest.mark.parametrize(
-    ("empty_in_first", "expected_backends", "reason_has"),
+    ("empty_in_first", "broken_share", "expected_backends", "reason_has"),
     [
-        ((), {"ann": "first", "bo": "first", "cy": "first"}, "first accepted (3 people plausible)"),
+        (
+            (),
+            0.5,
+            {"ann": "first", "bo": "first", "cy": "first"},
+            "first accepted (3 people plausible)",
+        ),
         # One odd person does not send the others to the next backend.
         (
             (1,),
+            0.5,
             {"ann": "first", "bo": "second", "cy": "first"},
             "first accepted for 2 of 3 (rejected bo: empty",
         ),
         # Implausible for most: the first backend's answer looks broken, for everyone.
-        ((0, 1), {"ann": "second", "bo": "second", "cy": "second"}, "first rejected (ann: empty"),
+        (
+            (0, 1),
+            0.5,
+            {"ann": "second", "bo": "second", "cy": "second"},
+            "first rejected (ann: empty",
+        ),
+        # Share 0, the per-tile rule: one odd person sends everyone to the next backend.
+        ((1,), 0.0, {"ann": "second", "bo": "second", "cy": "second"}, "first rejected (bo: empty"),
     ],
 )
-def test_selector_chooses_per_person(three, empty_in_first, expected_backends, reason_has) -> None:
+def test_selector_chooses_per_person(
+    three, empty_in_first, broken_share, expected_backends, reason_has
+) -> None:
     image, faces = three
     selector = SelectingSegmenter([PriorExcept("first", empty_in_first), PriorExcept("second")])
-    config = MaskConfig(min_edge_contrast=0.0)  # box-shaped priors follow no image edges
+    # Box-shaped priors follow no image edges: that check is off here.
+    config = MaskConfig(min_edge_contrast=0.0, selector_broken_share=broken_share)
     masks = build_identity_masks(image, faces, selector, config)
     assert {m.identity: m.backend for m in masks} == expected_backends
     assert reason_has in masks[0].selector_reason

@@ -148,6 +148,7 @@ class MaskConfig:
     pose_min_people: int = 2  # the selector tries the pose model first from this many faces
     # The selector keeps a backend per person, but not one implausible for this share of the
     # people it was tried on (or more): that answer looks broken, for everyone in the tile.
+    # 0: any implausible person rejects a backend for the whole tile (the per-tile rule).
     selector_broken_share: float = 0.5
     # Hands (masks/hands.py): a hand reaching into someone else's silhouette goes to the person
     # whose wrist it continues. Its view: this many times twice the wrist-to-knuckles length.

@@ -6,7 +6,8 @@ always-available last). Each named person keeps the first backend whose region f
 plausible (``quality.check_people``); only the people still without one go on to the next
 backend, and someone plausible nowhere keeps the backend with the fewest problems for them.
 A backend implausible for ``selector_broken_share`` of the people it was tried on or more is
-rejected for all of them: its answer looks broken (a corrupt model's blobs), not one odd person.
+rejected for all of them: its answer looks broken (a corrupt model's blobs), not one odd person
+(0: one implausible person rejects a backend for the whole tile, the rule before per-person choice).
 Choosing per person, not per tile, matters in groups: one person's odd outline used to send the
 whole tile to GrabCut, which on the tuning scenes was worse for everyone else in it. The reason
 string records each step, e.g. ``"pose accepted for 7 of 8 (rejected p3: outline ignores image
@@ -98,7 +99,8 @@ class SelectingSegmenter:
             checks = check_people(gradient, segmentation, people, faces, pending, config)
             attempts.append(Attempt(segmentation, people, dict(zip(pending, checks, strict=True))))
             passed = [t for t in pending if attempts[-1].checks[t].plausible]
-            if len(pending) - len(passed) >= config.selector_broken_share * len(pending):
+            failed = len(pending) - len(passed)
+            if failed and failed >= config.selector_broken_share * len(pending):
                 passed = []  # implausible for this many: the answer looks broken, for all
             for index in passed:
                 chosen[index] = len(attempts) - 1
@@ -161,8 +163,12 @@ def _describe_step(
     faces: Sequence[FaceInTile],
 ) -> str:
     failed = [t for t in pending if t not in passed]
+    # Only the people with problems are named: a backend rejected for all as broken also
+    # fails people who were plausible in it.
     problems = "; ".join(
-        f"{_who(faces, t)}: {', '.join(attempt.checks[t].problems)}" for t in failed
+        f"{_who(faces, t)}: {', '.join(attempt.checks[t].problems)}"
+        for t in failed
+        if attempt.checks[t].problems
     )
     if not failed:
         if len(pending) == len(targets):
