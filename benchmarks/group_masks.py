@@ -69,17 +69,10 @@ from identity_pipeline.masks import (  # noqa: E402
     select_segmenter,
 )
 from identity_pipeline.masks.config import HANDSET_OWNERSHIP  # noqa: E402
-from identity_pipeline.masks.geometry import (  # noqa: E402
-    clip_box,
-    gradient_magnitude,
-    reach_box,
-    resize_to_max_side,
-)
+from identity_pipeline.masks.geometry import clip_box, reach_box, resize_to_max_side  # noqa: E402
 from identity_pipeline.masks.mediapipe_models import CV2_DNN, LITERT  # noqa: E402
 from identity_pipeline.masks.pose import PoseSegmenter  # noqa: E402
-from identity_pipeline.masks.quality import check_people  # noqa: E402
 from identity_pipeline.masks.records import Segmenter  # noqa: E402
-from identity_pipeline.masks.refine import split_people  # noqa: E402
 from identity_pipeline.masks.scenes import (  # noqa: E402
     GroupScene,
     detect_faces,
@@ -89,7 +82,6 @@ from identity_pipeline.masks.scenes import (  # noqa: E402
     person_photos,
     visible_face_owner,
 )
-from identity_pipeline.masks.selector import target_indices  # noqa: E402
 
 DEFAULT_OUT = SCRATCH / "group_masks_bench"
 SPLITS = {
@@ -235,38 +227,20 @@ class WithSelectorConfig:
         return self.selector.segment(image_rgb, faces, self.config)
 
 
-class PerTileSelector(WithSelectorConfig):
+def per_tile(config: MaskConfig) -> MaskConfig:
     """Main df9339a's selection rule: a backend is kept for the whole tile only when every
-    person's region is plausible, else the next backend is tried for everyone; when none is,
-    the one with the fewest problems in all."""
-
-    def segment(self, image_rgb, faces, config):
-        config = self.config
-        targets = target_indices(faces)
-        gradient = gradient_magnitude(image_rgb)
-        attempts = []
-        for candidate in self.selector.candidates:
-            if candidate.name == "pose" and len(faces) < config.pose_min_people:
-                continue
-            segmentation = candidate.segment(image_rgb, faces, config)
-            people = split_people(segmentation, faces, config)
-            checks = check_people(gradient, segmentation, people, faces, targets, config)
-            problems = sum(len(check.problems) for check in checks)
-            if problems == 0:
-                return segmentation
-            coverage = float(np.mean([c.face_coverage for c in checks])) if checks else 0.0
-            attempts.append((problems, -coverage, len(attempts), segmentation))
-        return min(attempts, key=lambda a: a[:3])[3]
+    person's region is plausible (the selector with ``selector_broken_share`` 0)."""
+    return replace(config, selector_broken_share=0.0)
 
 
-class BeforeSelector(PerTileSelector):
+class BeforeSelector(WithSelectorConfig):
     """The selector before the pose model (main before it): selfie model, then GrabCut, per
     tile, judged with the edge check of then (outline gradient over the gradient of the whole
     person's surroundings, at least 1.5)."""
 
     def __init__(self, config: MaskConfig) -> None:
         before = replace(config, backend_order=("sam", "selfie", "grabcut"))
-        super().__init__(replace(before, min_edge_contrast=1.5))
+        super().__init__(per_tile(replace(before, min_edge_contrast=1.5)))
 
     def segment(self, image_rgb, faces, config):
         with mock.patch.object(quality, "edge_contrast", surround_edge_contrast):
@@ -281,8 +255,8 @@ def build_methods(config: MaskConfig) -> dict[str, Segmenter]:
         "pose-fast": WithConfig(PoseSegmenter(config.pose_model, LITERT), fast_config(config)),
         "selector": select_segmenter(config),
         "selector-cv2": WithSelectorConfig(replace(config, pose_runtime=CV2_DNN)),
-        "selector-per-tile": PerTileSelector(config),
-        "selector-df9339a": PerTileSelector(previous),
+        "selector-per-tile": WithSelectorConfig(per_tile(config)),
+        "selector-df9339a": WithSelectorConfig(per_tile(previous)),
         "selector-before": BeforeSelector(config),
         "grabcut": GrabCutSegmenter(),
         "selfie": SelfieSegmenter(config.selfie_model),
